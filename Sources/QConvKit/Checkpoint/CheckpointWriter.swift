@@ -1,0 +1,145 @@
+/// Writes a checkpoint (a single safetensors file, or a model folder with
+/// shards, an index and copied auxiliary files) by streaming, atomically.
+///
+/// Tensors are written in the order given at creation; `write(_:)` moves on to
+/// the next shard by itself when a shard's bytes are complete. Nothing appears
+/// at the destination until `commit()`.
+public final class CheckpointWriter {
+    /// What the output looks like.
+    public enum Layout {
+        /// One safetensors file at the destination.
+        case file
+        /// A model folder; each shard is a file name and the tensors in it.
+        /// A single shard is written as `model.safetensors` without an index.
+        case folder(shards: [(fileName: String, tensors: [TensorInfo])])
+    }
+
+    public let destination: String
+    private let output: AtomicOutput
+    private let shardPlan: [(fileName: String, tensors: [TensorInfo])]
+    private let metadata: [(key: String, value: String)]?
+    private var current: SafeTensorsWriter?
+    private var currentShard = -1
+    private var remainingInShard: UInt64 = 0
+    private var indexJSON: String?
+
+    /// Creates the temporary output and writes the first shard's header.
+    ///
+    /// - Parameters:
+    ///   - auxiliaryFiles: (source path, name in the folder) pairs copied as they are.
+    ///   - inputs: paths the command reads, which the destination must not be.
+    public init(destination: String, layout: Layout, tensors: [TensorInfo], metadata: [(key: String, value: String)]?,
+                auxiliaryFiles: [(source: String, name: String)] = [], overwrite: Bool, inputs: [String]) throws {
+        self.destination = destination
+        self.metadata = metadata
+        switch layout {
+        case .file:
+            shardPlan = [(FileSystem.baseName(of: destination), tensors)]
+            output = try AtomicOutput(destination: destination, kind: .file, overwrite: overwrite, inputs: inputs)
+        case .folder(let shards):
+            shardPlan = shards
+            output = try AtomicOutput(destination: destination, kind: .directory, overwrite: overwrite, inputs: inputs)
+            for file in auxiliaryFiles {
+                try FileSystem.copyFile(from: file.source, to: output.path(for: file.name))
+            }
+            if shards.count > 1 { indexJSON = Self.indexJSON(shards: shards) }
+        }
+        try openNextShard()
+    }
+
+    /// Plans shards the way transformers does: tensors in order, a new shard
+    /// whenever the next tensor would push the current one past `maximumBytes`
+    /// (a tensor larger than the limit gets a shard of its own).
+    public static func planShards(_ tensors: [TensorInfo], maximumBytes: UInt64) -> [(fileName: String, tensors: [TensorInfo])] {
+        var groups: [[TensorInfo]] = [[]]
+        var size: UInt64 = 0
+        for tensor in tensors {
+            let bytes = UInt64(tensor.byteCount)
+            if !groups[groups.count - 1].isEmpty && size + bytes > maximumBytes {
+                groups.append([])
+                size = 0
+            }
+            groups[groups.count - 1].append(tensor)
+            size += bytes
+        }
+        if groups.count == 1 { return [(Checkpoint.singleFileName, groups[0])] }
+        let total = groups.count
+        func padded(_ n: Int) -> String { let s = String(n); return String(repeating: "0", count: max(0, 5 - s.count)) + s }
+        return groups.enumerated().map { ("model-\(padded($0.offset + 1))-of-\(padded(total)).safetensors", $0.element) }
+    }
+
+    /// The index transformers writes: sorted keys, two-space indent, newline at the end.
+    static func indexJSON(shards: [(fileName: String, tensors: [TensorInfo])]) -> String {
+        let all = shards.flatMap(\.tensors)
+        let totalSize = all.reduce(UInt64(0)) { $0 + UInt64($1.byteCount) }
+        let parameters = all.reduce(UInt64(0)) { $0 + UInt64($1.elementCount) }
+        var map = JSONObject()
+        for shard in shards { for tensor in shard.tensors { map.append(tensor.name, .string(shard.fileName)) } }
+        let index: JSONValue = .object([
+            "metadata": .object(["total_parameters": .uint(parameters), "total_size": .uint(totalSize)]),
+            "weight_map": .object(map),
+        ])
+        return JSONWriter.serialize(index, style: .indented, sortKeys: true) + "\n"
+    }
+
+    /// Appends tensor data in order, crossing into the next shard as needed.
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        var rest = bytes
+        while rest.count > 0 {
+            while remainingInShard == 0 { try openNextShard() }
+            let n = Int(min(UInt64(rest.count), remainingInShard))
+            try current!.write(UnsafeRawBufferPointer(rebasing: rest[0..<n]))
+            remainingInShard -= UInt64(n)
+            rest = UnsafeRawBufferPointer(rebasing: rest[n...])
+        }
+    }
+
+    /// Copies a stored tensor's bytes as they are, in bounded chunks.
+    public func copy(_ tensor: StoredTensor, buffer: UnsafeMutableRawBufferPointer) throws {
+        var offset = 0
+        let total = tensor.info.byteCount
+        while offset < total {
+            let n = min(buffer.count, total - offset)
+            let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n])
+            try tensor.readBytes(at: offset, into: chunk)
+            try write(UnsafeRawBufferPointer(chunk))
+            offset += n
+        }
+    }
+
+    /// Finishes every shard, writes the index and moves the output into place.
+    public func commit() throws {
+        while currentShard < shardPlan.count - 1 || remainingInShard > 0 {
+            precondition(remainingInShard == 0, "commit() before all tensor data was written")
+            try openNextShard()
+        }
+        try current?.finish()
+        current = nil
+        if let indexJSON {
+            let writer = try FileSystem.createFile(output.path(for: Checkpoint.indexFileName))
+            try writer.write(indexJSON)
+            try writer.close()
+        }
+        try output.commit()
+    }
+
+    /// Removes everything written so far.
+    public func discard() { output.discard() }
+
+    private func openNextShard() throws {
+        try current?.finish()
+        currentShard += 1
+        guard currentShard < shardPlan.count else {
+            preconditionFailure("more tensor data than the plan holds")
+        }
+        let shard = shardPlan[currentShard]
+        let writer: SequentialWriter
+        if output.kind == .file {
+            writer = try output.makeWriter()
+        } else {
+            writer = try FileSystem.createFile(output.path(for: shard.fileName))
+        }
+        current = try SafeTensorsWriter(output: writer, tensors: shard.tensors, metadata: metadata)
+        remainingInShard = shard.tensors.reduce(0) { $0 + UInt64($1.byteCount) }
+    }
+}

@@ -1,0 +1,106 @@
+import Glibc
+
+/// Small questions about paths, answered with `stat`.
+public enum FileSystem {
+    public enum Kind { case missing, file, directory, other }
+
+    public static func kind(of path: String) -> Kind {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return .missing }
+        switch info.st_mode & S_IFMT {
+        case S_IFREG: return .file
+        case S_IFDIR: return .directory
+        default: return .other
+        }
+    }
+
+    public static func exists(_ path: String) -> Bool { kind(of: path) != .missing }
+
+    /// The (device, inode) pair that identifies a file however it is named.
+    public struct Identity: Hashable {
+        let device: UInt64
+        let inode: UInt64
+    }
+
+    public static func identity(of path: String) -> Identity? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        return Identity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
+    }
+
+    public static func size(of path: String) -> UInt64? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        return UInt64(info.st_size)
+    }
+
+    /// The names in a directory, sorted, without "." and "..".
+    public static func contents(of directory: String) throws -> [String] {
+        guard let dir = opendir(directory) else { throw IOError("list", path: directory) }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: Int(NAME_MAX) + 1) { String(cString: $0) }
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    public static func join(_ directory: String, _ name: String) -> String {
+        directory.hasSuffix("/") ? directory + name : directory + "/" + name
+    }
+
+    public static func directoryName(of path: String) -> String {
+        var trimmed = path
+        while trimmed.count > 1 && trimmed.hasSuffix("/") { trimmed.removeLast() }
+        guard let slash = trimmed.lastIndex(of: "/") else { return "." }
+        let parent = String(trimmed[..<slash])
+        return parent.isEmpty ? "/" : parent
+    }
+
+    public static func baseName(of path: String) -> String {
+        var trimmed = path
+        while trimmed.count > 1 && trimmed.hasSuffix("/") { trimmed.removeLast() }
+        guard let slash = trimmed.lastIndex(of: "/") else { return trimmed }
+        return String(trimmed[trimmed.index(after: slash)...])
+    }
+
+    /// Copies a small file (config.json, tokenizer files) byte for byte.
+    public static func copyFile(from source: String, to destination: String) throws {
+        let input = try ReadableFile(path: source)
+        let output = try createFile(destination)
+        var offset: UInt64 = 0
+        let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+        defer { chunk.deallocate() }
+        while offset < input.size {
+            let n = Int(min(UInt64(chunk.count), input.size - offset))
+            let part = UnsafeMutableRawBufferPointer(rebasing: chunk[0..<n])
+            try input.read(at: offset, into: part)
+            try output.write(UnsafeRawBufferPointer(part))
+            offset += UInt64(n)
+        }
+        try output.close()
+    }
+
+    /// Creates (or truncates) a file for writing.
+    public static func createFile(_ path: String, exclusive: Bool = false) throws -> SequentialWriter {
+        let flags = O_WRONLY | O_CREAT | O_CLOEXEC | (exclusive ? O_EXCL : O_TRUNC)
+        let fd = open(path, flags, 0o644)
+        guard fd >= 0 else { throw IOError("create", path: path) }
+        return SequentialWriter(descriptor: fd, path: path)
+    }
+
+    /// Removes a file or a directory tree; missing paths are not an error.
+    public static func removeItem(_ path: String) {
+        switch kind(of: path) {
+        case .missing: return
+        case .directory:
+            for name in (try? contents(of: path)) ?? [] { removeItem(join(path, name)) }
+            rmdir(path)
+        default:
+            unlink(path)
+        }
+    }
+}

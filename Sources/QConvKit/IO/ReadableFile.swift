@@ -1,0 +1,64 @@
+import Glibc
+
+/// A file opened for positional reads (`pread`), so that reading one tensor
+/// touches only that tensor's bytes and nothing is mapped into memory.
+///
+/// Safe to share between threads: `pread` does not move a file position.
+public final class ReadableFile: @unchecked Sendable {
+    public let path: String
+    public let size: UInt64
+    private let descriptor: Int32
+
+    public init(path: String) throws {
+        self.path = path
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw IOError("open", path: path) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            let error = IOError("stat", path: path)
+            close(fd)
+            throw error
+        }
+        if (info.st_mode & S_IFMT) == S_IFDIR {
+            close(fd)
+            throw IOError("read", path: path, code: EISDIR)
+        }
+        descriptor = fd
+        size = UInt64(info.st_size)
+        // Tensors are read front to back; tell the kernel to read ahead aggressively.
+        _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_SEQUENTIAL))
+    }
+
+    deinit { close(descriptor) }
+
+    /// Fills `buffer` with the bytes at `offset`. A file that ends early is an
+    /// I/O error: the header was validated against the size seen at open time,
+    /// so a short read means the file changed underneath us.
+    public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = pread(descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw IOError("read", path: path)
+            }
+            if n == 0 {
+                throw IOError("read", path: path, code: 0, detail: "file ended at byte \(offset + UInt64(done)), expected \(buffer.count - done) more bytes (was it truncated while qconv ran?)")
+            }
+            done += n
+        }
+    }
+
+    /// Reads `count` bytes at `offset` into a new array (headers and small tensors only).
+    public func readBytes(at offset: UInt64, count: Int) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        try bytes.withUnsafeMutableBytes { try read(at: offset, into: $0) }
+        return bytes
+    }
+
+    /// Tells the kernel the given range will not be read again, so that page
+    /// cache pages do not pile up in long conversions.
+    public func dropFromCache(offset: UInt64, length: UInt64) {
+        _ = posix_fadvise(descriptor, off_t(offset), off_t(length), Int32(POSIX_FADV_DONTNEED))
+    }
+}

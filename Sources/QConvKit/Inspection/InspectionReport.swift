@@ -1,0 +1,142 @@
+/// What `qconv inspect` reports about a checkpoint or a container. The CLI
+/// renders it as text or as the JSON documented in docs/CLI.md (`json`).
+public struct InspectionReport {
+    public struct File {
+        public var name: String
+        public var bytes: UInt64
+        public var tensorCount: Int
+    }
+
+    public struct Tensor {
+        public var name: String
+        public var dtype: String
+        public var shape: [Int]
+        public var parameters: Int
+        /// Bytes stored for this tensor (all parts, for a container).
+        public var bytes: UInt64
+        public var file: String
+        /// Container only: the scheme, its bits per weight, outlier columns (int8).
+        public var scheme: String?
+        public var bitsPerWeight: Double?
+        public var outlierColumns: Int?
+        public var statistics: TensorStatistics?
+    }
+
+    public struct DTypeTotal {
+        public var tensorCount = 0
+        public var parameters = 0
+        public var bytes: UInt64 = 0
+    }
+
+    public var path: String
+    /// "safetensors", "safetensors-folder", "safetensors-sharded-folder" or "qconv-container".
+    public var format: String
+    public var files: [File] = []
+    public var auxiliaryFiles: [String] = []
+    public var metadata: [(key: String, value: String)] = []
+    public var tensors: [Tensor] = []
+    /// Extra container facts (version, options, source size) for the header section.
+    public var container: JSONObject?
+
+    public init(path: String, format: String) {
+        self.path = path
+        self.format = format
+    }
+
+    public var tensorCount: Int { tensors.count }
+    public var parameterCount: Int { tensors.reduce(0) { $0 + $1.parameters } }
+    public var tensorBytes: UInt64 { tensors.reduce(0) { $0 + $1.bytes } }
+    public var fileBytes: UInt64 { files.reduce(0) { $0 + $1.bytes } }
+
+    /// Totals per dtype, in order of first appearance.
+    public var dtypeTotals: [(dtype: String, total: DTypeTotal)] {
+        var order: [String] = []
+        var totals: [String: DTypeTotal] = [:]
+        for tensor in tensors {
+            if totals[tensor.dtype] == nil { order.append(tensor.dtype) }
+            totals[tensor.dtype, default: DTypeTotal()].tensorCount += 1
+            totals[tensor.dtype]!.parameters += tensor.parameters
+            totals[tensor.dtype]!.bytes += tensor.bytes
+        }
+        return order.map { ($0, totals[$0]!) }
+    }
+
+    /// Reads a safetensors checkpoint's headers; with `statistics`, streams
+    /// every float tensor as well.
+    public static func inspect(_ checkpoint: Checkpoint, statistics: Bool = false, threads: Int = 1) throws -> InspectionReport {
+        let format: String
+        switch checkpoint.layout {
+        case .file: format = "safetensors"
+        case .folder: format = "safetensors-folder"
+        case .shardedFolder: format = "safetensors-sharded-folder"
+        }
+        var report = InspectionReport(path: checkpoint.path, format: format)
+        report.files = checkpoint.shards.map { shard in
+            File(name: FileSystem.baseName(of: shard.path), bytes: shard.file.size, tensorCount: shard.tensors.count)
+        }
+        report.auxiliaryFiles = checkpoint.auxiliaryFiles
+        report.metadata = checkpoint.metadata ?? []
+        report.tensors = checkpoint.tensors.map { tensor in
+            Tensor(name: tensor.name, dtype: tensor.info.dtype.rawValue, shape: tensor.info.shape,
+                   parameters: tensor.info.elementCount, bytes: UInt64(tensor.info.byteCount),
+                   file: checkpoint.shardName(of: tensor))
+        }
+        if statistics {
+            try report.addStatistics(checkpoint.tensors.map(\.stored), threads: threads)
+        }
+        return report
+    }
+
+    /// Computes statistics for `sources` (in the order of `tensors`).
+    public mutating func addStatistics(_ sources: [StoredTensor], threads: Int) throws {
+        var results = [TensorStatistics?](repeating: nil, count: sources.count)
+        try results.withUnsafeMutableBufferPointer { slots in
+            try parallelFor(sources.count, threads: threads) { i in
+                slots[i] = try TensorStatistics.compute(sources[i])
+            }
+        }
+        for i in tensors.indices { tensors[i].statistics = results[i] }
+    }
+
+    /// The stable JSON object documented in docs/CLI.md. `tensors` is included
+    /// when `includeTensors` is set (`--tensors` or `--stats`).
+    public func json(includeTensors: Bool) -> JSONValue {
+        var object = JSONObject()
+        object.append("path", .string(path))
+        object.append("format", .string(format))
+        object.append("tensor_count", .int(tensorCount))
+        object.append("parameter_count", .int(parameterCount))
+        object.append("tensor_bytes", .uint(tensorBytes))
+        object.append("file_bytes", .uint(fileBytes))
+        object.append("files", .array(files.map {
+            .object(["name": .string($0.name), "bytes": .uint($0.bytes), "tensor_count": .int($0.tensorCount)])
+        }))
+        object.append("auxiliary_files", .array(auxiliaryFiles.map { .string($0) }))
+        var dtypes = JSONObject()
+        for (dtype, total) in dtypeTotals {
+            dtypes.append(dtype, .object([
+                "tensor_count": .int(total.tensorCount), "parameter_count": .int(total.parameters), "bytes": .uint(total.bytes),
+            ]))
+        }
+        object.append("dtypes", .object(dtypes))
+        object.append("metadata", .object(JSONObject(metadata.map { ($0.key, .string($0.value)) })))
+        if let container { object.append("container", .object(container)) }
+        if includeTensors {
+            object.append("tensors", .array(tensors.map { tensor in
+                var row = JSONObject()
+                row.append("name", .string(tensor.name))
+                row.append("dtype", .string(tensor.dtype))
+                row.append("shape", .array(tensor.shape.map { .int($0) }))
+                row.append("parameters", .int(tensor.parameters))
+                row.append("bytes", .uint(tensor.bytes))
+                row.append("file", .string(tensor.file))
+                if let scheme = tensor.scheme { row.append("scheme", .string(scheme)) }
+                if let bits = tensor.bitsPerWeight { row.append("bits_per_weight", .double(bits)) }
+                if let outliers = tensor.outlierColumns { row.append("outlier_columns", .int(outliers)) }
+                if let statistics = tensor.statistics { row.append("stats", statistics.json) }
+                return .object(row)
+            }))
+        }
+        return .object(object)
+    }
+}

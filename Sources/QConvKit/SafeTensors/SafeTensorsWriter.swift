@@ -1,0 +1,74 @@
+/// Writes one safetensors file by streaming: the header is fixed up front from
+/// names, dtypes and shapes, then each tensor's bytes are appended in order.
+///
+/// The layout is the reference writer's: `__metadata__` first, then tensors in
+/// data order, compact JSON padded with spaces to a multiple of 8, contiguous
+/// offsets. Given tensors in a file's own order, the output is byte-identical
+/// to a file written by the reference writer.
+public final class SafeTensorsWriter {
+    public let tensors: [TensorInfo]
+    private let output: SequentialWriter
+    private let dataStart: UInt64
+    private let expectedDataLength: UInt64
+    private var written: UInt64 = 0
+
+    /// Writes the header to `output` at once.
+    public init(output: SequentialWriter, tensors: [TensorInfo], metadata: [(key: String, value: String)]?) throws {
+        self.output = output
+        self.tensors = tensors
+        let header = Self.headerBytes(tensors: tensors, metadata: metadata)
+        var length = UInt64(header.count).littleEndian
+        try withUnsafeBytes(of: &length) { try output.write($0) }
+        try output.write(header)
+        dataStart = output.position
+        expectedDataLength = tensors.reduce(0) { $0 + UInt64($1.byteCount) }
+    }
+
+    /// The header JSON, padded; exposed for size planning and tests.
+    public static func headerBytes(tensors: [TensorInfo], metadata: [(key: String, value: String)]?) -> [UInt8] {
+        var object = JSONObject()
+        if let metadata {
+            object.append("__metadata__", .object(JSONObject(metadata.map { ($0.key, JSONValue.string($0.value)) })))
+        }
+        var offset: UInt64 = 0
+        for tensor in tensors {
+            let end = offset + UInt64(tensor.byteCount)
+            object.append(tensor.name, .object([
+                "dtype": .string(tensor.dtype.rawValue),
+                "shape": .array(tensor.shape.map { .int($0) }),
+                "data_offsets": .array([.uint(offset), .uint(end)]),
+            ]))
+            offset = end
+        }
+        var bytes = Array(JSONWriter.serialize(.object(object)).utf8)
+        let padding = (8 - bytes.count % 8) % 8
+        bytes += [UInt8](repeating: 0x20, count: padding)
+        return bytes
+    }
+
+    /// Appends tensor data; tensors follow each other with no separator.
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        precondition(written + UInt64(bytes.count) <= expectedDataLength, "more tensor data than the header announced")
+        try output.write(bytes)
+        written += UInt64(bytes.count)
+    }
+
+    /// Copies a stored tensor's bytes in bounded chunks.
+    public func copy(_ tensor: StoredTensor, buffer: UnsafeMutableRawBufferPointer) throws {
+        var offset = 0
+        let total = tensor.info.byteCount
+        while offset < total {
+            let n = min(buffer.count, total - offset)
+            let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n])
+            try tensor.readBytes(at: offset, into: chunk)
+            try write(UnsafeRawBufferPointer(chunk))
+            offset += n
+        }
+    }
+
+    /// Checks that every announced byte was written and flushes.
+    public func finish() throws {
+        precondition(written == expectedDataLength, "wrote \(written) of \(expectedDataLength) bytes of tensor data")
+        try output.close()
+    }
+}

@@ -1,0 +1,47 @@
+import Glibc
+
+/// A one-line progress display on stderr, shown only when stderr is a
+/// terminal and the user did not ask for `--quiet`.
+public final class Progress {
+    private let enabled: Bool
+    private let label: String
+    private let total: UInt64
+    private var done: UInt64 = 0
+    private var lastDraw: UInt64 = 0
+    private var drew = false
+
+    /// - Parameters:
+    ///   - total: units of work (bytes, usually) for the percentage.
+    ///   - quiet: `--quiet` was given.
+    public init(label: String, total: UInt64, quiet: Bool) {
+        self.label = label
+        self.total = max(total, 1)
+        enabled = !quiet && isatty(2) != 0
+    }
+
+    /// Records `amount` more units done and redraws at most ten times a second.
+    public func advance(by amount: UInt64, item: String = "") {
+        done += amount
+        guard enabled else { return }
+        let now = Self.milliseconds()
+        guard now - lastDraw >= 100 || done >= total else { return }
+        lastDraw = now
+        let percent = min(100, done * 100 / total)
+        var line = "\r\(label) \(percent)% \(item)"
+        if line.count > 100 { line = String(line.prefix(100)) }
+        fputs(line + "\u{1B}[K", stderr)
+        drew = true
+    }
+
+    /// Clears the line so the final report starts on a clean line.
+    public func finish() {
+        guard enabled, drew else { return }
+        fputs("\r\u{1B}[K", stderr)
+    }
+
+    private static func milliseconds() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
+    }
+}

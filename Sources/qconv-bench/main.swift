@@ -1,0 +1,3 @@
+import QConvKit
+
+print("qconv-bench: not implemented yet")

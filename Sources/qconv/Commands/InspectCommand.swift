@@ -1,0 +1,100 @@
+import QConvKit
+
+/// `qconv inspect PATH`: what is inside a safetensors file, a model folder or a container.
+enum InspectCommand: Command {
+    static let spec = CommandSpec(
+        name: "inspect",
+        abstract: "Show what is inside a safetensors file, a model folder or a qconv container.",
+        positionals: [("PATH", "A .safetensors file, a model folder (sharded or not), or a qconv container.")],
+        options: [
+            .flag("--tensors", "List every tensor: name, dtype, shape, parameters, bytes, file."),
+            .flag("--stats", "Also stream every tensor and show min, max, mean, std, absmax, NaN and Inf counts."),
+            CommonOptions.json,
+            CommonOptions.quiet,
+            CommonOptions.threads,
+        ],
+        discussion: "Without --stats only headers are read, so the answer is immediate for files of any size."
+    )
+
+    static func run(_ arguments: ParsedArguments, console: Console) throws -> Int32 {
+        let path = arguments.positionals[0]
+        let statistics = arguments.flag("--stats")
+        let listTensors = arguments.flag("--tensors") || statistics
+        let report = try Inspection.inspect(path: path, statistics: statistics, threads: try arguments.threads())
+        if arguments.flag("--json") {
+            console.printJSON(report.json(includeTensors: listTensors))
+        } else {
+            console.say(render(report, listTensors: listTensors, statistics: statistics))
+        }
+        return 0
+    }
+
+    static func render(_ report: InspectionReport, listTensors: Bool, statistics: Bool) -> String {
+        var rows: [[String]] = [
+            ["path", report.path],
+            ["format", report.format],
+            ["files", report.files.map(\.name).joined(separator: ", ")],
+        ]
+        if !report.auxiliaryFiles.isEmpty { rows.append(["other files", report.auxiliaryFiles.joined(separator: ", ")]) }
+        rows.append(["tensors", Format.grouped(report.tensorCount)])
+        rows.append(["parameters", Format.grouped(report.parameterCount)])
+        for (dtype, total) in report.dtypeTotals {
+            rows.append(["  \(dtype)", "\(Format.grouped(total.parameters)) in \(total.tensorCount) tensor\(total.tensorCount == 1 ? "" : "s"), \(Format.bytes(total.bytes))"])
+        }
+        rows.append(["tensor data", "\(Format.grouped(report.tensorBytes)) bytes (\(Format.bytes(report.tensorBytes)))"])
+        rows.append(["on disk", "\(Format.grouped(report.fileBytes)) bytes (\(Format.bytes(report.fileBytes)))"])
+        if let container = report.container {
+            for (key, value) in container.members {
+                rows.append([String(key.map { $0 == "_" ? " " : $0 }), describe(value)])
+            }
+        }
+        if report.metadata.isEmpty {
+            rows.append(["metadata", "(none)"])
+        } else {
+            for (i, entry) in report.metadata.enumerated() {
+                rows.append([i == 0 ? "metadata" : "", "\(entry.key): \(entry.value)"])
+            }
+        }
+        var text = Format.table(rows)
+        guard listTensors else { return text }
+
+        let isContainer = report.tensors.contains { $0.scheme != nil }
+        var header = ["NAME", "DTYPE", "SHAPE", "PARAMS", "BYTES", "FILE"]
+        if isContainer { header = ["NAME", "DTYPE", "SHAPE", "PARAMS", "SCHEME", "BITS/W", "OUTLIERS", "BYTES"] }
+        if statistics { header += ["MIN", "MAX", "MEAN", "STD", "ABSMAX", "NAN", "INF"] }
+        var table = [header]
+        for tensor in report.tensors {
+            var row = [tensor.name, tensor.dtype, "[" + tensor.shape.map(String.init).joined(separator: ",") + "]", Format.grouped(tensor.parameters)]
+            if isContainer {
+                row += [tensor.scheme ?? "", tensor.bitsPerWeight.map { Format.fixed($0, 2) } ?? "",
+                        tensor.outlierColumns.map(String.init) ?? "", Format.grouped(tensor.bytes)]
+            } else {
+                row += [Format.grouped(tensor.bytes), tensor.file]
+            }
+            if statistics {
+                if let s = tensor.statistics, s.finiteCount > 0 {
+                    row += [s.min, s.max, s.mean, s.std, s.absmax].map(Format.number) + [String(s.nanCount), String(s.infinityCount)]
+                } else if let s = tensor.statistics {
+                    row += ["-", "-", "-", "-", "-", String(s.nanCount), String(s.infinityCount)]
+                } else {
+                    row += ["-", "-", "-", "-", "-", "-", "-"]
+                }
+            }
+            table.append(row)
+        }
+        var right: Set<Int> = [3]
+        if !isContainer { right.insert(4) } else { right.formUnion([5, 6, 7]) }
+        if statistics { right.formUnion(Set((header.count - 7)..<header.count)) }
+        text += "\n\n" + Format.table(table, rightAligned: right)
+        return text
+    }
+
+    private static func describe(_ value: JSONValue) -> String {
+        switch value {
+        case .string(let s): return s
+        case .number(let n): return n.text
+        case .bool(let b): return b ? "true" : "false"
+        default: return JSONWriter.serialize(value)
+        }
+    }
+}

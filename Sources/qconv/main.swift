@@ -1,0 +1,73 @@
+import Glibc
+import QConvKit
+
+/// Every subcommand, in the order `qconv --help` lists them.
+let commands: [Command.Type] = [
+    InspectCommand.self,
+]
+
+func topLevelHelp() -> String {
+    var lines = [
+        "qconv \(QConvVersion.string): quantize, verify and merge model weights without loading the model.",
+        "",
+        "usage: qconv COMMAND [arguments] [options]",
+        "",
+        "commands:",
+    ]
+    for command in commands {
+        let name = command.spec.name
+        lines.append("  " + name + String(repeating: " ", count: max(1, 12 - name.count)) + command.spec.abstract)
+    }
+    lines += [
+        "",
+        "options:",
+        "  --help      Show this help; 'qconv COMMAND --help' shows a command's options.",
+        "  --version   Print the version.",
+        "",
+        "exit codes: 0 ok, 1 a check failed, 2 usage error, 3 invalid or corrupt input, 4 I/O error.",
+    ]
+    return lines.joined(separator: "\n")
+}
+
+func runMain() -> Int32 {
+    let arguments = Array(CommandLine.arguments.dropFirst())
+    guard let first = arguments.first else {
+        fputs(topLevelHelp() + "\n", stderr)
+        return 2
+    }
+    switch first {
+    case "--help", "-h", "help":
+        print(topLevelHelp())
+        return 0
+    case "--version", "-V", "version":
+        print("qconv \(QConvVersion.string)")
+        return 0
+    default:
+        break
+    }
+    guard let command = commands.first(where: { $0.spec.name == first }) else {
+        Console.error("unknown command '\(first)'\nsee 'qconv --help'")
+        return 2
+    }
+    let rest = Array(arguments.dropFirst())
+    if rest.contains("--help") || rest.contains("-h") {
+        print(command.spec.help)
+        return 0
+    }
+    do {
+        let parsed = try ParsedArguments.parse(rest, spec: command.spec)
+        var console = Console()
+        console.quiet = parsed.flag("--quiet")
+        let status = try command.run(parsed, console: console)
+        fflush(stdout)
+        return status
+    } catch let error as QConvError {
+        Console.error(error.description)
+        return error.category.exitCode
+    } catch {
+        Console.error("\(error)")
+        return 3
+    }
+}
+
+exit(runMain())
