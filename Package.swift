@@ -14,8 +14,10 @@ let package = Package(
         .executableTarget(name: "qconv", dependencies: ["QConvKit"]),
         // The benchmark harness (not part of `swift test`).
         .executableTarget(name: "qconv-bench", dependencies: ["QConvKit"]),
-        .testTarget(name: "QConvKitTests", dependencies: ["QConvKit"]),
-        .testTarget(name: "QConvCLITests", dependencies: ["qconv", "QConvKit"]),
+        // Fixture paths, temporary folders and a runner for the built binary.
+        .target(name: "QConvTestSupport", path: "Tests/Support"),
+        .testTarget(name: "QConvKitTests", dependencies: ["QConvKit", "QConvTestSupport"]),
+        .testTarget(name: "QConvCLITests", dependencies: ["qconv", "QConvKit", "QConvTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )
