@@ -4,6 +4,12 @@ import QConvKit
 /// Every subcommand, in the order `qconv --help` lists them.
 let commands: [Command.Type] = [
     InspectCommand.self,
+    ToNF4Command.self,
+    ToFP4Command.self,
+    ToInt8Command.self,
+    DequantCommand.self,
+    VerifyCommand.self,
+    MergeLoRACommand.self,
 ]
 
 func topLevelHelp() -> String {

@@ -47,7 +47,10 @@ public final class TemporaryDirectory {
 
 /// What a run of the `qconv` binary produced.
 public struct ProcessResult {
+    /// The exit code, or the signal number when `crashed`.
     public let status: Int32
+    /// The process died of a signal (a crash) instead of exiting.
+    public let crashed: Bool
     public let stdout: String
     public let stderr: String
 }
@@ -70,7 +73,7 @@ public func runQConv(_ arguments: [String], currentDirectory: String? = nil) thr
     errData = err.fileHandleForReading.readDataToEndOfFile()
     group.wait()
     process.waitUntilExit()
-    return ProcessResult(status: process.terminationStatus,
+    return ProcessResult(status: process.terminationStatus, crashed: process.terminationReason == .uncaughtSignal,
                          stdout: String(decoding: outData, as: UTF8.self),
                          stderr: String(decoding: errData, as: UTF8.self))
 }

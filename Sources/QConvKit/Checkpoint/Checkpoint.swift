@@ -137,8 +137,11 @@ public final class Checkpoint: @unchecked Sendable {
         guard let object = root.objectValue else {
             throw CheckpointError.invalidIndex(file: indexPath, reason: "must be a JSON object, found \(root.kindDescription)")
         }
-        guard let weightMap = object["weight_map"]?.objectValue else {
-            throw CheckpointError.invalidIndex(file: indexPath, reason: "missing \"weight_map\" object")
+        guard let weightMapValue = object["weight_map"] else {
+            throw CheckpointError.invalidIndex(file: indexPath, reason: "missing \"weight_map\"")
+        }
+        guard let weightMap = weightMapValue.objectValue else {
+            throw CheckpointError.invalidIndex(file: indexPath, reason: "\"weight_map\" must be an object, found \(weightMapValue.kindDescription)")
         }
         var shardNames = Set<String>()
         for (tensor, value) in weightMap.members {

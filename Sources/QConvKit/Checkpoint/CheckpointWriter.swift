@@ -10,7 +10,8 @@ public final class CheckpointWriter {
         /// One safetensors file at the destination.
         case file
         /// A model folder; each shard is a file name and the tensors in it.
-        /// A single shard is written as `model.safetensors` without an index.
+        /// An index is written when there are several shards. (`planShards`
+        /// names a single shard `model.safetensors`.)
         case folder(shards: [(fileName: String, tensors: [TensorInfo])])
     }
 
@@ -94,17 +95,15 @@ public final class CheckpointWriter {
         }
     }
 
-    /// Copies a stored tensor's bytes as they are, in bounded chunks.
-    public func copy(_ tensor: StoredTensor, buffer: UnsafeMutableRawBufferPointer) throws {
-        var offset = 0
-        let total = tensor.info.byteCount
-        while offset < total {
-            let n = min(buffer.count, total - offset)
-            let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n])
-            try tensor.readBytes(at: offset, into: chunk)
-            try write(UnsafeRawBufferPointer(chunk))
-            offset += n
-        }
+    /// Copies a stored tensor's bytes as they are (the kernel copies them);
+    /// `inspect` sees them on the way. The tensor must be the next one.
+    public func copy(_ tensor: StoredTensor, buffer: UnsafeMutableRawBufferPointer,
+                     inspect: ((UnsafeRawBufferPointer) -> Void)? = nil) throws {
+        let length = UInt64(tensor.info.byteCount)
+        while remainingInShard == 0 && length > 0 { try openNextShard() }
+        precondition(length <= remainingInShard, "a tensor's bytes cannot span shards")
+        try current!.copy(tensor, buffer: buffer, inspect: inspect)
+        remainingInShard -= length
     }
 
     /// Finishes every shard, writes the index and moves the output into place.
@@ -121,6 +120,14 @@ public final class CheckpointWriter {
             try writer.close()
         }
         try output.commit()
+    }
+
+    /// Adds a non-weight file (config.json, ...) to a folder output.
+    public func addFile(named name: String, bytes: [UInt8]) throws {
+        precondition(output.kind == .directory, "addFile(named:bytes:) is for folder outputs")
+        let writer = try FileSystem.createFile(output.path(for: name))
+        try writer.write(bytes)
+        try writer.close()
     }
 
     /// Removes everything written so far.

@@ -107,7 +107,7 @@ public final class AtomicOutput {
         for input in inputs {
             // Walk from the input up to the root: the destination may be neither
             // the input nor any folder that contains it.
-            var path = canonicalPath(input)
+            var path = FileSystem.canonicalPath(input)
             while true {
                 if FileSystem.identity(of: path) == target {
                     throw UsageError("\(destination): refusing to write over an input (\(input))")
@@ -125,12 +125,6 @@ public final class AtomicOutput {
         if kind == .directory && existing != .directory {
             throw UsageError("\(destination): is a file; the output of this command is a folder")
         }
-    }
-
-    static func canonicalPath(_ path: String) -> String {
-        guard let resolved = realpath(path, nil) else { return path }
-        defer { free(resolved) }
-        return String(cString: resolved)
     }
 }
 

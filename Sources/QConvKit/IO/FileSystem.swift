@@ -48,6 +48,13 @@ public enum FileSystem {
         return names.sorted()
     }
 
+    /// The absolute path with symbolic links resolved, or `path` itself when it does not exist.
+    public static func canonicalPath(_ path: String) -> String {
+        guard let resolved = realpath(path, nil) else { return path }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+
     public static func join(_ directory: String, _ name: String) -> String {
         directory.hasSuffix("/") ? directory + name : directory + "/" + name
     }
@@ -67,20 +74,13 @@ public enum FileSystem {
         return String(trimmed[trimmed.index(after: slash)...])
     }
 
-    /// Copies a small file (config.json, tokenizer files) byte for byte.
+    /// Copies a file (config.json, tokenizer files) byte for byte.
     public static func copyFile(from source: String, to destination: String) throws {
         let input = try ReadableFile(path: source)
         let output = try createFile(destination)
-        var offset: UInt64 = 0
-        let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
-        defer { chunk.deallocate() }
-        while offset < input.size {
-            let n = Int(min(UInt64(chunk.count), input.size - offset))
-            let part = UnsafeMutableRawBufferPointer(rebasing: chunk[0..<n])
-            try input.read(at: offset, into: part)
-            try output.write(UnsafeRawBufferPointer(part))
-            offset += UInt64(n)
-        }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+        defer { buffer.deallocate() }
+        try output.append(contentsOf: input, offset: 0, length: input.size, buffer: buffer)
         try output.close()
     }
 

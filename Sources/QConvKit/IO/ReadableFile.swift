@@ -7,7 +7,7 @@ import Glibc
 public final class ReadableFile: @unchecked Sendable {
     public let path: String
     public let size: UInt64
-    private let descriptor: Int32
+    let descriptor: Int32
 
     public init(path: String) throws {
         self.path = path
@@ -54,6 +54,22 @@ public final class ReadableFile: @unchecked Sendable {
         var bytes = [UInt8](repeating: 0, count: count)
         try bytes.withUnsafeMutableBytes { try read(at: offset, into: $0) }
         return bytes
+    }
+
+    /// Streams `length` bytes starting at `offset` through `buffer` to `sink`,
+    /// at most 256 KB at a time (see `SequentialWriter.bufferSize`): the one
+    /// copy loop every command uses.
+    public func stream(from offset: UInt64, length: UInt64, buffer: UnsafeMutableRawBufferPointer,
+                       to sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+        var done: UInt64 = 0
+        let step = UInt64(min(buffer.count, SequentialWriter.bufferSize))
+        while done < length {
+            let n = Int(min(step, length - done))
+            let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n])
+            try read(at: offset + done, into: chunk)
+            try sink(UnsafeRawBufferPointer(chunk))
+            done += UInt64(n)
+        }
     }
 
     /// Tells the kernel the given range will not be read again, so that page

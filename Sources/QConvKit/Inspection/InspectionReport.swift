@@ -35,8 +35,32 @@ public struct InspectionReport {
     public var auxiliaryFiles: [String] = []
     public var metadata: [(key: String, value: String)] = []
     public var tensors: [Tensor] = []
-    /// Extra container facts (version, options, source size) for the header section.
-    public var container: JSONObject?
+    /// Container facts: format version, writer, options, sizes.
+    public var container: ContainerSummary?
+
+    public struct ContainerSummary {
+        public var version: UInt32
+        public var writtenBy: String?
+        /// The options of the command that wrote it, as recorded.
+        public var options: JSONValue?
+        /// Tensor count per scheme, in scheme order.
+        public var schemes: [(scheme: String, count: Int)]
+        public var sourceTensorBytes: UInt64
+        public var bitsPerWeight: Double
+        public var quantizedBitsPerWeight: Double
+
+        public var json: JSONValue {
+            var object = JSONObject()
+            object.append("version", .uint(UInt64(version)))
+            object.append("written_by", writtenBy.map { .string($0) } ?? .null)
+            object.append("options", options ?? .null)
+            object.append("schemes", .object(JSONObject(schemes.map { ($0.scheme, JSONValue.int($0.count)) })))
+            object.append("source_tensor_bytes", .uint(sourceTensorBytes))
+            object.append("bits_per_weight", .double(bitsPerWeight))
+            object.append("quantized_bits_per_weight", .double(quantizedBitsPerWeight))
+            return .object(object)
+        }
+    }
 
     public init(path: String, format: String) {
         self.path = path
@@ -120,7 +144,7 @@ public struct InspectionReport {
         }
         object.append("dtypes", .object(dtypes))
         object.append("metadata", .object(JSONObject(metadata.map { ($0.key, .string($0.value)) })))
-        if let container { object.append("container", .object(container)) }
+        if let container { object.append("container", container.json) }
         if includeTensors {
             object.append("tensors", .array(tensors.map { tensor in
                 var row = JSONObject()

@@ -68,11 +68,12 @@ public struct TensorStatistics: Equatable, Sendable {
     }
 
     /// Streams `tensor` in chunks; nil when its dtype has no float decoding.
-    public static func compute(_ tensor: StoredTensor, chunkElements: Int = 1 << 20) throws -> TensorStatistics? {
+    public static func compute(_ tensor: FloatTensorSource, chunkElements: Int = 1 << 20) throws -> TensorStatistics? {
         guard tensor.info.dtype.isDecodableToFloat else { return nil }
         let total = tensor.info.elementCount
-        let floats = UnsafeMutableBufferPointer<Float>.allocate(capacity: Swift.max(1, Swift.min(chunkElements, total)))
-        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: floats.count * 8, alignment: 64)
+        let chunk = tensor.chunkElements(limit: chunkElements)
+        let floats = UnsafeMutableBufferPointer<Float>.allocate(capacity: Swift.max(1, Swift.min(chunk, total)))
+        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: Swift.max(1, tensor.scratchBytes(for: floats.count)), alignment: 64)
         defer { floats.deallocate(); scratch.deallocate() }
         var statistics = TensorStatistics()
         var start = 0

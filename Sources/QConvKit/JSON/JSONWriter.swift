@@ -4,7 +4,9 @@ public enum JSONWriter {
     public enum Style {
         /// No spaces at all: `{"a":[1,2]}`, as serde_json and the safetensors writers emit.
         case compact
-        /// Python's `json.dumps(indent=2)`: two spaces per level, `": "` and `","` at line ends.
+        /// Python's `json.dumps(indent=2)`: two spaces per level, `": "` and `","` at line ends,
+        /// everything outside printable ASCII escaped as `\uxxxx`, lower-case hex (Python's default
+        /// `ensure_ascii`); except that arrays of numbers, strings, booleans and nulls stay on one line.
         case indented
     }
 
@@ -19,9 +21,18 @@ public enum JSONWriter {
         case .null: out += "null"
         case .bool(let b): out += b ? "true" : "false"
         case .number(let n): out += n.text
-        case .string(let s): writeString(s, to: &out)
+        case .string(let s): writeString(s, to: &out, asciiOnly: style == .indented)
         case .array(let items):
             if items.isEmpty { out += "[]"; return }
+            if style == .indented && items.allSatisfy(\.isScalar) {
+                // Shapes and offsets read best on one line: [256, 128].
+                out += "[" + items.map { item -> String in
+                    var text = ""
+                    write(item, to: &text, style: style, sortKeys: sortKeys, level: level)
+                    return text
+                }.joined(separator: ", ") + "]"
+                return
+            }
             out += "["
             for (i, item) in items.enumerated() {
                 if i > 0 { out += "," }
@@ -33,11 +44,12 @@ public enum JSONWriter {
         case .object(let object):
             if object.members.isEmpty { out += "{}"; return }
             out += "{"
-            let members = sortKeys ? object.members.sorted { $0.key < $1.key } : object.members
+            // Python sorts keys by code point; String's `<` would compare canonical equivalents as equal.
+            let members = sortKeys ? object.members.sorted { $0.key.unicodeScalars.lexicographicallyPrecedes($1.key.unicodeScalars) } : object.members
             for (i, member) in members.enumerated() {
                 if i > 0 { out += "," }
                 newline(&out, style, level + 1)
-                writeString(member.key, to: &out)
+                writeString(member.key, to: &out, asciiOnly: style == .indented)
                 out += style == .compact ? ":" : ": "
                 write(member.value, to: &out, style: style, sortKeys: sortKeys, level: level + 1)
             }
@@ -53,8 +65,9 @@ public enum JSONWriter {
     }
 
     /// Escapes like serde_json: quotes, backslashes and control characters only;
-    /// everything else is written as UTF-8.
-    static func writeString(_ string: String, to out: inout String) {
+    /// everything else is written as UTF-8. With `asciiOnly`, escapes like
+    /// Python's `ensure_ascii`: DEL and non-ASCII as `\uxxxx`, UTF-16 surrogate pairs above U+FFFF.
+    static func writeString(_ string: String, to out: inout String, asciiOnly: Bool = false) {
         out += "\""
         for scalar in string.unicodeScalars {
             switch scalar {
@@ -65,12 +78,24 @@ public enum JSONWriter {
             case "\t": out += "\\t"
             case "\u{08}": out += "\\b"
             case "\u{0C}": out += "\\f"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            case _ where scalar.value < 0x20 || (asciiOnly && scalar.value >= 0x7F):
+                for unit in String(scalar).utf16 {
+                    let hex = String(unit, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                }
             default: out.unicodeScalars.append(scalar)
             }
         }
         out += "\""
+    }
+}
+
+extension JSONValue {
+    /// Not an array or object.
+    var isScalar: Bool {
+        switch self {
+        case .array, .object: return false
+        default: return true
+        }
     }
 }

@@ -17,11 +17,12 @@ public final class SafeTensorsWriter {
         self.output = output
         self.tensors = tensors
         let header = Self.headerBytes(tensors: tensors, metadata: metadata)
+        expectedDataLength = tensors.reduce(0) { $0 + UInt64($1.byteCount) }
+        output.preallocate(8 + UInt64(header.count) + expectedDataLength)
         var length = UInt64(header.count).littleEndian
         try withUnsafeBytes(of: &length) { try output.write($0) }
         try output.write(header)
         dataStart = output.position
-        expectedDataLength = tensors.reduce(0) { $0 + UInt64($1.byteCount) }
     }
 
     /// The header JSON, padded; exposed for size planning and tests.
@@ -53,17 +54,13 @@ public final class SafeTensorsWriter {
         written += UInt64(bytes.count)
     }
 
-    /// Copies a stored tensor's bytes in bounded chunks.
-    public func copy(_ tensor: StoredTensor, buffer: UnsafeMutableRawBufferPointer) throws {
-        var offset = 0
-        let total = tensor.info.byteCount
-        while offset < total {
-            let n = min(buffer.count, total - offset)
-            let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n])
-            try tensor.readBytes(at: offset, into: chunk)
-            try write(UnsafeRawBufferPointer(chunk))
-            offset += n
-        }
+    /// Appends a stored tensor's bytes, copied by the kernel; `inspect` sees them on the way.
+    public func copy(_ tensor: StoredTensor, buffer: UnsafeMutableRawBufferPointer,
+                     inspect: ((UnsafeRawBufferPointer) -> Void)? = nil) throws {
+        let length = UInt64(tensor.info.byteCount)
+        precondition(written + length <= expectedDataLength, "more tensor data than the header announced")
+        try output.append(contentsOf: tensor.file, offset: tensor.offset, length: length, buffer: buffer, inspect: inspect)
+        written += length
     }
 
     /// Checks that every announced byte was written and flushes.

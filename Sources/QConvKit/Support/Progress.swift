@@ -23,7 +23,7 @@ public final class Progress {
     public func advance(by amount: UInt64, item: String = "") {
         done += amount
         guard enabled else { return }
-        let now = Self.milliseconds()
+        let now = UInt64(monotonicSeconds() * 1000)
         guard now - lastDraw >= 100 || done >= total else { return }
         lastDraw = now
         let percent = min(100, done * 100 / total)
@@ -37,11 +37,5 @@ public final class Progress {
     public func finish() {
         guard enabled, drew else { return }
         fputs("\r\u{1B}[K", stderr)
-    }
-
-    private static func milliseconds() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
     }
 }

@@ -41,12 +41,19 @@ enum InspectCommand: Command {
         for (dtype, total) in report.dtypeTotals {
             rows.append(["  \(dtype)", "\(Format.grouped(total.parameters)) in \(total.tensorCount) tensor\(total.tensorCount == 1 ? "" : "s"), \(Format.bytes(total.bytes))"])
         }
-        rows.append(["tensor data", "\(Format.grouped(report.tensorBytes)) bytes (\(Format.bytes(report.tensorBytes)))"])
+        if report.container == nil {
+            rows.append(["tensor data", "\(Format.grouped(report.tensorBytes)) bytes (\(Format.bytes(report.tensorBytes)))"])
+        }
         rows.append(["on disk", "\(Format.grouped(report.fileBytes)) bytes (\(Format.bytes(report.fileBytes)))"])
         if let container = report.container {
-            for (key, value) in container.members {
-                rows.append([String(key.map { $0 == "_" ? " " : $0 }), describe(value)])
+            rows.append(["container", "format version \(container.version)" + (container.writtenBy.map { ", written by \($0)" } ?? "")])
+            if case .object(let options)? = container.options {
+                rows.append(["options", options.members.map { "\($0.key)=\(describe($0.value))" }.joined(separator: " ")])
             }
+            rows.append(["schemes", container.schemes.map { "\($0.scheme): \($0.count)" }.joined(separator: ", ")])
+            let ratio = container.sourceTensorBytes > 0 ? Double(report.tensorBytes) * 100 / Double(container.sourceTensorBytes) : 0
+            rows.append(["size", "\(Format.bytes(container.sourceTensorBytes)) source -> \(Format.bytes(report.tensorBytes)) stored (\(Format.fixed(ratio, 1))%)"])
+            rows.append(["bits/weight", "\(Format.fixed(container.quantizedBitsPerWeight, 3)) quantized tensors, \(Format.fixed(container.bitsPerWeight, 3)) overall"])
         }
         if report.metadata.isEmpty {
             rows.append(["metadata", "(none)"])
@@ -94,6 +101,8 @@ enum InspectCommand: Command {
         case .string(let s): return s
         case .number(let n): return n.text
         case .bool(let b): return b ? "true" : "false"
+        case .object(let object) where object.members.count <= 4:
+            return object.members.map { "\($0.key):\(describe($0.value))" }.joined(separator: ",")
         default: return JSONWriter.serialize(value)
         }
     }

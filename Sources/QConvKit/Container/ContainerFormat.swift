@@ -1,0 +1,113 @@
+/// Constants of the qconv container layout (docs/FORMAT.md).
+///
+/// ```
+/// [0, 8)    magic "QCONVFMT"
+/// [8, 12)   u32 format version (1)
+/// [12, 16)  u32 flags (0)
+/// [16, 24)  u64 header length H
+/// [24, 32)  u64 xxHash64 of the H header bytes
+/// [32, 32+H) JSON header, padded with spaces so that 32+H is a multiple of 64
+/// [32+H, end) data section: parts at 64-byte aligned offsets, zero padding between
+/// ```
+public enum ContainerFormat {
+    public static let magic: [UInt8] = Array("QCONVFMT".utf8)
+    public static let version: UInt32 = 1
+    public static let prefixLength = 32
+    /// Every part starts at a multiple of this, relative to the data section (which itself starts at one).
+    public static let alignment = 64
+    public static let maximumHeaderLength: UInt64 = 100_000_000
+    /// The block size of the second-level (double) quantization of 4-bit absmax values.
+    public static let nestedBlockSize = 256
+
+    /// `value` rounded up to the next multiple of `alignment`.
+    public static func aligned(_ value: UInt64) -> UInt64 {
+        let a = UInt64(alignment)
+        return (value + a - 1) / a * a
+    }
+}
+
+/// How a tensor is stored in a container.
+public enum ContainerScheme: String, CaseIterable, Sendable {
+    /// The source bytes as they were (non-float tensors, and tensors left unquantized).
+    case raw
+    /// 4-bit NormalFloat, blockwise, as bitsandbytes.
+    case nf4
+    /// 4-bit float, blockwise, as bitsandbytes.
+    case fp4
+    /// Row-wise int8 with FP16 outlier columns (LLM.int8).
+    case int8
+
+    public var isFourBit: Bool { self == .nf4 || self == .fp4 }
+}
+
+/// One contiguous region of the data section: a part of a tensor, or an embedded file.
+public struct ContainerPart: Equatable, Sendable {
+    public var name: String
+    public var dtype: DType
+    public var shape: [Int]
+    /// Relative to the start of the data section.
+    public var offset: UInt64
+    public var length: UInt64
+    /// xxHash64 of the part's bytes.
+    public var checksum: UInt64
+
+    public init(name: String, dtype: DType, shape: [Int], offset: UInt64 = 0, length: UInt64 = 0, checksum: UInt64 = 0) {
+        self.name = name
+        self.dtype = dtype
+        self.shape = shape
+        self.offset = offset
+        self.length = length
+        self.checksum = checksum
+    }
+
+    /// Bytes its dtype and shape need.
+    public var expectedLength: UInt64 {
+        UInt64(TensorInfo(name: name, dtype: dtype, shape: shape).byteCount)
+    }
+}
+
+/// A scheme's parameters, as stored in a tensor's `params`.
+public enum SchemeParameters: Equatable, Sendable {
+    case raw
+    /// `offset` is the double-quantization offset (nil without double quantization).
+    case fourBit(blockSize: Int, offset: Float?)
+    /// `rule` and `threshold` describe how outlier columns were chosen (informational);
+    /// the outlier column count is the length of the `outlier_columns` part.
+    case int8(outlierColumnCount: Int, rule: String, threshold: Double?)
+
+    public var isDoubleQuantized: Bool {
+        if case .fourBit(_, .some) = self { return true }
+        return false
+    }
+}
+
+/// The parts each scheme stores, in the order they appear in the file.
+public enum ContainerLayout {
+    /// The parts (names, dtypes, shapes; offsets left 0) that `tensor` stored with `scheme` has.
+    public static func parts(for tensor: TensorInfo, scheme: ContainerScheme, parameters: SchemeParameters) -> [ContainerPart] {
+        let n = tensor.elementCount
+        switch (scheme, parameters) {
+        case (.nf4, .fourBit(let blockSize, let offset)), (.fp4, .fourBit(let blockSize, let offset)):
+            let blocks = blockSize > 0 ? (n + blockSize - 1) / blockSize : 0
+            var parts = [ContainerPart(name: "codes", dtype: .u8, shape: [(n + 1) / 2])]
+            if offset != nil {
+                parts.append(ContainerPart(name: "absmax_codes", dtype: .u8, shape: [blocks]))
+                let nestedBlocks = (blocks + ContainerFormat.nestedBlockSize - 1) / ContainerFormat.nestedBlockSize
+                parts.append(ContainerPart(name: "nested_absmax", dtype: .f32, shape: [nestedBlocks]))
+            } else {
+                parts.append(ContainerPart(name: "absmax", dtype: .f32, shape: [blocks]))
+            }
+            return parts
+        case (.int8, .int8(let k, _, _)):
+            let (rows, columns) = tensor.matrixShape
+            return [
+                ContainerPart(name: "codes", dtype: .i8, shape: [rows, columns]),
+                ContainerPart(name: "row_scales", dtype: .f32, shape: [rows]),
+                ContainerPart(name: "outlier_columns", dtype: .i32, shape: [k]),
+                ContainerPart(name: "outlier_values", dtype: .f16, shape: [rows, k]),
+            ]
+        default:
+            return [ContainerPart(name: "data", dtype: tensor.dtype, shape: tensor.shape)]
+        }
+    }
+}

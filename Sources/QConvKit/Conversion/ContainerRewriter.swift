@@ -1,0 +1,101 @@
+/// Writes a new container from an existing one with some tensors changed by
+/// a `TensorTransform` (merge-lora into a quantized base, QLoRA's
+/// "dequantize, add, quantize").
+///
+/// Changed tensors are decoded, transformed and quantized again with the
+/// scheme and parameters they had (a raw tensor is stored raw again, in its
+/// new dtype). Every other part and embedded file is copied byte for byte
+/// (by the kernel), its checksum checked on the way.
+public enum ContainerRewriter {
+    public struct Options {
+        public var threads: Int
+        public var overwrite: Bool
+        public var quiet: Bool
+        /// Recorded in the new header's provenance.
+        public var note: JSONObject
+
+        public init(threads: Int = defaultThreadCount, overwrite: Bool = false, quiet: Bool = true, note: JSONObject = JSONObject()) {
+            self.threads = threads
+            self.overwrite = overwrite
+            self.quiet = quiet
+            self.note = note
+        }
+    }
+
+    /// The method that stores a tensor again as it was stored (nil for raw).
+    public static func method(for tensor: ContainerHeader.Tensor) -> QuantizationMethod? {
+        switch (tensor.scheme, tensor.parameters) {
+        case let (.nf4, .fourBit(blockSize, offset)): return .fourBit(.nf4, blockSize: blockSize, doubleQuant: offset != nil)
+        case let (.fp4, .fourBit(blockSize, offset)): return .fourBit(.fp4, blockSize: blockSize, doubleQuant: offset != nil)
+        case let (.int8, .int8(_, rule, _)): return .int8(outliers: OutlierCriterion(argument: rule) ?? .none)
+        default: return nil
+        }
+    }
+
+    public static func rewrite(_ container: ContainerFile, to destination: String, transform: TensorTransform, options: Options) throws -> [ContainerHeader.Tensor] {
+        let planned = container.tensors.map { tensor -> (tensor: ContainerHeader.Tensor, output: TensorInfo?) in
+            (tensor, transform.output(for: tensor.info))
+        }
+        var provenance = container.header.provenance
+        provenance.members.removeAll { $0.key == "qconv_version" }
+        provenance.members.insert(("qconv_version", .string(QConvVersion.string)), at: 0)
+        for member in options.note.members { provenance.append(member.key, member.value) }
+        let upperBound = ContainerHeader.worstCase(
+            tensors: planned.map { entry in
+                guard let output = entry.output else { return (entry.tensor.info, entry.tensor.scheme, entry.tensor.parameters) }
+                return (output, entry.tensor.scheme, entry.tensor.parameters)
+            },
+            files: container.header.files, metadata: container.header.metadata, provenance: provenance)
+        let writer = try ContainerWriter(destination: destination, overwrite: options.overwrite,
+                                         inputs: [container.path] + transform.inputFiles, headerUpperBound: upperBound,
+                                         expectedDataLength: container.file.size - container.dataStart)
+        let progress = Progress(label: "merging", total: container.file.size, quiet: options.quiet)
+        defer { progress.finish() }
+        do {
+            let buffers = Quantizer.makeBuffers(threads: options.threads)
+            let encodeBuffers = TensorEncoding.makeBuffers(threads: options.threads)
+            var files: [ContainerPart] = []
+            for file in container.header.files {
+                files.append(try copy(file, of: file.name, from: container, into: writer, buffer: buffers.bytes(0)))
+            }
+            var entries: [ContainerHeader.Tensor] = []
+            for (tensor, output) in planned {
+                guard let output else {
+                    var copied = tensor
+                    copied.parts = try tensor.parts.map { try copy($0, of: tensor.name, from: container, into: writer, buffer: buffers.bytes(0)) }
+                    entries.append(copied)
+                    progress.advance(by: tensor.storedBytes, item: tensor.name)
+                    continue
+                }
+                let decoder = try ContainerTensorDecoder(container: container, tensor: tensor, buffer: buffers.bytes(0))
+                let values = try transform.values(for: tensor.info, base: decoder, threads: options.threads)
+                if let method = method(for: tensor) {
+                    entries.append(try Quantizer.quantize(values, file: container.path, method: method, writer: writer, buffers: buffers,
+                                                          threads: options.threads, allowNonfinite: transform.allowsNonFinite))
+                } else {
+                    let part = ContainerPart(name: "data", dtype: output.dtype, shape: output.shape)
+                    try writer.beginPart(part)
+                    let nonFinite = try TensorEncoding.write(values, as: output.dtype, into: writer.write, buffers: encodeBuffers, threads: options.threads)
+                    if nonFinite > 0 && !transform.allowsNonFinite { throw transform.nonFiniteError(tensor: tensor.name, count: nonFinite) }
+                    entries.append(ContainerHeader.Tensor(info: output, scheme: .raw, parameters: .raw, parts: [try writer.endPart()]))
+                }
+                progress.advance(by: tensor.storedBytes, item: tensor.name)
+            }
+            try writer.finish(header: ContainerHeader(metadata: container.header.metadata, files: files, tensors: entries, provenance: provenance))
+            return entries
+        } catch {
+            writer.discard()
+            throw error
+        }
+    }
+
+    /// Copies a part as it is, checking that it still has its checksum.
+    static func copy(_ part: ContainerPart, of tensor: String, from container: ContainerFile, into writer: ContainerWriter,
+                     buffer: UnsafeMutableRawBufferPointer) throws -> ContainerPart {
+        try writer.beginPart(part)
+        try writer.append(contentsOf: container.file, offset: container.dataStart + part.offset, length: part.length, buffer: buffer)
+        let copied = try writer.endPart()
+        guard copied.checksum == part.checksum else { throw container.checksumError(part, tensor: tensor, actual: copied.checksum) }
+        return copied
+    }
+}

@@ -1,0 +1,114 @@
+/// `dequant`: a container back to a safetensors checkpoint with the original
+/// names, shapes, order and metadata.
+public enum Dequantizer {
+    public struct Options {
+        /// Output dtype of float tensors; nil keeps each tensor's source dtype.
+        public var dtype: DType?
+        /// Shard the output folder at this many bytes.
+        public var maxShardSize: UInt64?
+        public var threads: Int
+        public var overwrite: Bool
+        public var quiet: Bool
+
+        public init(dtype: DType? = nil, maxShardSize: UInt64? = nil, threads: Int = defaultThreadCount, overwrite: Bool = false, quiet: Bool = true) {
+            self.dtype = dtype
+            self.maxShardSize = maxShardSize
+            self.threads = threads
+            self.overwrite = overwrite
+            self.quiet = quiet
+        }
+    }
+
+    public struct Report {
+        public var input: String
+        public var output: String
+        /// "file" or "folder".
+        public var layout: String
+        public var files: [String]
+        public var tensors: [TensorInfo]
+        public var outputBytes: UInt64
+        public var seconds: Double
+
+        public var json: JSONValue {
+            .object([
+                "command": "dequant", "input": .string(input), "output": .string(output), "layout": .string(layout),
+                "files": .array(files.map { .string($0) }), "tensor_count": .int(tensors.count),
+                "parameter_count": .int(tensors.reduce(0) { $0 + $1.elementCount }),
+                "output_bytes": .uint(outputBytes), "seconds": .double((seconds * 1000).rounded() / 1000),
+            ])
+        }
+    }
+
+    /// The dtype a tensor is written in.
+    static func outputDType(_ tensor: ContainerHeader.Tensor, requested: DType?) -> DType {
+        let source = tensor.info.dtype
+        guard source.isDecodableToFloat else { return source }
+        let wanted = requested ?? source
+        if tensor.scheme == .raw && requested == nil { return source }
+        return wanted.isEncodableFromFloat ? wanted : .f32
+    }
+
+    /// Writes `container` as safetensors at `destination`: a single file when
+    /// it ends in `.safetensors` (and no shard size is given), otherwise a model
+    /// folder with the embedded files (config.json, ...) restored.
+    ///
+    /// - Parameter transform: changes some tensors on the way (merge-lora).
+    public static func dequantize(_ container: ContainerFile, to destination: String, options: Options,
+                                  transform: TensorTransform? = nil) throws -> Report {
+        let started = monotonicSeconds()
+        let outputs = container.tensors.map { tensor -> TensorInfo in
+            let changed = transform?.output(for: tensor.info)
+            let dtype = changed.map { options.dtype ?? $0.dtype } ?? outputDType(tensor, requested: options.dtype)
+            return TensorInfo(name: tensor.name, dtype: dtype, shape: changed?.shape ?? tensor.info.shape)
+        }
+        let asFile = destination.hasSuffix(".safetensors") && options.maxShardSize == nil
+        let layout: CheckpointWriter.Layout = asFile ? .file
+            : .folder(shards: CheckpointWriter.planShards(outputs, maximumBytes: options.maxShardSize ?? .max))
+        let writer = try CheckpointWriter(destination: destination, layout: layout, tensors: outputs,
+                                          metadata: container.header.metadata, overwrite: options.overwrite,
+                                          inputs: [container.path] + (transform?.inputFiles ?? []))
+        let buffers = TensorEncoding.makeBuffers(threads: options.threads)
+        let progress = Progress(label: "dequant", total: outputs.reduce(0) { $0 + UInt64($1.byteCount) }, quiet: options.quiet)
+        defer { progress.finish() }
+        do {
+            if !asFile {
+                for file in container.header.files {
+                    try writer.addFile(named: file.name, bytes: try container.readPart(file, of: file.name))
+                }
+            }
+            for (tensor, output) in zip(container.tensors, outputs) {
+                let changed = transform.flatMap { $0.output(for: tensor.info) } != nil
+                if tensor.scheme == .raw && output.dtype == tensor.info.dtype && !changed {
+                    try copyChecked(tensor, of: container, into: writer, buffer: buffers.bytes(0))
+                } else {
+                    var source: FloatTensorSource = try ContainerTensorDecoder(container: container, tensor: tensor, buffer: buffers.bytes(0))
+                    if changed, let transform { source = try transform.values(for: tensor.info, base: source, threads: options.threads) }
+                    let nonFinite = try TensorEncoding.write(source, as: output.dtype, into: writer.write, buffers: buffers, threads: options.threads)
+                    if changed, nonFinite > 0, let transform, !transform.allowsNonFinite {
+                        throw transform.nonFiniteError(tensor: tensor.name, count: nonFinite)
+                    }
+                }
+                progress.advance(by: UInt64(output.byteCount), item: tensor.name)
+            }
+            try writer.commit()
+        } catch {
+            writer.discard()
+            throw error
+        }
+        let files = asFile ? [FileSystem.baseName(of: destination)] : try FileSystem.contents(of: destination)
+        let bytes = asFile ? (FileSystem.size(of: destination) ?? 0)
+            : files.reduce(0) { $0 + (FileSystem.size(of: FileSystem.join(destination, $1)) ?? 0) }
+        return Report(input: container.path, output: destination, layout: asFile ? "file" : "folder", files: files,
+                      tensors: outputs, outputBytes: bytes, seconds: monotonicSeconds() - started)
+    }
+
+    /// Copies a raw part, checking its checksum on the way.
+    static func copyChecked(_ tensor: ContainerHeader.Tensor, of container: ContainerFile, into writer: CheckpointWriter,
+                            buffer: UnsafeMutableRawBufferPointer) throws {
+        let part = tensor.parts[0]
+        var hasher = XXHash64()
+        try writer.copy(container.stored(part, of: tensor.name), buffer: buffer) { hasher.update($0) }
+        let actual = hasher.digest()
+        guard actual == part.checksum else { throw container.checksumError(part, tensor: tensor.name, actual: actual) }
+    }
+}

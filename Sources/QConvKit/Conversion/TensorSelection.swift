@@ -1,0 +1,59 @@
+/// Which tensors a conversion quantizes; the rest are stored raw.
+///
+/// Default: floating-point tensors of rank >= 2, except embeddings, `lm_head`
+/// and norms, which is what transformers leaves unquantized. `--all` takes
+/// every floating-point tensor. `--only` patterns replace that choice with the
+/// float tensors whose names match one of them; `--skip` patterns then remove
+/// matches. Patterns are regular expressions searched anywhere in the name.
+public struct TensorSelection {
+    public var all: Bool
+    public let onlyPatterns: [String]
+    public let skipPatterns: [String]
+    private let only: [Regex<AnyRegexOutput>]
+    private let skip: [Regex<AnyRegexOutput>]
+
+    public init(all: Bool = false, only: [String] = [], skip: [String] = []) throws {
+        self.all = all
+        onlyPatterns = only
+        skipPatterns = skip
+        self.only = try only.map(Self.compile)
+        self.skip = try skip.map(Self.compile)
+    }
+
+    private static func compile(_ pattern: String) throws -> Regex<AnyRegexOutput> {
+        do { return try Regex(pattern) } catch {
+            throw UsageError("invalid regular expression '\(pattern)': \(error)")
+        }
+    }
+
+    /// Name patterns of tensors transformers keeps in full precision.
+    public static let defaultExclusions: [String] = ["embed", "lm_head", "norm", "wte", "wpe", "ln_"]
+
+    public func shouldQuantize(_ tensor: TensorInfo) -> Bool {
+        guard tensor.dtype.isDecodableToFloat, tensor.elementCount > 0 else { return false }
+        let name = tensor.name
+        if skip.contains(where: { name.contains($0) }) { return false }
+        if !only.isEmpty { return only.contains { name.contains($0) } }
+        if all { return true }
+        return tensor.shape.count >= 2 && !Self.isLeftUnquantizedByDefault(name)
+    }
+
+    /// Embeddings (`embed_tokens`, `word_embeddings`, GPT-2's `wte`/`wpe`),
+    /// `lm_head` and norms (`*norm*`, GPT-2's `ln_*`).
+    public static func isLeftUnquantizedByDefault(_ name: String) -> Bool {
+        let components = name.lowercased().split(separator: ".")
+        return components.contains { component in
+            component.contains("embed") || component == "lm_head" || component.contains("norm")
+                || component == "wte" || component == "wpe" || component.hasPrefix("ln_")
+        }
+    }
+
+    /// A description for reports: "default", "all", or the patterns.
+    public var json: JSONValue {
+        .object([
+            "rule": .string(only.isEmpty ? (all ? "all" : "default") : "only"),
+            "only": .array(onlyPatterns.map { .string($0) }),
+            "skip": .array(skipPatterns.map { .string($0) }),
+        ])
+    }
+}

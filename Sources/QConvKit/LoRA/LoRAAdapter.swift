@@ -1,0 +1,232 @@
+/// A PEFT LoRA adapter folder (`adapter_config.json` +
+/// `adapter_model.safetensors`), its tensors grouped per module.
+///
+/// Opening reads the config and the safetensors header only; tensor data is
+/// read when a merge prepares a module.
+public final class LoRAAdapter {
+    public static let configFileName = "adapter_config.json"
+    public static let weightsFileName = "adapter_model.safetensors"
+    static let pickleFileName = "adapter_model.bin"
+
+    /// The folder the adapter was opened from.
+    public let path: String
+    public let config: LoRAAdapterConfig
+    public let weights: SafeTensorsFile
+    /// Modules with LoRA factors, in the order their first tensor appears in the file.
+    public let modules: [LoRAModule]
+    /// Tensors stored whole (modules_to_save, `base_layer` weights and biases).
+    public let replacements: [LoRAReplacement]
+
+    /// The files a merge reads, which its output must not overwrite.
+    public var filePaths: [String] { [weights.path, FileSystem.join(path, Self.configFileName)] }
+
+    /// Opens an adapter folder, or a file in one (its safetensors weights or
+    /// its `adapter_config.json`).
+    public init(path: String) throws {
+        var folder = path
+        var weightsPath = FileSystem.join(path, Self.weightsFileName)
+        switch FileSystem.kind(of: path) {
+        case .missing:
+            throw IOError("open", path: path, code: 2)
+        case .directory:
+            break
+        default:
+            folder = FileSystem.directoryName(of: path)
+            weightsPath = path.hasSuffix(".safetensors") ? path : FileSystem.join(folder, Self.weightsFileName)
+        }
+        self.path = folder
+        let configPath = FileSystem.join(folder, Self.configFileName)
+        guard FileSystem.kind(of: configPath) == .file else { throw LoRAMergeError.configMissing(folder: folder) }
+        guard FileSystem.kind(of: weightsPath) == .file else {
+            let pickle = FileSystem.join(folder, Self.pickleFileName)
+            if FileSystem.kind(of: pickle) == .file { throw LoRAMergeError.pickleWeights(file: pickle) }
+            throw LoRAMergeError.weightsMissing(folder: folder)
+        }
+        let configFile = try ReadableFile(path: configPath)
+        guard configFile.size <= 16 << 20 else {
+            throw LoRAMergeError.invalidConfig(file: configPath, field: "(document)", reason: "\(configFile.size) bytes is larger than any adapter config should be")
+        }
+        config = try LoRAAdapterConfig(json: try configFile.readBytes(at: 0, count: Int(configFile.size)), file: configPath)
+        weights = try SafeTensorsFile(path: weightsPath)
+        (modules, replacements) = try Self.group(weights, config: config)
+    }
+
+    private static func group(_ weights: SafeTensorsFile, config: LoRAAdapterConfig) throws -> ([LoRAModule], [LoRAReplacement]) {
+        let file = weights.path
+        var parts: [String: LoRAModule.Parts] = [:]
+        var order: [String] = []
+        var replacements: [LoRAReplacement] = []
+        let stored = weights.tensors.map { StoredTensor(info: $0.info, file: weights.file, offset: weights.header.dataStart + $0.dataOffsets.lowerBound) }
+        for tensor in stored {
+            guard let key = LoRATensorKey(tensor.name) else { throw LoRAMergeError.unknownTensorKind(file: file, tensor: tensor.name) }
+            guard let role = key.role else {
+                replacements.append(LoRAReplacement(tensor: tensor, target: key.module))
+                continue
+            }
+            if parts[key.module] == nil { order.append(key.module) }
+            var moduleParts = parts[key.module] ?? LoRAModule.Parts()
+            if let previous = moduleParts[role] {
+                throw LoRAMergeError.conflictingTensors(file: file, baseTensor: key.module, tensors: [previous.name, tensor.name])
+            }
+            moduleParts[role] = tensor
+            parts[key.module] = moduleParts
+        }
+        let modules = try order.map { name in
+            try LoRAModule(name: name, parts: parts[name] ?? LoRAModule.Parts(), config: config, file: file)
+        }
+        return (modules, replacements)
+    }
+}
+
+/// One adapted module: its two factors and the optional DoRA magnitude and
+/// `lora_B` bias, with the rank, alpha and scale PEFT gives it.
+public struct LoRAModule {
+    public enum Kind: String, Sendable {
+        /// `lora_A.weight` `[r, in]` and `lora_B.weight` `[out, r]` (also 1x1 convolutions).
+        case linear
+        /// `lora_embedding_A` `[r, vocab]` and `lora_embedding_B` `[dim, r]`.
+        case embedding
+    }
+
+    /// The module's name in the adapted model, without `base_model.model.`.
+    public let name: String
+    public let kind: Kind
+    /// `lora_A` / `lora_embedding_A`.
+    public let down: StoredTensor
+    /// `lora_B` / `lora_embedding_B`.
+    public let up: StoredTensor
+    /// `lora_B.bias` (config `lora_bias`).
+    public let upBias: StoredTensor?
+    /// `lora_magnitude_vector` (config `use_dora`).
+    public let magnitude: StoredTensor?
+    /// r and alpha after `rank_pattern` / `alpha_pattern`.
+    public let rank: Int
+    public let alpha: Double
+    /// alpha / r or alpha / sqrt(r).
+    public let scale: Double
+
+    /// The adapter-side name of the base tensor the factors change.
+    public var weightName: String { name + ".weight" }
+    /// The adapter-side name of the bias `lora_B.bias` changes.
+    public var biasName: String { name + ".bias" }
+
+    /// The tensors of one module, collected while reading the file.
+    struct Parts {
+        var tensors: [LoRATensorKey.Role: StoredTensor] = [:]
+        subscript(role: LoRATensorKey.Role) -> StoredTensor? {
+            get { tensors[role] }
+            set { tensors[role] = newValue }
+        }
+    }
+
+    init(name: String, parts: Parts, config: LoRAAdapterConfig, file: String) throws {
+        self.name = name
+        let linear = parts[.down] != nil || parts[.up] != nil
+        let embedding = parts[.embeddingDown] != nil || parts[.embeddingUp] != nil
+        if linear && embedding {
+            let names = [parts[.down], parts[.up], parts[.embeddingDown], parts[.embeddingUp]].compactMap { $0?.name }
+            throw LoRAMergeError.conflictingTensors(file: file, baseTensor: name + ".weight", tensors: names)
+        }
+        if embedding {
+            kind = .embedding
+            guard let a = parts[.embeddingDown] else { throw LoRAMergeError.incompleteModule(file: file, module: name, missing: "lora_embedding_A") }
+            guard let b = parts[.embeddingUp] else { throw LoRAMergeError.incompleteModule(file: file, module: name, missing: "lora_embedding_B") }
+            down = a
+            up = b
+        } else {
+            kind = .linear
+            guard let a = parts[.down] else {
+                let present = [parts[.up], parts[.upBias], parts[.magnitude]].compactMap { $0 }
+                if present.isEmpty { throw LoRAMergeError.incompleteModule(file: file, module: name, missing: "lora_A.weight") }
+                throw LoRAMergeError.incompleteModule(file: file, module: name, missing: "lora_A.weight (found \(present.map(\.name).joined(separator: ", ")))")
+            }
+            guard let b = parts[.up] else { throw LoRAMergeError.incompleteModule(file: file, module: name, missing: "lora_B.weight") }
+            down = a
+            up = b
+        }
+        upBias = parts[.upBias]
+        magnitude = parts[.magnitude]
+        if let upBias {
+            guard kind == .linear, config.loraBias else {
+                throw LoRAMergeError.unexpectedTensor(file: file, tensor: upBias.name, reason: "lora_B.bias is only used with \"lora_bias\": true on linear modules (PEFT would not load it)")
+            }
+        }
+        if let magnitude, !config.useDoRA {
+            throw LoRAMergeError.unexpectedTensor(file: file, tensor: magnitude.name, reason: "a DoRA magnitude but the config has \"use_dora\": false")
+        }
+        if magnitude == nil && config.useDoRA {
+            throw LoRAMergeError.incompleteModule(file: file, module: name, missing: "lora_magnitude_vector (the config has \"use_dora\": true)")
+        }
+        rank = config.rank(forModule: name)
+        alpha = config.alpha(forModule: name)
+        scale = config.scale(rank: rank, alpha: alpha)
+    }
+}
+
+/// A tensor the adapter stores whole and that replaces the base tensor
+/// (`modules_to_save`, `base_layer.weight` of resized embeddings,
+/// `base_layer.bias` for `bias: "lora_only"` / `"all"`).
+public struct LoRAReplacement {
+    public let tensor: StoredTensor
+    /// The adapter-side name of the base tensor it replaces.
+    public let target: String
+}
+
+/// How PEFT names adapter tensors: `base_model.model.<module>.<role>`.
+public struct LoRATensorKey: Equatable {
+    public enum Role: String, Hashable, Sendable {
+        case down = "lora_A.weight"
+        case up = "lora_B.weight"
+        case upBias = "lora_B.bias"
+        case embeddingDown = "lora_embedding_A"
+        case embeddingUp = "lora_embedding_B"
+        case magnitude = "lora_magnitude_vector"
+    }
+
+    public static let peftPrefix = "base_model.model."
+
+    /// For a factor: the module name; for a whole tensor: the tensor it
+    /// replaces. Without `base_model.model.` and without `.base_layer`.
+    public let module: String
+    /// nil for a whole tensor.
+    public let role: Role?
+
+    /// Suffixes in the order they are tried; older PEFT versions stored the
+    /// magnitude as `lora_magnitude_vector.weight`.
+    private static let suffixes: [(suffix: String, role: Role)] = [
+        (".lora_A.weight", .down), (".lora_B.weight", .up), (".lora_B.bias", .upBias),
+        (".lora_embedding_A", .embeddingDown), (".lora_embedding_B", .embeddingUp),
+        (".lora_magnitude_vector", .magnitude), (".lora_magnitude_vector.weight", .magnitude),
+    ]
+
+    /// Classifies an adapter tensor name; nil for names that hold a LoRA
+    /// marker in an unknown arrangement (e.g. `lora_A.default.weight`, or
+    /// another tuner's tensors) and so cannot be placed safely.
+    public init?(_ name: String) {
+        let stripped = name.hasPrefix(Self.peftPrefix) ? String(name.dropFirst(Self.peftPrefix.count)) : name
+        for (suffix, role) in Self.suffixes where stripped.hasSuffix(suffix) {
+            let module = String(stripped.dropLast(suffix.count))
+            guard !module.isEmpty, !Self.hasAdapterMarker(module) else { return nil }
+            self.module = Self.removingBaseLayer(module)
+            self.role = role
+            return
+        }
+        guard !Self.hasAdapterMarker(stripped) else { return nil }
+        module = Self.removingBaseLayer(stripped)
+        role = nil
+    }
+
+    /// Components PEFT uses for adapter state; a whole tensor never has them.
+    private static func hasAdapterMarker(_ name: String) -> Bool {
+        name.split(separator: ".").contains { component in
+            component.hasPrefix("lora_") || component == "modules_to_save" || component == "original_module"
+                || component == "token_adapter" || component.hasPrefix("trainable_tokens")
+                || component.hasPrefix("hada_") || component.hasPrefix("lokr_") || component.hasPrefix("ia3_")
+                || component.hasPrefix("oft_") || component.hasPrefix("boft_") || component.hasPrefix("vera_")
+        }
+    }
+
+    private static func removingBaseLayer(_ name: String) -> String {
+        name.split(separator: ".", omittingEmptySubsequences: false).filter { $0 != "base_layer" }.joined(separator: ".")
+    }
+}

@@ -1,0 +1,364 @@
+/// One tensor's change with its adapter tensors decoded to float32, ready to
+/// apply to the base values in float32 buffers (no file I/O).
+///
+/// The arithmetic is PEFT 0.21.2's `merge_and_unload()` on the CPU, step for
+/// step in float32, so that rounding the result to the tensor's dtype once
+/// gives PEFT's bytes:
+/// - linear: `W + (B @ A) * s`, the product accumulated over r in order, `s`
+///   rounded to float32 (torch multiplies by a Python float that way);
+/// - embedding: the delta `(B @ A)^T * s` is rounded to W's dtype before the
+///   add (PEFT's `Embedding.merge` calls `.to(orig_dtype)`, `Linear.merge`
+///   does not);
+/// - DoRA: `V = W + delta`, `W' = (m / ||V||) * V` with the norm per output
+///   feature taken in double precision and rounded to float32;
+/// - `lora_B.bias`: `bias + lora_B.bias * s`;
+/// - replaced tensors (modules_to_save, `base_layer` tensors) are rounded to
+///   the base dtype first, as loading them into the model does.
+public final class LoRAPreparedChange: @unchecked Sendable {
+    public let change: LoRATensorChange
+    private let scale: Float
+    private let rank: Int
+    /// Per output row, the r weights of the basis rows: `B` for linear,
+    /// `A^T` for fan_in_fan_out and embeddings. rows x r.
+    private let coefficients: [Float]
+    /// r rows of the row length: `A` for linear, `B^T` otherwise.
+    private let basis: [Float]
+    private let magnitude: [Float]
+    private let biasDelta: [Float]
+    private let replacement: [Float]
+    /// The dtype the embedding delta is rounded through (F16/BF16 outputs).
+    private let deltaRounding: DType?
+
+    /// Whether `apply(to:rows:)` cannot be used (DoRA with norms across rows);
+    /// use `applyToWholeTensor` then.
+    public var requiresWholeTensor: Bool { change.requiresWholeTensor }
+    public var rowCount: Int { change.rowCount }
+    public var columnCount: Int { change.columnCount }
+
+    init(_ change: LoRATensorChange) throws {
+        self.change = change
+        scale = Float(change.scale ?? 1)
+        rank = change.rank ?? 0
+        // PEFT loads a replacement into the base's parameter, so it is rounded
+        // to the base dtype before any delta is added to it.
+        var replacement = try change.replacement?.allFloats() ?? []
+        if !replacement.isEmpty {
+            replacement.withUnsafeMutableBufferPointer { FloatConversion.roundTrip($0.baseAddress!, count: $0.count, through: change.output.dtype) }
+        }
+        self.replacement = replacement
+        var coefficients: [Float] = [], basis: [Float] = [], magnitude: [Float] = [], biasDelta: [Float] = []
+        if let module = change.module {
+            switch change.kind {
+            case .linear:
+                coefficients = try module.up.allFloats()
+                basis = try module.down.allFloats()
+            case .linearFanInFanOut, .embedding:
+                coefficients = Self.transposed(try module.down.allFloats(), rows: rank)
+                basis = Self.transposed(try module.up.allFloats(), columns: rank)
+            case .bias:
+                biasDelta = try module.upBias?.allFloats() ?? []
+            case .replacement:
+                break
+            }
+            if change.isDoRA { magnitude = try module.magnitude?.allFloats() ?? [] }
+        }
+        self.coefficients = coefficients
+        self.basis = basis
+        self.magnitude = magnitude
+        self.biasDelta = biasDelta
+        let dtype = change.output.dtype
+        deltaRounding = change.kind == .embedding && !change.isDoRA && dtype != .f32 ? dtype : nil
+    }
+
+    /// Merges rows `rows` of the tensor in place. `values` holds those rows
+    /// (`rows.count * columnCount` floats): the base's values decoded to
+    /// float32, or anything for a replacement, whose values overwrite them.
+    /// Afterwards they are the merged values, to be rounded to
+    /// `change.output.dtype` once. Different row ranges may run in parallel.
+    public func apply(to values: UnsafeMutablePointer<Float>, rows: Range<Int>) {
+        precondition(!requiresWholeTensor, "\(change.base.name): DoRA norms across rows need applyToWholeTensor")
+        precondition(rows.lowerBound >= 0 && rows.upperBound <= rowCount, "rows outside \(change.base.name)")
+        let columns = columnCount
+        guard !rows.isEmpty && columns > 0 else { return }
+        if !replacement.isEmpty {
+            replacement.withUnsafeBufferPointer { source in
+                values.update(from: source.baseAddress! + rows.lowerBound * columns, count: rows.count * columns)
+            }
+        }
+        switch change.kind {
+        case .replacement:
+            break
+        case .bias:
+            biasDelta.withUnsafeBufferPointer { delta in
+                LoRAKernels.addScaled(delta.baseAddress! + rows.lowerBound * columns, scale: scale, into: values, count: rows.count * columns)
+            }
+        case .linear, .linearFanInFanOut, .embedding:
+            withFactors { coefficients, basis in
+                var scratch: UnsafeMutableRawBufferPointer?
+                if deltaRounding != nil { scratch = .allocate(byteCount: columns * 6, alignment: 64) }
+                defer { scratch?.deallocate() }
+                var row = rows.lowerBound
+                if !change.isDoRA && deltaRounding == nil {
+                    // Four rows at a time share each load of the basis.
+                    while row + 4 <= rows.upperBound {
+                        LoRAKernels.addDelta4(coefficients + row * rank, basis, rank: rank, columns: columns, scale: scale,
+                                              into: values + (row - rows.lowerBound) * columns)
+                        row += 4
+                    }
+                }
+                for row in row..<rows.upperBound {
+                    let target = values + (row - rows.lowerBound) * columns
+                    let weights = coefficients + row * rank
+                    if change.isDoRA {
+                        let norm = LoRAKernels.addDeltaReturningNorm(weights, basis, rank: rank, columns: columns, scale: scale, into: target)
+                        LoRAKernels.multiply(target, count: columns, by: magnitude[row] / norm)
+                    } else if let dtype = deltaRounding, let scratch {
+                        LoRAKernels.addRoundedDelta(weights, basis, rank: rank, columns: columns, scale: scale, through: dtype, scratch: scratch, into: target)
+                    } else {
+                        LoRAKernels.addDelta(weights, basis, rank: rank, columns: columns, scale: scale, into: target)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Merges the whole tensor in place (`rowCount * columnCount` floats),
+    /// using up to `threads` threads. Works for every change; DoRA with norms
+    /// across rows needs it.
+    public func applyToWholeTensor(_ values: UnsafeMutablePointer<Float>, threads: Int) throws {
+        let rows = rowCount, columns = columnCount
+        guard rows > 0 && columns > 0 else { return }
+        let chunkRows = max(1, min(rows, (1 << 16) / max(1, columns)))
+        let chunks = (rows + chunkRows - 1) / chunkRows
+        func range(_ chunk: Int) -> Range<Int> { chunk * chunkRows ..< min(rows, (chunk + 1) * chunkRows) }
+        guard requiresWholeTensor else {
+            try parallelFor(chunks, threads: threads) { chunk in
+                let rows = range(chunk)
+                apply(to: values + rows.lowerBound * columns, rows: rows)
+            }
+            return
+        }
+        // Column norms: add the delta everywhere, summing squares per chunk,
+        // then rescale every column by magnitude / norm.
+        if !replacement.isEmpty {
+            replacement.withUnsafeBufferPointer { values.update(from: $0.baseAddress!, count: rows * columns) }
+        }
+        let sums = UnsafeMutableBufferPointer<Double>.allocate(capacity: chunks * columns)
+        sums.initialize(repeating: 0)
+        defer { sums.deallocate() }
+        try withFactors { coefficients, basis in
+            try parallelFor(chunks, threads: threads) { chunk in
+                let squares = sums.baseAddress! + chunk * columns
+                for row in range(chunk) {
+                    let target = values + row * columns
+                    LoRAKernels.addDelta(coefficients + row * rank, basis, rank: rank, columns: columns, scale: scale, into: target)
+                    LoRAKernels.accumulateSquares(target, count: columns, into: squares)
+                }
+            }
+        }
+        var factors = [Float](repeating: 0, count: columns)
+        for column in 0..<columns {
+            var sum = 0.0
+            for chunk in 0..<chunks { sum += sums[chunk * columns + column] }
+            factors[column] = magnitude[column] / Float(sum.squareRoot())
+        }
+        try factors.withUnsafeBufferPointer { factors in
+            try parallelFor(chunks, threads: threads) { chunk in
+                for row in range(chunk) {
+                    LoRAKernels.multiply(values + row * columns, by: factors.baseAddress!, count: columns)
+                }
+            }
+        }
+    }
+
+    private func withFactors<R>(_ body: (UnsafePointer<Float>, UnsafePointer<Float>) throws -> R) rethrows -> R {
+        try coefficients.withUnsafeBufferPointer { c in
+            try basis.withUnsafeBufferPointer { b in try body(c.baseAddress!, b.baseAddress!) }
+        }
+    }
+
+    /// `[rows, n]` -> `[n, rows]`.
+    static func transposed(_ values: [Float], rows: Int) -> [Float] {
+        guard rows > 0 else { return [] }
+        let columns = values.count / rows
+        var result = [Float](repeating: 0, count: values.count)
+        for r in 0..<rows { for c in 0..<columns { result[c * rows + r] = values[r * columns + c] } }
+        return result
+    }
+
+    /// `[n, columns]` -> `[columns, n]`.
+    static func transposed(_ values: [Float], columns: Int) -> [Float] {
+        guard columns > 0 else { return [] }
+        return transposed(values, rows: values.count / columns)
+    }
+}
+
+/// The float32 loops of the merge. Each output chunk of eight values is
+/// `sum_k c[k] * basis[k, j..<j+8]` accumulated in k order in registers, so
+/// the basis (r rows, a few hundred kB at most) streams from cache and the
+/// tensor is touched once.
+enum LoRAKernels {
+    typealias Vector = SIMD8<Float>
+
+    @inline(__always)
+    static func load(_ p: UnsafePointer<Float>) -> Vector { UnsafeRawPointer(p).loadUnaligned(as: Vector.self) }
+
+    @inline(__always)
+    static func store(_ v: Vector, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: Vector.self) }
+
+    /// `sum_k weights[k] * basis[k, j..<j+8]`.
+    @inline(__always)
+    static func combination(_ weights: UnsafePointer<Float>, _ basis: UnsafePointer<Float>, rank: Int, columns: Int, at j: Int) -> Vector {
+        var sum = Vector()
+        var row = basis + j
+        for k in 0..<rank {
+            sum += Vector(repeating: weights[k]) * load(row)
+            row += columns
+        }
+        return sum
+    }
+
+    /// The same sum for one column (the tail), in the same order.
+    @inline(__always)
+    static func combination(_ weights: UnsafePointer<Float>, _ basis: UnsafePointer<Float>, rank: Int, columns: Int, column j: Int) -> Float {
+        var sum: Float = 0
+        for k in 0..<rank { sum += weights[k] * basis[k * columns + j] }
+        return sum
+    }
+
+    /// `row += (weights . basis) * scale`.
+    static func addDelta(_ weights: UnsafePointer<Float>, _ basis: UnsafePointer<Float>, rank: Int, columns: Int, scale: Float, into row: UnsafeMutablePointer<Float>) {
+        let s = Vector(repeating: scale)
+        var j = 0
+        while j + 8 <= columns {
+            store(load(row + j) + combination(weights, basis, rank: rank, columns: columns, at: j) * s, row + j)
+            j += 8
+        }
+        while j < columns {
+            row[j] += combination(weights, basis, rank: rank, columns: columns, column: j) * scale
+            j += 1
+        }
+    }
+
+    /// `addDelta` for four consecutive rows (weights `rank` apart, rows
+    /// `columns` apart), with the same arithmetic per value.
+    static func addDelta4(_ weights: UnsafePointer<Float>, _ basis: UnsafePointer<Float>, rank: Int, columns: Int, scale: Float, into rows: UnsafeMutablePointer<Float>) {
+        let s = Vector(repeating: scale)
+        let w0 = weights, w1 = w0 + rank, w2 = w1 + rank, w3 = w2 + rank
+        let r0 = rows, r1 = r0 + columns, r2 = r1 + columns, r3 = r2 + columns
+        var j = 0
+        while j + 8 <= columns {
+            var sum0 = Vector(), sum1 = Vector(), sum2 = Vector(), sum3 = Vector()
+            var p = basis + j
+            for k in 0..<rank {
+                let b = load(p)
+                sum0 += Vector(repeating: w0[k]) * b
+                sum1 += Vector(repeating: w1[k]) * b
+                sum2 += Vector(repeating: w2[k]) * b
+                sum3 += Vector(repeating: w3[k]) * b
+                p += columns
+            }
+            store(load(r0 + j) + sum0 * s, r0 + j)
+            store(load(r1 + j) + sum1 * s, r1 + j)
+            store(load(r2 + j) + sum2 * s, r2 + j)
+            store(load(r3 + j) + sum3 * s, r3 + j)
+            j += 8
+        }
+        while j < columns {
+            r0[j] += combination(w0, basis, rank: rank, columns: columns, column: j) * scale
+            r1[j] += combination(w1, basis, rank: rank, columns: columns, column: j) * scale
+            r2[j] += combination(w2, basis, rank: rank, columns: columns, column: j) * scale
+            r3[j] += combination(w3, basis, rank: rank, columns: columns, column: j) * scale
+            j += 1
+        }
+    }
+
+    /// `row += round_dtype((weights . basis) * scale)`; `scratch` holds 6 bytes per column.
+    static func addRoundedDelta(_ weights: UnsafePointer<Float>, _ basis: UnsafePointer<Float>, rank: Int, columns: Int, scale: Float,
+                                through dtype: DType, scratch: UnsafeMutableRawBufferPointer, into row: UnsafeMutablePointer<Float>) {
+        let delta = scratch.baseAddress!.bindMemory(to: Float.self, capacity: columns)
+        let encoded = scratch.baseAddress! + columns * 4
+        delta.initialize(repeating: 0, count: columns)
+        addDelta(weights, basis, rank: rank, columns: columns, scale: scale, into: delta)
+        FloatConversion.encode(delta, count: columns, as: dtype, into: encoded)
+        FloatConversion.decode(encoded, dtype: dtype, count: columns, into: delta)
+        addScaled(delta, scale: 1, into: row, count: columns)
+    }
+
+    /// `row += delta` like `addDelta`, returning the row's L2 norm afterwards
+    /// (squares summed in double, rounded to float32 at the end).
+    static func addDeltaReturningNorm(_ weights: UnsafePointer<Float>, _ basis: UnsafePointer<Float>, rank: Int, columns: Int, scale: Float, into row: UnsafeMutablePointer<Float>) -> Float {
+        addDelta(weights, basis, rank: rank, columns: columns, scale: scale, into: row)
+        var sum = 0.0
+        accumulateSquares(row, count: columns) { sum += $0 }
+        return Float(sum.squareRoot())
+    }
+
+    /// `sums[j] += Double(row[j])^2`.
+    static func accumulateSquares(_ row: UnsafePointer<Float>, count: Int, into sums: UnsafeMutablePointer<Double>) {
+        for j in 0..<count {
+            let x = Double(row[j])
+            sums[j] += x * x
+        }
+    }
+
+    /// Calls `add` with partial sums of squares of the row, in double.
+    @inline(__always)
+    static func accumulateSquares(_ row: UnsafePointer<Float>, count: Int, _ add: (Double) -> Void) {
+        var lanes = SIMD4<Double>()
+        var j = 0
+        while j + 8 <= count {
+            let v = load(row + j)
+            let low = SIMD4<Double>(v.lowHalf), high = SIMD4<Double>(v.highHalf)
+            lanes += low * low + high * high
+            j += 8
+        }
+        add(lanes.sum())
+        while j < count {
+            let x = Double(row[j])
+            add(x * x)
+            j += 1
+        }
+    }
+
+    /// `row[j] += delta[j] * scale` (with scale 1, a plain add).
+    static func addScaled(_ delta: UnsafePointer<Float>, scale: Float, into row: UnsafeMutablePointer<Float>, count: Int) {
+        let s = Vector(repeating: scale)
+        var j = 0
+        while j + 8 <= count {
+            store(load(row + j) + load(delta + j) * s, row + j)
+            j += 8
+        }
+        while j < count {
+            row[j] += delta[j] * scale
+            j += 1
+        }
+    }
+
+    /// `row[j] *= factor`.
+    static func multiply(_ row: UnsafeMutablePointer<Float>, count: Int, by factor: Float) {
+        let f = Vector(repeating: factor)
+        var j = 0
+        while j + 8 <= count {
+            store(load(row + j) * f, row + j)
+            j += 8
+        }
+        while j < count {
+            row[j] *= factor
+            j += 1
+        }
+    }
+
+    /// `row[j] *= factors[j]`.
+    static func multiply(_ row: UnsafeMutablePointer<Float>, by factors: UnsafePointer<Float>, count: Int) {
+        var j = 0
+        while j + 8 <= count {
+            store(load(row + j) * load(factors + j), row + j)
+            j += 8
+        }
+        while j < count {
+            row[j] *= factors[j]
+            j += 1
+        }
+    }
+}

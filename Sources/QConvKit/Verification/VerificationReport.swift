@@ -1,0 +1,104 @@
+/// Limits a round trip must stay within; nil means "not checked".
+public struct VerificationThresholds: Sendable {
+    public var maxRelativeRMSE: Double?
+    public var minSQNR: Double?
+    public var maxAbsoluteError: Double?
+    public var minCosine: Double?
+
+    public init(maxRelativeRMSE: Double? = nil, minSQNR: Double? = nil, maxAbsoluteError: Double? = nil, minCosine: Double? = nil) {
+        self.maxRelativeRMSE = maxRelativeRMSE
+        self.minSQNR = minSQNR
+        self.maxAbsoluteError = maxAbsoluteError
+        self.minCosine = minCosine
+    }
+
+    /// The thresholds `metrics` breaks, as "name value limit" descriptions.
+    /// A NaN metric breaks any threshold on it.
+    public func violations(of metrics: ErrorMetrics) -> [String] {
+        var broken: [String] = []
+        if let limit = maxRelativeRMSE, !(metrics.relativeRMSE <= limit) { broken.append("rel_rmse \(metrics.relativeRMSE) > \(limit)") }
+        if let limit = minSQNR, !(metrics.sqnrDecibels >= limit) { broken.append("sqnr_db \(metrics.sqnrDecibels) < \(limit)") }
+        if let limit = maxAbsoluteError, !(metrics.maxAbsoluteError <= limit) { broken.append("max_abs_err \(metrics.maxAbsoluteError) > \(limit)") }
+        if let limit = minCosine, !(metrics.cosineSimilarity >= limit) { broken.append("cosine \(metrics.cosineSimilarity) < \(limit)") }
+        return broken
+    }
+
+    public var json: JSONValue {
+        func value(_ x: Double?) -> JSONValue { x.map { .double($0) } ?? .null }
+        return .object(["max_rel_rmse": value(maxRelativeRMSE), "min_sqnr_db": value(minSQNR),
+                        "max_abs_err": value(maxAbsoluteError), "min_cosine": value(minCosine)])
+    }
+}
+
+/// The result of comparing an original checkpoint with its conversion.
+public struct VerificationReport {
+    public struct Tensor {
+        public var name: String
+        public var dtype: DType
+        public var shape: [Int]
+        /// How the converted side stores it: "raw", "nf4", "fp4", "int8" or "safetensors".
+        public var scheme: String
+        /// Float comparison; nil for tensors compared byte for byte only.
+        public var metrics: ErrorMetrics?
+        /// For tensors that must come back unchanged: whether the bytes are identical.
+        public var identical: Bool?
+        /// Thresholds broken (and "not identical" for raw tensors).
+        public var violations: [String]
+
+        /// Raw tensors, and non-float tensors, are expected to be exact.
+        public var isExactByConstruction: Bool { identical != nil }
+    }
+
+    public var original: String
+    public var converted: String
+    public var thresholds: VerificationThresholds
+    public var tensors: [Tensor]
+
+    /// Tensors that broke a threshold or changed when they should not have.
+    public var failures: [Tensor] { tensors.filter { !$0.violations.isEmpty } }
+
+    /// Overall figures over the tensors whose values were approximated
+    /// (quantized ones for a container; every float tensor for safetensors),
+    /// weighted by element count.
+    public var overall: ErrorSummary {
+        ErrorSummary(tensors.filter { !$0.isExactByConstruction }.compactMap(\.metrics))
+    }
+
+    public func json(includeTensors: Bool = true) -> JSONValue {
+        var object = JSONObject()
+        object.append("original", .string(original))
+        object.append("converted", .string(converted))
+        object.append("tensor_count", .int(tensors.count))
+        object.append("compared_tensor_count", .int(tensors.filter { !$0.isExactByConstruction }.count))
+        object.append("exact_tensor_count", .int(tensors.filter { $0.identical == true }.count))
+        object.append("overall", Self.json(overall))
+        object.append("thresholds", thresholds.json)
+        object.append("passed", .bool(failures.isEmpty))
+        object.append("failures", .array(failures.map { .object(["name": .string($0.name), "violations": .array($0.violations.map { .string($0) })]) }))
+        if includeTensors {
+            object.append("tensors", .array(tensors.map { tensor in
+                var row = JSONObject()
+                row.append("name", .string(tensor.name))
+                row.append("dtype", .string(tensor.dtype.rawValue))
+                row.append("shape", .array(tensor.shape.map { .int($0) }))
+                row.append("scheme", .string(tensor.scheme))
+                row.append("identical", tensor.identical.map { .bool($0) } ?? .null)
+                if let metrics = tensor.metrics { row.append("metrics", Self.json(metrics)) }
+                row.append("violations", .array(tensor.violations.map { .string($0) }))
+                return .object(row)
+            }))
+        }
+        return .object(object)
+    }
+
+    /// SQNR is +inf for an exact round trip; JSON has no infinity, so it is written as null.
+    static func json(_ m: ErrorMetrics) -> JSONValue {
+        .object(["element_count": .int(m.elementCount), "max_abs_err": .double(m.maxAbsoluteError), "rmse": .double(m.rmse),
+                 "rel_rmse": .double(m.relativeRMSE), "sqnr_db": .double(m.sqnrDecibels), "cosine": .double(m.cosineSimilarity)])
+    }
+
+    static func json(_ s: ErrorSummary) -> JSONValue {
+        .object(["element_count": .int(s.elementCount), "max_abs_err": .double(s.maxAbsoluteError), "rmse": .double(s.rmse),
+                 "rel_rmse": .double(s.relativeRMSE), "sqnr_db": .double(s.sqnrDecibels), "cosine": .double(s.cosineSimilarity)])
+    }
+}
