@@ -71,6 +71,15 @@ final class ConversionCLITests: XCTestCase {
             for i in 0..<expected.count where got[i] != expected[i] {
                 let step = scales[i / columns] / 127
                 XCTAssertLessThanOrEqual(abs(got[i] - expected[i]), step * 1.0001, "\(file): element \(i)")
+                // Only there, and by exactly one code: outlier columns come back exactly.
+                let scale = scales[i / columns]
+                XCTAssertFalse(outliers.contains(i % columns), "\(file): element \(i) in an outlier column differs")
+                let scaled = input[i] * 127 / scale
+                let distanceToTie = abs(abs(scaled - scaled.rounded(.down)) - 0.5)
+                XCTAssertLessThan(distanceToTie, 1e-5, "\(file): element \(i) differs away from a .5 tie (scaled \(scaled))")
+                let expectedCode = (expected[i] / step).rounded(), gotCode = (got[i] / step).rounded()
+                XCTAssertEqual(abs(gotCode - expectedCode), 1, "\(file): element \(i) differs by more or less than one step")
+                XCTAssertEqual(got[i], gotCode * scale * Int8Vectorwise.inverse127, "\(file): element \(i) is not a code's value")
             }
             let identical = zip(got, expected).filter { $0 == $1 }.count
             XCTAssertGreaterThanOrEqual(Double(identical), 0.999 * Double(expected.count), "\(file)")
@@ -236,5 +245,293 @@ final class ConversionCLITests: XCTestCase {
         XCTAssertEqual(skipped["model.layers.0.self_attn.q_proj.weight"], "nf4")
         let only = try schemes(["--only", "lm_head", "--only", "q_proj"])
         XCTAssertEqual(only.filter { $0.value == "nf4" }.keys.sorted(), ["lm_head.weight", "model.layers.0.self_attn.q_proj.weight", "model.layers.1.self_attn.q_proj.weight"])
+    }
+
+    // MARK: - Audit: int8 small shapes, FP16 rounding, reports; 4-bit --verify and half outputs
+
+    /// A safetensors file of F32 (or BF16, the upper halves of the given floats) tensors of any shape.
+    private func writeTensors(_ path: String, _ tensors: [(name: String, shape: [Int], values: [Float])], dtype: String = "F32") {
+        var header = "{"
+        var data: [UInt8] = []
+        for (i, tensor) in tensors.enumerated() {
+            precondition(tensor.shape.reduce(1, *) == tensor.values.count)
+            let bytes: [UInt8] = dtype == "BF16"
+                ? tensor.values.flatMap { withUnsafeBytes(of: UInt16(truncatingIfNeeded: $0.bitPattern >> 16).littleEndian, Array.init) }
+                : tensor.values.flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian, Array.init) }
+            header += (i > 0 ? "," : "") + "\"\(tensor.name)\":\(tensorEntry(dtype, tensor.shape, data.count, data.count + bytes.count))"
+            data += bytes
+        }
+        writeFile(path, craftSafetensors(header: header + "}", data: data))
+    }
+
+    /// Deterministic values in (-scale, scale).
+    private func randomValues(_ count: Int, scale: Float, seed: UInt64) -> [Float] {
+        var generator = SplitMix64(seed: seed)
+        return (0..<count).map { _ in Float.random(in: -scale..<scale, using: &generator) }
+    }
+
+    /// bitsandbytes' `int8_vectorwise_quant(A.half(), threshold)` as ../shared/FACTS.md states it,
+    /// and the values `dequant --dtype f32` must give: `CB * SCB * float32(1/127)`, outlier columns
+    /// as their float16 values. `roundToHalf: false` skips the float16 rounding (to show it matters).
+    private func bitsandbytesInt8(_ values: [Float], shape: [Int], threshold: Float, roundToHalf: Bool = true)
+        -> (codes: [Int8], scales: [Float], outlierColumns: [Int], values: [Float]) {
+        let columns = shape.last ?? 1
+        let rows = values.count / columns
+        let a = roundToHalf ? values.map { Float(Float16($0)) } : values
+        let isOutlier = a.map { threshold > 0 && abs($0) >= threshold }
+        let outlierColumns = (0..<columns).filter { c in (0..<rows).contains { isOutlier[$0 * columns + c] } }
+        var codes = [Int8](repeating: 0, count: a.count), scales = [Float](repeating: 0, count: rows)
+        var restored = [Float](repeating: 0, count: a.count)
+        for r in 0..<rows {
+            let row = r * columns..<(r + 1) * columns
+            // Outlier elements are zeroed before the row absmax is taken.
+            let absmax = row.filter { !isOutlier[$0] }.map { abs(a[$0]) }.max() ?? 0
+            scales[r] = absmax
+            for i in row {
+                var code: Float = (isOutlier[i] || absmax == 0) ? 0 : (a[i] * (127 / absmax)).rounded(.toNearestOrEven)
+                // With more than one row the outlier columns of CB are zeroed; a single row keeps them (only outliers, already 0).
+                if rows > 1 && outlierColumns.contains(i - r * columns) { code = 0 }
+                codes[i] = Int8(code)
+                restored[i] = Float(codes[i]) * absmax * Float(7.874015718698502e-3)
+            }
+            for c in outlierColumns { restored[r * columns + c] = a[r * columns + c] }
+        }
+        return (codes, scales, outlierColumns, restored)
+    }
+
+    /// 1-D, scalar, rank-3 and single-row tensors through `to-int8 --all` and
+    /// `dequant --dtype f32`: the container holds bitsandbytes' CB, SCB and
+    /// outlier columns, and the values are bitsandbytes' (outliers in FP16).
+    func testInt8SmallShapesMatchBitsandbytes() throws {
+        let directory = TemporaryDirectory()
+        var vector = randomValues(10, scale: 0.45, seed: 1)
+        vector[3] = 0.75
+        var cube = randomValues(24, scale: 0.45, seed: 2)
+        cube[5] = -0.6; cube[17] = 0.9  // columns 1 and 1 of rows 1 and 4
+        cube[22] = 0.55                  // column 2 of row 5
+        var row = randomValues(6, scale: 0.45, seed: 3)
+        row[4] = -1.25
+        let tensors: [(name: String, shape: [Int], values: [Float])] = [
+            ("scalar", [], [0.3]), ("vector", [10], vector), ("cube", [2, 3, 4], cube), ("row", [1, 6], row),
+        ]
+        writeTensors(directory.file("in.safetensors"), tensors)
+        for threshold: Float in [0, 0.5] {
+            let container = directory.file("t\(threshold).qc"), output = directory.file("t\(threshold).safetensors")
+            let convert = try runQConv(["to-int8", directory.file("in.safetensors"), container, "--all", "--outlier-threshold", "\(threshold)", "--quiet"])
+            XCTAssertEqual(convert.status, 0, convert.stderr)
+            let dequant = try runQConv(["dequant", container, output, "--dtype", "f32", "--quiet"])
+            XCTAssertEqual(dequant.status, 0, dequant.stderr)
+            let file = try ContainerFile(path: container)
+            let restored = try Checkpoint(path: output)
+            var outlierColumnsSeen = 0
+            for tensor in tensors {
+                let expected = bitsandbytesInt8(tensor.values, shape: tensor.shape, threshold: threshold)
+                let entry = try XCTUnwrap(file.tensor(named: tensor.name), tensor.name)
+                XCTAssertEqual(entry.scheme, .int8, tensor.name)
+                let codes = try file.readPart(try XCTUnwrap(entry.part("codes")), of: tensor.name).map { Int8(bitPattern: $0) }
+                XCTAssertEqual(codes, expected.codes, "\(tensor.name), threshold \(threshold): CB")
+                let scales = try file.readPart(try XCTUnwrap(entry.part("row_scales")), of: tensor.name)
+                XCTAssertEqual(scales.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }, expected.scales, "\(tensor.name): SCB")
+                let columns = try file.readPart(try XCTUnwrap(entry.part("outlier_columns")), of: tensor.name)
+                XCTAssertEqual(columns.withUnsafeBytes { $0.bindMemory(to: Int32.self).map(Int.init) }, expected.outlierColumns, "\(tensor.name): outlier columns")
+                outlierColumnsSeen += expected.outlierColumns.count
+                let back = try XCTUnwrap(restored.tensor(named: tensor.name))
+                XCTAssertEqual(back.info.shape, tensor.shape)
+                XCTAssertEqual(try back.stored.allFloats().map(\.bitPattern), expected.values.map(\.bitPattern), "\(tensor.name), threshold \(threshold): values")
+            }
+            XCTAssertEqual(outlierColumnsSeen, threshold == 0 ? 0 : 4, "vector 1, cube 2, row 1")
+        }
+    }
+
+    /// F32 values are rounded to FP16 before quantizing: here that moves the
+    /// row scale (1.0001 -> 1) and a code (0.4999 -> 0.5, 63.49 -> the tie 63.5 -> 64).
+    func testInt8RoundsF32ToHalfBeforeQuantizing() throws {
+        let directory = TemporaryDirectory()
+        let values: [Float] = [1.0001, 0.4999, -0.25, 0.1, 0.3, -0.7, 0.2, 0.05]
+        writeTensors(directory.file("in.safetensors"), [("w", [2, 4], values)])
+        let expected = bitsandbytesInt8(values, shape: [2, 4], threshold: 0)
+        let unrounded = bitsandbytesInt8(values, shape: [2, 4], threshold: 0, roundToHalf: false)
+        XCTAssertNotEqual(expected.scales, unrounded.scales, "the input must tell the two apart")
+        XCTAssertNotEqual(expected.codes, unrounded.codes, "the input must tell the two apart")
+        XCTAssertEqual(expected.scales[0], 1)
+        XCTAssertEqual(expected.codes[1], 64)
+
+        let container = directory.file("w.qc")
+        XCTAssertEqual(try runQConv(["to-int8", directory.file("in.safetensors"), container, "--all", "--outlier-threshold", "0", "--quiet"]).status, 0)
+        let file = try ContainerFile(path: container)
+        let entry = try XCTUnwrap(file.tensor(named: "w"))
+        XCTAssertEqual(try file.readPart(entry.part("codes")!, of: "w").map { Int8(bitPattern: $0) }, expected.codes)
+        XCTAssertEqual(try file.readPart(entry.part("row_scales")!, of: "w").withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }, expected.scales)
+        XCTAssertEqual(try runQConv(["dequant", container, directory.file("out.safetensors"), "--dtype", "f32", "--quiet"]).status, 0)
+        let back = try Checkpoint(path: directory.file("out.safetensors")).tensor(named: "w")!.stored.allFloats()
+        XCTAssertEqual(back.map(\.bitPattern), expected.values.map(\.bitPattern))
+    }
+
+    /// A finite F32 or BF16 value beyond float16's range becomes infinite when
+    /// rounded to FP16 for int8; the error says so (exit 3), and names the
+    /// source value, not the infinity. A real infinity is still reported as one.
+    func testInt8RefusesValuesThatOverflowHalf() throws {
+        let directory = TemporaryDirectory()
+        var values = (0..<16).map { Float($0) / 100 }
+        values[11] = 70_144  // exact in BF16 and F32, above 65504
+        writeTensors(directory.file("f32.safetensors"), [("w", [2, 8], values)])
+        writeTensors(directory.file("bf16.safetensors"), [("w", [2, 8], values)], dtype: "BF16")
+        var infinite = values
+        infinite[11] = .infinity
+        writeTensors(directory.file("inf.safetensors"), [("w", [2, 8], infinite)])
+        for input in ["f32.safetensors", "bf16.safetensors"] {
+            for rule in [[], ["--outlier-threshold", "0"], ["--outlier-threshold", "0.1"]] {
+                let result = try runQConv(["to-int8", directory.file(input), directory.file("out.qc"), "--all"] + rule)
+                XCTAssertEqual(result.status, 3, "\(input) \(rule): \(result.stderr)")
+                XCTAssertTrue(result.stderr.hasPrefix("qconv: error: \(directory.file(input)): tensor 'w': element 11 is 70144.0"), result.stderr)
+                XCTAssertTrue(result.stderr.contains("overflows float16"), result.stderr)
+                XCTAssertFalse(result.stderr.contains(" is inf"), result.stderr)
+                XCTAssertEqual(result.stderr.split(separator: "\n").count, 1, result.stderr)
+            }
+        }
+        let real = try runQConv(["to-int8", directory.file("inf.safetensors"), directory.file("out.qc"), "--all"])
+        XCTAssertEqual(real.status, 3)
+        XCTAssertTrue(real.stderr.contains("element 11 is inf") && !real.stderr.contains("overflows"), real.stderr)
+        // 4-bit quantization does not round to FP16: the same value is fine there.
+        XCTAssertEqual(try runQConv(["to-nf4", directory.file("f32.safetensors"), directory.file("out.qc"), "--all", "--quiet"]).status, 0)
+        XCTAssertEqual(directory.contents().filter { $0.contains("qconv-tmp") }, [])
+    }
+
+    /// `to-int8 --json` reports the rule, its threshold, and each tensor's resolved threshold.
+    func testInt8JSONReportsOutlierThresholds() throws {
+        let directory = TemporaryDirectory()
+        let sample = Fixtures.sample("sharded_llama")
+        let original = try Checkpoint(path: sample)
+        func convert(_ extra: [String]) throws -> [String: Any] {
+            let result = try runQConv(["to-int8", sample, directory.file("q.qc"), "--force", "--json"] + extra)
+            XCTAssertEqual(result.status, 0, result.stderr)
+            return try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
+        }
+        func int8Rows(_ report: [String: Any]) -> [[String: Any]] {
+            (report["tensors"] as! [[String: Any]]).filter { $0["scheme"] as? String == "int8" }
+        }
+
+        let absolute = try convert(["--outlier-threshold", "0.06"])
+        XCTAssertEqual(absolute["outlier_rule"] as? String, "abs:0.06")
+        XCTAssertEqual(absolute["outlier_threshold"] as? Double, 0.06)
+        XCTAssertTrue(absolute["outlier_rms_multiple"] is NSNull)
+        XCTAssertNil(absolute["block_size"])
+        let resolved = Double(Float(Float16(Float(0.06))))
+        var split = 0
+        for row in int8Rows(absolute) {
+            let name = row["name"] as! String
+            let values = try original.tensor(named: name)!.stored.allFloats().map { Float(Float16($0)) }
+            let columns = (row["shape"] as! [Int]).last!
+            let expected = Set(values.indices.filter { abs(values[$0]) >= Float(resolved) }.map { $0 % columns }).count
+            XCTAssertEqual(row["outlier_columns"] as? Int, expected, name)
+            if expected > 0 {
+                XCTAssertEqual(row["outlier_threshold"] as? Double, resolved, name)
+                split += 1
+            } else {
+                XCTAssertTrue(row["outlier_threshold"] is NSNull, name)
+            }
+        }
+        XCTAssertGreaterThan(split, 0)
+
+        let byDefault = try convert([])
+        XCTAssertEqual(byDefault["outlier_rule"] as? String, OutlierCriterion.default.description)
+        XCTAssertTrue(byDefault["outlier_threshold"] is NSNull)
+        XCTAssertEqual(byDefault["outlier_rms_multiple"] as? Double, 10)
+        XCTAssertEqual(int8Rows(byDefault).count, 14)
+        for row in int8Rows(byDefault) { XCTAssertNotNil(row["outlier_threshold"], "every int8 tensor has the field") }
+
+        // An RMS multiple small enough to split columns off: T = fp16(K * RMS) of each tensor.
+        let relative = try convert(["--outlier-rms-multiple", "3"])
+        XCTAssertEqual(relative["outlier_rms_multiple"] as? Double, 3)
+        for row in int8Rows(relative) {
+            let name = row["name"] as! String
+            let values = try original.tensor(named: name)!.stored.allFloats().map { Double(Float(Float16($0))) }
+            let rms = (values.reduce(0) { $0 + $1 * $1 } / Double(values.count)).squareRoot()
+            let threshold = Double(Float(Float16(Float(3 * rms))))
+            XCTAssertGreaterThan(row["outlier_columns"] as? Int ?? 0, 0, name)
+            XCTAssertEqual(row["outlier_threshold"] as? Double, threshold, name)
+        }
+
+        let none = try convert(["--outlier-threshold", "0"])
+        XCTAssertEqual(none["outlier_rule"] as? String, "none")
+        XCTAssertTrue(none["outlier_threshold"] is NSNull)
+        XCTAssertTrue(none["outlier_rms_multiple"] is NSNull)
+        for row in int8Rows(none) {
+            XCTAssertEqual(row["outlier_columns"] as? Int, 0)
+            XCTAssertTrue(row["outlier_threshold"] is NSNull)
+        }
+    }
+
+    /// `--verify` on to-nf4 and to-fp4 applies the thresholds, as on to-int8.
+    func testFourBitVerifyHonoursThresholds() throws {
+        let directory = TemporaryDirectory()
+        let sample = Fixtures.sample("sharded_llama")
+        for command in ["to-nf4", "to-fp4"] {
+            let strict = try runQConv([command, sample, directory.file("s.qc"), "--force", "--verify", "--max-rel-rmse", "0.001"])
+            XCTAssertEqual(strict.status, 1, "\(command): \(strict.stderr)")
+            XCTAssertTrue(strict.stdout.contains("FAILED"), strict.stdout)
+            XCTAssertTrue(strict.stderr.contains("qconv: error:") && strict.stderr.contains("model.layers.0.mlp.down_proj.weight"), strict.stderr)
+            XCTAssertTrue(FileManager.default.fileExists(atPath: directory.file("s.qc")), "the container is kept for inspection")
+            let impossible = try runQConv([command, sample, directory.file("s.qc"), "--force", "--verify", "--min-sqnr", "100", "--quiet"])
+            XCTAssertEqual(impossible.status, 1, command)
+            let json = try runQConv([command, sample, directory.file("s.qc"), "--force", "--verify", "--min-cosine", "0.9999", "--json"])
+            XCTAssertEqual(json.status, 1, command)
+            let report = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as! [String: Any]
+            let verify = try XCTUnwrap(report["verify"] as? [String: Any])
+            XCTAssertEqual(verify["passed"] as? Bool, false)
+            XCTAssertEqual((verify["thresholds"] as? [String: Any])?["min_cosine"] as? Double, 0.9999)
+            XCTAssertFalse((verify["failures"] as! [Any]).isEmpty)
+
+            let loose = try runQConv([command, sample, directory.file("s.qc"), "--force", "--verify",
+                                      "--max-rel-rmse", "0.5", "--min-cosine", "0.9", "--min-sqnr", "5", "--quiet"])
+            XCTAssertEqual(loose.status, 0, "\(command): \(loose.stderr)")
+            XCTAssertEqual(loose.stderr, "")
+        }
+    }
+
+    /// `dequant --dtype f16` and `--dtype bf16` of 4-bit containers: each value
+    /// is the float32 dequantization rounded once, to nearest, ties to even
+    /// (half subnormals included).
+    func testDequantToHalfAndBFloat16RoundsTheFloat32ValuesOnce() throws {
+        let directory = TemporaryDirectory()
+        writeTensors(directory.file("in.safetensors"), [
+            ("small", [4, 64], randomValues(256, scale: 2e-5, seed: 11)),   // FP16 subnormals
+            ("medium", [8, 64], randomValues(512, scale: 0.05, seed: 12)),
+            ("large", [2, 96], randomValues(192, scale: 3000, seed: 13)),
+        ])
+        /// float32 -> bfloat16 bits, to nearest, ties to even (finite inputs).
+        func bfloat16Bits(_ value: Float) -> UInt16 {
+            let bits = value.bitPattern
+            return UInt16((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16)
+        }
+        func halfBits(_ tensor: Checkpoint.Tensor) throws -> [UInt16] {
+            try tensor.stored.allBytes().withUnsafeBytes { Array($0.bindMemory(to: UInt16.self)).map(UInt16.init(littleEndian:)) }
+        }
+        for command in ["to-nf4", "to-fp4"] {
+            let container = directory.file("\(command).qc")
+            XCTAssertEqual(try runQConv([command, directory.file("in.safetensors"), container, "--all", "--force", "--quiet"]).status, 0)
+            var outputs: [String: Checkpoint] = [:]
+            for dtype in ["f32", "f16", "bf16"] {
+                let path = directory.file("\(command)-\(dtype).safetensors")
+                let result = try runQConv(["dequant", container, path, "--dtype", dtype, "--force", "--quiet"])
+                XCTAssertEqual(result.status, 0, result.stderr)
+                outputs[dtype] = try Checkpoint(path: path)
+            }
+            var roundedAway = 0
+            for name in ["small", "medium", "large"] {
+                let reference = try outputs["f32"]!.tensor(named: name)!.stored.allFloats()
+                let half = try XCTUnwrap(outputs["f16"]!.tensor(named: name))
+                let bfloat = try XCTUnwrap(outputs["bf16"]!.tensor(named: name))
+                XCTAssertEqual(half.info.dtype, .f16)
+                XCTAssertEqual(bfloat.info.dtype, .bf16)
+                XCTAssertEqual(try halfBits(half), reference.map { Float16($0).bitPattern }, "\(command) \(name): f16")
+                XCTAssertEqual(try halfBits(bfloat), reference.map(bfloat16Bits), "\(command) \(name): bf16")
+                // Truncation would differ from rounding on about half of these values.
+                roundedAway += reference.filter { UInt16($0.bitPattern >> 16) != bfloat16Bits($0) }.count
+            }
+            XCTAssertGreaterThan(roundedAway, 100, command)
+            let subnormals = try outputs["f32"]!.tensor(named: "small")!.stored.allFloats().filter { $0 != 0 && abs($0) < 6.103515625e-5 }
+            XCTAssertGreaterThan(subnormals.count, 100, "values in FP16's subnormal range")
+        }
     }
 }

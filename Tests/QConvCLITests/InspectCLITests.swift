@@ -349,4 +349,59 @@ final class InspectCLITests: XCTestCase {
             XCTAssertGreaterThan(try json(result.stdout)["tensor_count"] as? Int ?? 0, 0, path)
         }
     }
+
+    /// `inspect --tensors` of an int8 container shows each tensor's outlier
+    /// column count, in text and JSON: here the columns holding an element with
+    /// |w| >= 0.06 (as float16), counted from the original weights.
+    func testTensorListShowsInt8OutlierColumnsPerTensor() throws {
+        let directory = TemporaryDirectory()
+        let sample = Fixtures.sample("sharded_llama")
+        let container = directory.file("int8.qc")
+        let convert = try runQConv(["to-int8", sample, container, "--outlier-threshold", "0.06", "--quiet"])
+        XCTAssertEqual(convert.status, 0, convert.stderr)
+        let original = try Checkpoint(path: sample)
+        let threshold = Float(Float16(Float(0.06)))
+        var expected: [String: Int] = [:]
+        for tensor in original.tensors where tensor.info.shape.count >= 2 && !TensorSelection.isLeftUnquantizedByDefault(tensor.name) {
+            let values = try tensor.stored.allFloats().map { Float(Float16($0)) }
+            let columns = tensor.info.matrixShape.columns
+            expected[tensor.name] = Set(values.indices.filter { abs(values[$0]) >= threshold }.map { $0 % columns }).count
+        }
+        XCTAssertEqual(expected.count, 14)
+        XCTAssertTrue(expected.values.contains { $0 > 0 }, "the threshold must split columns off")
+        XCTAssertGreaterThan(Set(expected.values).count, 1, "counts differ between tensors")
+
+        let jsonResult = try runQConv(["inspect", container, "--tensors", "--json"])
+        XCTAssertEqual(jsonResult.status, 0, jsonResult.stderr)
+        let rows = try XCTUnwrap(try json(jsonResult.stdout)["tensors"] as? [[String: Any]])
+        XCTAssertEqual(rows.count, 21)
+        for row in rows {
+            let name = try XCTUnwrap(row["name"] as? String)
+            if let count = expected[name] {
+                XCTAssertEqual(row["scheme"] as? String, "int8", name)
+                XCTAssertEqual(row["outlier_columns"] as? Int, count, name)
+            } else {
+                XCTAssertEqual(row["scheme"] as? String, "raw", name)
+                XCTAssertNil(row["outlier_columns"], "\(name): only int8 tensors have outlier columns")
+            }
+        }
+
+        let text = try runQConv(["inspect", container, "--tensors"])
+        XCTAssertEqual(text.status, 0, text.stderr)
+        let table = lines(text.stdout.components(separatedBy: "\n\n").last ?? "")
+        XCTAssertEqual(table.first?.split(separator: " ").map(String.init), ["NAME", "DTYPE", "SHAPE", "PARAMS", "SCHEME", "BITS/W", "OUTLIERS", "BYTES"])
+        var listed = 0
+        for row in table.dropFirst() {
+            let cells = row.split(separator: " ").map(String.init)
+            guard let count = expected[cells[0]] else {
+                XCTAssertEqual(cells.count, 7, "\(row): a raw tensor has no OUTLIERS cell")
+                continue
+            }
+            XCTAssertEqual(cells.count, 8, row)
+            XCTAssertEqual(cells[4], "int8", row)
+            XCTAssertEqual(cells[6], String(count), row)
+            listed += 1
+        }
+        XCTAssertEqual(listed, 14)
+    }
 }

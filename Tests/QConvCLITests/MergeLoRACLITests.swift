@@ -5,13 +5,51 @@ import QConvTestSupport
 
 /// `qconv merge-lora` against the weights PEFT 0.21.2's merge_and_unload() wrote.
 final class MergeLoRACLITests: XCTestCase {
-    /// The reference cases from shared/refdata and the extra low-precision ones (see lora/peft_extra/generate.py).
-    static let cases = [
+    /// The reference cases from shared/refdata and the extra low-precision ones
+    /// (see lora/peft_extra/generate.py): the least the discovery must find.
+    static let knownCases = [
         "lora_llama_basic", "lora_llama_bf16_base", "lora_llama_rslora_patterns",
         "lora_llama_embedding_modules_to_save", "lora_gpt2_fan_in_fan_out_bias", "dora_llama",
         "peft_extra/f16base_f16ad", "peft_extra/bf16base_bf16ad", "peft_extra/emb_bf16base",
         "peft_extra/dora_bf16base", "peft_extra/gpt2_lorabias_f16",
     ]
+
+    /// Every case folder under Tests/Fixtures/lora, so that a new one is tested without being listed.
+    static let cases = discoverCases(under: Fixtures.path("lora"))
+
+    /// The folders under `root` (paths relative to it, sorted) that hold
+    /// `base/`, `adapter/` and `merged/`; a case folder is not searched further.
+    static func discoverCases(under root: String) -> [String] {
+        let manager = FileManager.default
+        func isDirectory(_ path: String) -> Bool {
+            var directory: ObjCBool = false
+            return manager.fileExists(atPath: path, isDirectory: &directory) && directory.boolValue
+        }
+        var found: [String] = []
+        func search(_ relative: String) {
+            let path = relative.isEmpty ? root : root + "/" + relative
+            if !relative.isEmpty && ["base", "adapter", "merged"].allSatisfy({ isDirectory(path + "/" + $0) }) {
+                found.append(relative)
+                return
+            }
+            for name in ((try? manager.contentsOfDirectory(atPath: path)) ?? []).sorted() where !name.hasPrefix(".") && isDirectory(path + "/" + name) {
+                search(relative.isEmpty ? name : relative + "/" + name)
+            }
+        }
+        search("")
+        return found.sorted()
+    }
+
+    func testEveryCaseFolderIsDiscovered() throws {
+        XCTAssertEqual(Set(Self.knownCases).subtracting(Self.cases), [], "discovered: \(Self.cases)")
+        // A new case anywhere under the fixtures is found; incomplete folders are not.
+        let folder = TemporaryDirectory("qconv-merge-lora")
+        for path in ["new_case/base", "new_case/adapter", "new_case/merged", "group/nested/base", "group/nested/adapter", "group/nested/merged",
+                     "incomplete/base", "incomplete/adapter"] {
+            try FileManager.default.createDirectory(atPath: folder.file(path), withIntermediateDirectories: true)
+        }
+        XCTAssertEqual(Self.discoverCases(under: folder.path), ["group/nested", "new_case"])
+    }
 
     private func casePath(_ name: String, _ part: String) -> String { Fixtures.path("lora/\(name)/\(part)") }
 
@@ -100,6 +138,65 @@ final class MergeLoRACLITests: XCTestCase {
         }
     }
 
+    // MARK: - Documentation
+
+    /// docs/CLI.md's `## merge-lora` section, and its fenced blocks.
+    private func documentation() throws -> (text: String, blocks: [String]) {
+        let cli = try String(contentsOfFile: Fixtures.repositoryRoot + "/docs/CLI.md", encoding: .utf8)
+        let start = try XCTUnwrap(cli.range(of: "\n## merge-lora\n"), "docs/CLI.md has a merge-lora section")
+        var section = String(cli[start.upperBound...])
+        if let next = section.range(of: "\n## ") { section = String(section[..<next.lowerBound]) }
+        let pieces = section.components(separatedBy: "```")
+        // Odd pieces are inside fences; drop the info string (json) line.
+        let blocks = stride(from: 1, to: pieces.count, by: 2).map { i -> String in
+            let block = pieces[i]
+            return block.firstIndex(of: "\n").map { String(block[block.index(after: $0)...]) } ?? block
+        }
+        return (section, blocks)
+    }
+
+    /// The section documents every option, the dry run as the command prints
+    /// it, and the --json report with the fields and order the command writes.
+    func testCLIDocumentationMatchesTheCommand() throws {
+        let (text, blocks) = try documentation()
+        XCTAssertFalse(text.contains("See the section added"), "the placeholder is replaced")
+        let help = try runQConv(["merge-lora", "--help"])
+        XCTAssertEqual(help.status, 0)
+        let options = help.stdout.split(separator: "\n").compactMap { line -> String? in
+            let trimmed = line.drop { $0 == " " }
+            guard line.hasPrefix("  --"), let option = trimmed.split(separator: " ").first, option != "--help" else { return nil }
+            return String(option)
+        }
+        XCTAssertGreaterThanOrEqual(options.count, 9, help.stdout)
+        for option in options { XCTAssertTrue(text.contains("`\(option)"), "\(option) is documented") }
+        for code in ["0", "2", "3", "4"] { XCTAssertTrue(text.contains("\(code):"), "exit code \(code)") }
+
+        // The dry run, run where the documentation's paths start.
+        let base = "Samples/lora_llama_basic/base", adapter = "Samples/lora_llama_basic/adapter"
+        let dryRun = try runQConv(["merge-lora", base, adapter, "--dry-run"], currentDirectory: Fixtures.repositoryRoot)
+        XCTAssertEqual(dryRun.status, 0, dryRun.stderr)
+        XCTAssertTrue(blocks.contains(dryRun.stdout), "the documented dry run is the real one:\n\(dryRun.stdout)")
+
+        // The JSON example: the same fields in the same order as the real report.
+        let folder = TemporaryDirectory("qconv-merge-lora")
+        let merged = try runQConv(["merge-lora", base, adapter, folder.file("merged"), "--json"], currentDirectory: Fixtures.repositoryRoot)
+        XCTAssertEqual(merged.status, 0, merged.stderr)
+        let real = try XCTUnwrap(JSONParser.parse(merged.stdout).objectValue)
+        let example = try XCTUnwrap(blocks.compactMap { try? JSONParser.parse($0).objectValue }.first, "a JSON example")
+        XCTAssertEqual(example.keys, real.keys)
+        XCTAssertEqual(example["mapping"]?.objectValue?.keys, real["mapping"]?.objectValue?.keys)
+        let exampleChange = try XCTUnwrap(example["changes"]?.arrayValue?.first?.objectValue)
+        let realChange = try XCTUnwrap(real["changes"]?.arrayValue?.first?.objectValue)
+        XCTAssertEqual(exampleChange.keys, realChange.keys)
+        XCTAssertEqual(exampleChange, realChange, "the example's change is the real first one")
+        for key in real.keys + exampleChange.keys { XCTAssertTrue(text.contains("`\(key)`"), "field \(key) is described") }
+        // The documented text output of a merge (its OUT aside).
+        let textRun = try runQConv(["merge-lora", base, adapter, folder.file("text")], currentDirectory: Fixtures.repositoryRoot)
+        XCTAssertEqual(textRun.status, 0, textRun.stderr)
+        let documented = try XCTUnwrap(blocks.first { $0.contains("merged 4 tensors into") })
+        XCTAssertEqual(textRun.stdout.replacingOccurrences(of: folder.file("text"), with: "merged"), documented)
+    }
+
     // MARK: - Crafted inputs
 
     /// Writes `source`'s tensors to `destination` with new names or shapes
@@ -119,6 +216,80 @@ final class MergeLoRACLITests: XCTestCase {
         try FileManager.default.copyItem(atPath: casePath(name, "adapter/adapter_config.json"), toPath: path + "/adapter_config.json")
         try rewriteHeader(casePath(name, "adapter/adapter_model.safetensors"), to: path + "/adapter_model.safetensors", transform)
         return path
+    }
+
+    /// A copy of a case's F32 adapter folder with some tensors' values replaced.
+    private func craftAdapterValues(_ name: String, in folder: TemporaryDirectory, as adapterName: String = "adapter",
+                                    _ transform: (TensorInfo, [Float]) -> [Float]) throws -> String {
+        let path = folder.file(adapterName)
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: casePath(name, "adapter/adapter_config.json"), toPath: path + "/adapter_config.json")
+        let file = try SafeTensorsFile(path: casePath(name, "adapter/adapter_model.safetensors"))
+        let writer = try CheckpointWriter(destination: path + "/adapter_model.safetensors", layout: .file, tensors: file.tensors.map(\.info),
+                                          metadata: file.header.metadata, overwrite: true, inputs: [])
+        for entry in file.tensors {
+            XCTAssertEqual(entry.info.dtype, .f32)
+            let values = transform(entry.info, floats(try file.bytes(of: entry)))
+            try values.withUnsafeBytes { try writer.write($0) }
+        }
+        try writer.commit()
+        return path
+    }
+
+    /// Whatever the base (model folder, file, container written as a
+    /// container or as safetensors), a merged value that is not finite fails
+    /// the merge naming the tensor, and nothing is written, unless --allow-nonfinite.
+    func testNonFiniteMergedValuesAreRefusedUnlessAllowed() throws {
+        let folder = TemporaryDirectory("qconv-merge-lora")
+        let module = "model.layers.0.self_attn.q_proj"
+        // 8 products of 1e20 · 1e20 overflow float32: every merged value of q_proj is infinite.
+        let adapter = try craftAdapterValues("lora_llama_basic", in: folder) { info, values in
+            info.name.contains(module + ".lora_") ? values.map { _ in 1e20 } : values
+        }
+        let base = casePath("lora_llama_basic", "base")
+        for (method, arguments) in [("nf4", ["to-nf4"]), ("int8", ["to-int8"]), ("raw", ["to-nf4", "--skip", "q_proj"])] {
+            let result = try runQConv(arguments + [base, folder.file("base-\(method).qc"), "--quiet"])
+            XCTAssertEqual(result.status, 0, result.stderr)
+        }
+        let runs: [(base: String, out: String, extra: [String], message: String)] = [
+            (base, "out-folder", [], "the merged values hold 4096 NaN or infinite values"),
+            (base + "/model.safetensors", "out.safetensors", [], "the merged values hold 4096 NaN or infinite values"),
+            (folder.file("base-nf4.qc"), "out-nf4.qc", [], "the merged values are not finite: element 0 is inf, and quantizing it again to nf4 needs finite values"),
+            (folder.file("base-int8.qc"), "out-int8.qc", [], "the merged values are not finite: element 0 is inf, and quantizing it again to int8 needs finite values"),
+            (folder.file("base-raw.qc"), "out-raw.qc", [], "the merged values hold 4096 NaN or infinite values"),
+            (folder.file("base-nf4.qc"), "out-dequantized", ["--dequantize"], "the merged values hold 4096 NaN or infinite values"),
+        ]
+        for run in runs {
+            let out = folder.file(run.out)
+            let refused = try runQConv(["merge-lora", run.base, adapter, out] + run.extra)
+            XCTAssertEqual(refused.status, 3, "\(run.out): \(refused.stderr)")
+            // The merged tensor is named, not the base file, which is fine.
+            XCTAssertTrue(refused.stderr.hasPrefix("qconv: error: tensor '\(module).weight': " + run.message), "\(run.out): \(refused.stderr)")
+            XCTAssertTrue(refused.stderr.contains("--allow-nonfinite"), refused.stderr)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: out), run.out)
+            XCTAssertEqual(folder.contents().filter { $0.contains("qconv-tmp") }, [], run.out)
+
+            let allowed = try runQConv(["merge-lora", run.base, adapter, out, "--allow-nonfinite", "--quiet"] + run.extra)
+            XCTAssertEqual(allowed.status, 0, "\(run.out): \(allowed.stderr)")
+            XCTAssertTrue(FileManager.default.fileExists(atPath: out), run.out)
+        }
+        // The written safetensors hold the infinities.
+        let merged = try Checkpoint(path: folder.file("out.safetensors"))
+        XCTAssertEqual(Set(try XCTUnwrap(merged.tensor(named: module + ".weight")).stored.allFloats()), [.infinity])
+
+        // Finite merged values past float16's range: int8 quantizes float16 values.
+        let large = try craftAdapterValues("lora_llama_basic", in: folder, as: "large") { info, values in
+            info.name.contains(module + ".lora_") ? values.map { _ in 66 } : values
+        }
+        let out = folder.file("out-large.qc")
+        let refused = try runQConv(["merge-lora", folder.file("base-int8.qc"), large, out])
+        XCTAssertEqual(refused.status, 3, refused.stderr)
+        XCTAssertTrue(refused.stderr.hasPrefix("qconv: error: tensor '\(module).weight': merged element 0 is 6969"), refused.stderr)
+        XCTAssertTrue(refused.stderr.contains("overflows float16"), refused.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+        XCTAssertEqual(try runQConv(["merge-lora", folder.file("base-int8.qc"), large, out, "--allow-nonfinite", "--quiet"]).status, 0)
+        // The same values are fine for nf4, which scales by the block's absmax.
+        XCTAssertEqual(try runQConv(["merge-lora", folder.file("base-nf4.qc"), large, folder.file("out-large-nf4.qc"), "--quiet"]).status, 0)
     }
 
     func testMisShapedAdapterIsRefusedAndNothingIsWritten() throws {

@@ -47,6 +47,160 @@ final class MergeLoRAContainerCLITests: XCTestCase {
         XCTAssertEqual(try runQConv(["verify", directory.file("merged.qc")]).status, 0)
     }
 
+    /// Merges into a container made by `quantize` and compares every changed
+    /// tensor, part for part, with dequant -> merge -> the same quantize by
+    /// hand; untouched tensors must keep their stored parts.
+    private func assertMergeEqualsByHand(_ quantize: [String], scheme: ContainerScheme, parameters check: (SchemeParameters) -> Bool,
+                                         base: String? = nil, adapter: String? = nil, changedCount: Int = 4,
+                                         file: StaticString = #filePath, line: UInt = #line) throws {
+        let base = base ?? self.base, adapter = adapter ?? self.adapter
+        let directory = TemporaryDirectory()
+        try run(quantize + [base, directory.file("base.qc")], file: file, line: line)
+        try run(["merge-lora", directory.file("base.qc"), adapter, directory.file("merged.qc")], file: file, line: line)
+        try run(["dequant", directory.file("base.qc"), directory.file("base.safetensors")], file: file, line: line)
+        try run(["merge-lora", directory.file("base.safetensors"), adapter, directory.file("merged.safetensors")], file: file, line: line)
+        try run(quantize + [directory.file("merged.safetensors"), directory.file("hand.qc")], file: file, line: line)
+
+        let container = try ContainerFile(path: directory.file("merged.qc"))
+        let hand = try ContainerFile(path: directory.file("hand.qc"))
+        let original = try ContainerFile(path: directory.file("base.qc"))
+        let changed = try LoRAMerger.plan(container: original, adapter: try LoRAAdapter(path: adapter)).changes.map(\.output.name)
+        XCTAssertEqual(changed.count, changedCount, file: file, line: line)
+        for tensor in container.tensors {
+            let before = try XCTUnwrap(original.tensor(named: tensor.name), file: file, line: line)
+            if changed.contains(tensor.name) {
+                let other = try XCTUnwrap(hand.tensor(named: tensor.name), file: file, line: line)
+                XCTAssertEqual(tensor.scheme, scheme, tensor.name, file: file, line: line)
+                XCTAssertTrue(check(tensor.parameters), "\(tensor.name): \(tensor.parameters)", file: file, line: line)
+                XCTAssertEqual(tensor.parameters, other.parameters, tensor.name, file: file, line: line)
+                XCTAssertEqual(tensor.parts.map(\.name), before.parts.map(\.name), tensor.name, file: file, line: line)
+                XCTAssertEqual(tensor.parts.count, other.parts.count, tensor.name, file: file, line: line)
+                for (part, handPart) in zip(tensor.parts, other.parts) {
+                    XCTAssertEqual(try container.readPart(part, of: tensor.name), try hand.readPart(handPart, of: tensor.name), "\(tensor.name)/\(part.name)",
+                                   file: file, line: line)
+                }
+                XCTAssertNotEqual(tensor.parts.map(\.checksum), before.parts.map(\.checksum), "\(tensor.name) changed", file: file, line: line)
+            } else {
+                XCTAssertEqual(tensor.parameters, before.parameters, tensor.name, file: file, line: line)
+                XCTAssertEqual(tensor.parts.map(\.checksum), before.parts.map(\.checksum), tensor.name, file: file, line: line)
+            }
+        }
+        XCTAssertEqual(try runQConv(["verify", directory.file("merged.qc")]).status, 0, file: file, line: line)
+    }
+
+    /// A BF16 base: the merge starts from the dequantized values rounded to
+    /// BF16 (what `dequant` writes, and what PEFT's QLoRA merge adds the delta
+    /// to) and re-quantizes the merged values rounded to BF16 (what `merge-lora`
+    /// writes); skipping either rounding changes codes.
+    func testBF16BaseIsRoundedAsDequantAndMergeWriteIt() throws {
+        let case_ = Fixtures.path("lora/lora_llama_bf16_base")
+        for quantize in [["to-nf4"], ["to-int8"]] {
+            try assertMergeEqualsByHand(quantize, scheme: quantize == ["to-nf4"] ? .nf4 : .int8, parameters: { _ in true },
+                                        base: case_ + "/base", adapter: case_ + "/adapter",
+                                        changedCount: try LoRAAdapter(path: case_ + "/adapter").modules.count)
+        }
+        let directory = TemporaryDirectory()
+        try run(["to-nf4", case_ + "/base", directory.file("base.qc")])
+        try run(["merge-lora", directory.file("base.qc"), case_ + "/adapter", directory.file("direct.safetensors"), "--dequantize"])
+        try run(["dequant", directory.file("base.qc"), directory.file("base.safetensors")])
+        try run(["merge-lora", directory.file("base.safetensors"), case_ + "/adapter", directory.file("hand.safetensors")])
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: directory.file("direct.safetensors"))),
+                       try Data(contentsOf: URL(fileURLWithPath: directory.file("hand.safetensors"))))
+    }
+
+    func testFP4WithItsOwnBlockSizeAndNoDoubleQuantIsRequantizedAsByHand() throws {
+        try assertMergeEqualsByHand(["to-fp4", "--block-size", "128", "--no-double-quant"], scheme: .fp4) { parameters in
+            if case .fourBit(128, nil) = parameters { return true }
+            return false
+        }
+    }
+
+    func testInt8IsRequantizedAsByHand() throws {
+        try assertMergeEqualsByHand(["to-int8"], scheme: .int8) { parameters in
+            if case .int8 = parameters { return true }
+            return false
+        }
+        // With an absolute outlier threshold too: the rule is re-applied to the merged values.
+        try assertMergeEqualsByHand(["to-int8", "--outlier-threshold", "0.2"], scheme: .int8) { parameters in
+            if case .int8(let columns, "abs:0.2", _) = parameters { return columns > 0 && columns < 64 }
+            return false
+        }
+    }
+
+    /// `--dequantize --dtype f16`: the container's values are merged in float32
+    /// and rounded to F16 once, not rounded to F16 and merged and rounded again.
+    func testDequantizeToF16RoundsTheFloat32MergeOnce() throws {
+        let directory = TemporaryDirectory()
+        try run(["to-nf4", base, directory.file("base.qc")])
+        try run(["merge-lora", directory.file("base.qc"), adapter, directory.file("f16.safetensors"), "--dequantize", "--dtype", "f16"])
+        // The float32 merge: the dequantized F32 base merged in float32 (the base is F32, so nothing else is rounded).
+        try run(["merge-lora", directory.file("base.qc"), adapter, directory.file("f32.safetensors"), "--dequantize", "--dtype", "f32"])
+        try run(["dequant", directory.file("base.qc"), directory.file("base-f32.safetensors"), "--dtype", "f32"])
+        try run(["merge-lora", directory.file("base-f32.safetensors"), adapter, directory.file("hand-f32.safetensors")])
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: directory.file("f32.safetensors"))),
+                       try Data(contentsOf: URL(fileURLWithPath: directory.file("hand-f32.safetensors"))))
+
+        let f16 = try Checkpoint(path: directory.file("f16.safetensors")), f32 = try Checkpoint(path: directory.file("f32.safetensors"))
+        let changed = Set(try LoRAMerger.plan(base: f32, adapter: try LoRAAdapter(path: adapter)).changes.map(\.output.name))
+        XCTAssertEqual(changed.count, 4)
+        var twiceRoundedDiffers = 0
+        for tensor in f32.tensors {
+            let half = try XCTUnwrap(f16.tensor(named: tensor.name))
+            XCTAssertEqual(half.info.dtype, .f16, tensor.name)
+            let bits = try half.stored.allBytes().withUnsafeBytes { raw in (0..<(raw.count / 2)).map { raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self) } }
+            let values = try tensor.stored.allFloats()
+            XCTAssertEqual(bits, values.map(FloatConversion.halfBits(from:)), tensor.name)
+            if changed.contains(tensor.name) {
+                // Rounding the base to F16 before the merge would give other bits somewhere.
+                let baseValues = try XCTUnwrap(try Checkpoint(path: directory.file("base-f32.safetensors")).tensor(named: tensor.name)).stored.allFloats()
+                for (i, value) in values.enumerated() {
+                    let roundedBase = FloatConversion.float(fromHalf: FloatConversion.halfBits(from: baseValues[i]))
+                    let delta = value - baseValues[i]
+                    if FloatConversion.halfBits(from: roundedBase + delta) != bits[i] { twiceRoundedDiffers += 1 }
+                }
+            }
+        }
+        XCTAssertGreaterThan(twiceRoundedDiffers, 0, "the comparison tells one rounding from two")
+    }
+
+    /// The adapter replaces a tensor the container stores raw (an embedding):
+    /// verify measures it (the merge is recorded in the provenance) instead of
+    /// failing it as not identical, and still requires every other raw tensor
+    /// to be exact.
+    func testVerifyMeasuresRawTensorsTheMergeRewrote() throws {
+        let fixture = Fixtures.path("lora/lora_llama_embedding_modules_to_save")
+        let directory = TemporaryDirectory()
+        try run(["to-nf4", fixture + "/base", directory.file("base.qc")])
+        try run(["merge-lora", directory.file("base.qc"), fixture + "/adapter", directory.file("merged.qc")])
+        let container = try ContainerFile(path: directory.file("merged.qc"))
+        XCTAssertEqual(container.tensor(named: "model.embed_tokens.weight")?.scheme, .raw)
+        XCTAssertEqual(RoundTripVerifier.mergedTensorNames(in: container.header),
+                       ["lm_head.weight", "model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.layers.1.self_attn.q_proj.weight"])
+
+        let result = try runQConv(["verify", fixture + "/merged", directory.file("merged.qc"), "--json", "--tensors"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let report = try XCTUnwrap(JSONParser.parse(result.stdout).objectValue)
+        XCTAssertEqual(report["passed"], .bool(true))
+        XCTAssertEqual(report["exact_tensor_count"]?.numberValue?.intValue, 5, "norms stay exact")
+        let rows = try XCTUnwrap(report["tensors"]?.arrayValue?.compactMap(\.objectValue))
+        let embed = try XCTUnwrap(rows.first { $0["name"]?.stringValue == "model.embed_tokens.weight" })
+        XCTAssertEqual(embed["scheme"], .string("raw"))
+        XCTAssertEqual(embed["identical"], .null, "measured, not required to be identical")
+        XCTAssertEqual(embed["violations"]?.arrayValue, [])
+        let error = try XCTUnwrap(embed["metrics"]?.objectValue?["max_abs_err"]?.numberValue?.doubleValue)
+        XCTAssertGreaterThan(error, 0, "float32 arithmetic differs from PEFT's in the last bits")
+        XCTAssertLessThan(error, 1e-5)
+        // Thresholds apply to it like to a quantized tensor.
+        let strict = try runQConv(["verify", fixture + "/merged", directory.file("merged.qc"), "--max-abs-err", "1e-9", "--only", "embed_tokens"])
+        XCTAssertEqual(strict.status, 1, strict.stderr)
+        XCTAssertTrue(strict.stderr.contains("model.embed_tokens.weight") && strict.stderr.contains("max_abs_err"), strict.stderr)
+
+        // Without a recorded merge, a raw tensor that differs still fails.
+        let unmerged = try runQConv(["verify", fixture + "/merged", directory.file("base.qc"), "--only", "embed_tokens"])
+        XCTAssertEqual(unmerged.status, 1, unmerged.stderr)
+        XCTAssertTrue(unmerged.stderr.contains("model.embed_tokens.weight': not identical (stored raw, must round-trip exactly)"), unmerged.stderr)
+    }
+
     func testVerifyAgainstPEFTShowsNF4LevelErrorOnly() throws {
         let directory = TemporaryDirectory()
         try run(["to-nf4", base, directory.file("base.qc")])

@@ -78,4 +78,52 @@ final class VerifyCLITests: XCTestCase {
         // --only restricts the comparison to what it names.
         XCTAssertEqual(try runQConv(["verify", directory.file("a.safetensors"), directory.file("b.safetensors"), "--only", "^w$", "--quiet"]).status, 0)
     }
+
+    /// SQNR is +inf for an exact match, -inf for an all-zero original with an
+    /// error and NaN when a NaN reaches the sums: the text shows each as it is
+    /// (not "inf", the best case, for all three), and JSON, which writes them
+    /// all as null, tells the exact match apart with `exact`.
+    func testNonFiniteSQNRIsShownAsItIs() throws {
+        let directory = TemporaryDirectory()
+        write(directory.file("a.safetensors"), [("zero", [0, 0, 0, 0]), ("nan", [1, .nan]), ("same", [1, 2])])
+        write(directory.file("b.safetensors"), [("zero", [0, 2, 0, 0]), ("nan", [1, .nan]), ("same", [1, 2])])
+        let paths = [directory.file("a.safetensors"), directory.file("b.safetensors")]
+
+        func sqnrCell(_ stdout: String, _ name: String) -> String? {
+            let row = stdout.split(separator: "\n").first { $0.hasPrefix(name + " ") }
+            // TENSOR SCHEME ELEMENTS MAX_ABS_ERR RMSE REL_RMSE SQNR_DB COSINE [status]
+            return row.map { $0.split(separator: " ").map(String.init) }.flatMap { $0.count > 6 ? $0[6] : nil }
+        }
+        let text = try runQConv(["verify"] + paths)
+        XCTAssertEqual(text.status, 0, text.stderr)
+        XCTAssertEqual(sqnrCell(text.stdout, "zero"), "-inf", text.stdout)
+        XCTAssertEqual(sqnrCell(text.stdout, "nan"), "nan", text.stdout)
+        XCTAssertEqual(sqnrCell(text.stdout, "same"), "inf", text.stdout)
+        // The summary line: the all-zero original alone is the worst case, not the best.
+        let zeroOnly = try runQConv(["verify"] + paths + ["--only", "^zero$"])
+        XCTAssertTrue(zeroOnly.stdout.contains("SQNR -inf dB"), zeroOnly.stdout)
+        let sameOnly = try runQConv(["verify"] + paths + ["--only", "^same$"])
+        XCTAssertTrue(sameOnly.stdout.contains("SQNR inf dB"), sameOnly.stdout)
+        let nanOnly = try runQConv(["verify"] + paths + ["--only", "^nan$"])
+        XCTAssertTrue(nanOnly.stdout.contains("SQNR nan dB"), nanOnly.stdout)
+
+        let (status, json, stderr) = try report(paths)
+        XCTAssertEqual(status, 0, stderr)
+        let tensors = json["tensors"] as! [[String: Any]]
+        func metrics(_ name: String) -> [String: Any] { tensors.first { $0["name"] as? String == name }!["metrics"] as! [String: Any] }
+        for name in ["zero", "nan", "same"] { XCTAssertTrue(metrics(name)["sqnr_db"] is NSNull, "\(name): non-finite SQNR is null") }
+        XCTAssertEqual(metrics("same")["exact"] as? Bool, true)
+        XCTAssertEqual(metrics("zero")["exact"] as? Bool, false, "null SQNR of a wrong tensor is not an exact match")
+        XCTAssertEqual(metrics("zero")["max_abs_err"] as? Double, 2)
+        XCTAssertEqual(metrics("nan")["exact"] as? Bool, false)
+        XCTAssertEqual((json["overall"] as! [String: Any])["exact"] as? Bool, false)
+        let exactOnly = try report(paths + ["--only", "^same$"])
+        XCTAssertEqual((exactOnly.json["overall"] as! [String: Any])["exact"] as? Bool, true)
+        XCTAssertTrue((exactOnly.json["overall"] as! [String: Any])["sqnr_db"] is NSNull)
+
+        // A minimum SQNR is broken by -inf and NaN, not by the exact match.
+        let strict = try report(paths + ["--min-sqnr", "10"])
+        XCTAssertEqual(strict.status, 1)
+        XCTAssertEqual(Set((strict.json["failures"] as! [[String: Any]]).compactMap { $0["name"] as? String }), ["zero", "nan"])
+    }
 }

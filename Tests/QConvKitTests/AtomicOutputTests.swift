@@ -162,6 +162,36 @@ final class AtomicOutputTests: XCTestCase {
         XCTAssertEqual(folder.contents(), [])
     }
 
+    /// The error of a failed write names the destination the user gave, not the temporary file.
+    func testWriteFailureNamesTheDestination() throws {
+        let folder = TemporaryDirectory()
+        let destination = folder.file("out.qc")
+        var old = rlimit()
+        getrlimit(Int32(RLIMIT_FSIZE.rawValue), &old)
+        let oldHandler = signal(SIGXFSZ, SIG_IGN)
+        var limited = old
+        limited.rlim_cur = 512
+        XCTAssertEqual(setrlimit(Int32(RLIMIT_FSIZE.rawValue), &limited), 0)
+        var caught: Error?
+        do {
+            let output = try AtomicOutput(destination: destination, kind: .file, overwrite: false, inputs: [])
+            let writer = try output.makeWriter()
+            try writer.write([UInt8](repeating: 1, count: 4096))
+            try writer.close()
+            try output.commit()
+        } catch {
+            caught = error
+        }
+        setrlimit(Int32(RLIMIT_FSIZE.rawValue), &old)
+        signal(SIGXFSZ, oldHandler)
+        let error = try XCTUnwrap(caught as? IOError, "\(String(describing: caught))")
+        XCTAssertEqual(error.category, .io)
+        XCTAssertEqual(error.code, EFBIG)
+        XCTAssertTrue(error.description.hasPrefix(destination + ": cannot write"), error.description)
+        XCTAssertFalse(error.description.contains("qconv-tmp"), error.description)
+        XCTAssertEqual(folder.contents(), [])
+    }
+
     // MARK: - Overwrite rules
 
     func testRefusesToOverwriteWithoutPermission() throws {

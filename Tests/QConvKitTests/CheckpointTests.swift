@@ -149,6 +149,37 @@ final class CheckpointTests: XCTestCase {
         XCTAssertEqual(try checkpoint.tensor(named: "b")?.stored.allFloats(), [2])
     }
 
+    /// Weights in other formats, their indexes, hidden files and subfolders are
+    /// not auxiliary files: converters would carry them into the output.
+    func testWeightFilesInOtherFormatsAreNotAuxiliaryFiles() throws {
+        let weights = ["pytorch_model.bin", "pytorch_model-00001-of-00002.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth",
+                       "last.ckpt", "tf_model.h5", "tf_model.h5.index.json", "flax_model.msgpack", "model.onnx", "model.gguf",
+                       "rust_model.ot", "weights.npz", "model.tflite", "other.safetensors", "model.safetensors.index.json",
+                       "PYTORCH_MODEL.BIN", ".hidden", ".config.json"]
+        for name in weights { XCTAssertFalse(Checkpoint.isAuxiliaryFileName(name), name) }
+        for name in ["config.json", "tokenizer.json", "tokenizer.model", "vocab.txt", "merges.txt", "README.md", "LICENSE",
+                     "bin", "spiece.model", "binary.json", "added_tokens.json", "training_args.binx"] {
+            XCTAssertTrue(Checkpoint.isAuxiliaryFileName(name), name)
+        }
+
+        let single = TemporaryDirectory()
+        writeFile(single.file("model.safetensors"), CraftedInputs.validF32("w", [1]))
+        writeFile(single.file("config.json"), Array("{}".utf8))
+        // (An index would make the folder sharded; the sharded folder below has one.)
+        let weightFiles = weights.filter { $0 != Self.index }
+        for name in weightFiles { writeFile(single.file(name), [1, 2, 3]) }
+        try FileManager.default.createDirectory(atPath: single.file("checkpoint-500"), withIntermediateDirectories: false)
+        XCTAssertEqual(try Checkpoint(path: single.path).auxiliaryFiles, ["config.json"])
+
+        let sharded = TemporaryDirectory()
+        writeFile(sharded.file(Self.shard1), CraftedInputs.validF32("a", [1]))
+        writeFile(sharded.file(Self.shard2), CraftedInputs.validF32("b", [2]))
+        writeFile(sharded.file(Self.index), Array("{\"metadata\":{},\"weight_map\":{\"b\":\"\(Self.shard2)\",\"a\":\"\(Self.shard1)\"}}".utf8))
+        writeFile(sharded.file("generation_config.json"), Array("{}".utf8))
+        for name in weightFiles { writeFile(sharded.file(name), [1, 2, 3]) }
+        XCTAssertEqual(try Checkpoint(path: sharded.path).auxiliaryFiles, ["generation_config.json"])
+    }
+
     func testSingleFileLayout() throws {
         let path = Fixtures.sample("lora_llama_basic/base/model.safetensors")
         let checkpoint = try Checkpoint(path: path)

@@ -3,6 +3,14 @@ import QConvKit
 import QConvTestSupport
 import XCTest
 
+/// Converts the sharded sample into `directory/model.qc` and returns its path.
+func makeSampleContainer(in directory: TemporaryDirectory, method: QuantizationMethod = .fourBit(.nf4, blockSize: 64, doubleQuant: true)) throws -> String {
+    let output = directory.file("model.qc")
+    _ = try Quantizer.convert(try Checkpoint(path: Fixtures.sample("sharded_llama")), to: output,
+                              options: QuantizationOptions(method: method, selection: try TensorSelection(), threads: 2))
+    return output
+}
+
 /// The container: checksums, round trips through the writer and reader, and
 /// one crafted file per validation rule.
 final class ContainerTests: XCTestCase {
@@ -31,10 +39,7 @@ final class ContainerTests: XCTestCase {
 
     /// Converts the sharded sample and returns the container path.
     func makeContainer(in directory: TemporaryDirectory, method: QuantizationMethod = .fourBit(.nf4, blockSize: 64, doubleQuant: true)) throws -> String {
-        let output = directory.file("model.qc")
-        _ = try Quantizer.convert(try Checkpoint(path: Fixtures.sample("sharded_llama")), to: output,
-                                  options: QuantizationOptions(method: method, selection: try TensorSelection(), threads: 2))
-        return output
+        try makeSampleContainer(in: directory, method: method)
     }
 
     func testContainerKeepsOrderMetadataFilesAndRawTensors() throws {
@@ -195,17 +200,6 @@ final class ContainerTests: XCTestCase {
     /// Rewrites the JSON header in place (same reserved length) with a valid checksum,
     /// so that only the rule under test is broken. `["__raw__": text]` writes `text` verbatim.
     func rewriteHeader(_ path: String, _ change: (inout [String: Any]) -> Void) throws {
-        try mutate(path) { bytes in
-            let length = Int(bytes[16..<24].withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
-            var header = try! JSONSerialization.jsonObject(with: bytes[32..<(32 + length)]) as! [String: Any]
-            change(&header)
-            var json: [UInt8]
-            if let raw = header["__raw__"] as? String { json = Array(raw.utf8) } else { json = [UInt8](try! JSONSerialization.data(withJSONObject: header)) }
-            precondition(json.count <= length, "crafted header longer than the original")
-            json += [UInt8](repeating: 0x20, count: length - json.count)
-            bytes.replaceSubrange(32..<(32 + length), with: json)
-            var checksum = XXHash64.hash(json).littleEndian
-            bytes.replaceSubrange(24..<32, with: withUnsafeBytes(of: &checksum) { Array($0) })
-        }
+        try ContainerEditor(path: path, hash: XXHash64.hash).rewriteHeader(change)
     }
 }

@@ -118,4 +118,22 @@ final class ErrorMetricsTests: XCTestCase {
         }
         return metrics
     }
+
+    /// `isExact` is what tells an exact match's +inf SQNR from the worst cases,
+    /// which a JSON report writes as null all the same.
+    func testIsExactTellsInfiniteSQNRsApart() {
+        let exact = measure([0, 1, 2], [0, 1, 2])
+        XCTAssertTrue(exact.isExact)
+        XCTAssertEqual(exact.sqnrDecibels, .infinity)
+        let zeroOriginal = measure([0, 0, 0, 0], [0, 2, 0, 0])
+        XCTAssertFalse(zeroOriginal.isExact)
+        XCTAssertEqual(zeroOriginal.sqnrDecibels, -.infinity)
+        let nan = measure([1, .nan], [1, .nan])
+        XCTAssertFalse(nan.isExact)
+        XCTAssertTrue(nan.sqnrDecibels.isNaN)
+        XCTAssertTrue(ErrorMetrics().isExact)
+        XCTAssertTrue(ErrorSummary([exact, ErrorMetrics()]).isExact)
+        XCTAssertFalse(ErrorSummary([exact, zeroOriginal]).isExact)
+        XCTAssertEqual(ErrorSummary([ErrorMetrics(), zeroOriginal]).sqnrDecibels, -.infinity)
+    }
 }

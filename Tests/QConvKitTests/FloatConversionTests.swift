@@ -256,6 +256,23 @@ final class FloatConversionTests: XCTestCase {
 
     // MARK: - F64
 
+    /// Every float32 is a float64: encoding widens exactly, NaN stays NaN,
+    /// and decoding gives the float back (dequant restores an F64 source's dtype).
+    func testEncodeF64WidensExactly() {
+        let values: [Float] = [1, -2.5, .infinity, -.infinity, 0x1p-149, -0.0, .greatestFiniteMagnitude, 0.1, .nan]
+        var out = [UInt8](repeating: 0, count: values.count * 8 + 1)
+        values.withUnsafeBufferPointer { src in out.withUnsafeMutableBytes { FloatConversion.encode(src.baseAddress!, count: values.count, as: .f64, into: $0.baseAddress! + 1) } }
+        let doubles = (0..<values.count).map { i in
+            Double(bitPattern: out[1 + i * 8..<1 + i * 8 + 8].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
+        }
+        for (value, double) in zip(values.dropLast(), doubles.dropLast()) {
+            XCTAssertEqual(double.bitPattern, Double(value).bitPattern, "\(value)")
+        }
+        XCTAssertTrue(doubles.last!.isNaN)
+        XCTAssertEqual(decodeBulk(Array(out[1...]), dtype: .f64, count: values.count).dropLast().map(\.bitPattern), values.dropLast().map(\.bitPattern))
+        XCTAssertTrue(DType.f64.isEncodableFromFloat)
+    }
+
     /// Doubles exactly between two floats round to the even one; a hair
     /// either side rounds to the nearer one. Checked against an integer reference.
     func testDoubleToFloatRounding() {

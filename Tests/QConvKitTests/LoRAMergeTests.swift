@@ -204,6 +204,38 @@ final class LoRAMergeTests: XCTestCase {
         XCTAssertEqual(out["conv.weight"], [3, 2, 1, 8, 5, 2])
     }
 
+    func testShardedBaseKeepsItsIndexMetadataAndUpdatesTheTotals() throws {
+        // A sharded base whose index carries an extra metadata key; the adapter
+        // grows the vocabulary (base_layer.weight), so total_size changes.
+        let embed = TensorInfo(name: "embed.weight", dtype: .f32, shape: [2, 2])
+        let proj = TensorInfo(name: "proj.weight", dtype: .f32, shape: [2, 2])
+        let base = folder.file("base")
+        let writer = try CheckpointWriter(destination: base, layout: .folder(shards: [("model-00001-of-00002.safetensors", [embed]),
+                                                                                      ("model-00002-of-00002.safetensors", [proj])]),
+                                          tensors: [embed, proj], metadata: [("format", "pt")], overwrite: false, inputs: [])
+        try [Float](repeating: 1, count: 8).withUnsafeBytes { try writer.write($0) }
+        try writer.commit()
+        let indexPath = base + "/model.safetensors.index.json"
+        let original = try String(contentsOfFile: indexPath, encoding: .utf8)
+        try original.replacingOccurrences(of: "\"metadata\": {", with: "\"metadata\": {\n    \"quantization\": \"none\",")
+            .write(toFile: indexPath, atomically: true, encoding: .utf8)
+
+        let adapter = try makeAdapter(#"{"peft_type": "LORA", "r": 1, "lora_alpha": 1}"#, [
+            ("embed.base_layer.weight", .f32, [3, 2], [1, 2, 3, 4, 5, 6]),
+            ("proj.lora_A.weight", .f32, [1, 2], [1, 0]), ("proj.lora_B.weight", .f32, [2, 1], [1, 1]),
+        ])
+        let out = folder.file("out")
+        try LoRAMerger.merge(base: try Checkpoint(path: base), adapter: adapter, to: out)
+        let merged = try Checkpoint(path: out)
+        XCTAssertEqual(merged.tensor(named: "embed.weight")?.info.shape, [3, 2])
+        XCTAssertEqual(try merged.tensor(named: "embed.weight")?.stored.allFloats(), [1, 2, 3, 4, 5, 6])
+        let metadata = try XCTUnwrap(merged.index?["metadata"]?.objectValue)
+        XCTAssertEqual(metadata.keys, ["quantization", "total_parameters", "total_size"])
+        XCTAssertEqual(metadata["quantization"], .string("none"))
+        XCTAssertEqual(metadata["total_size"]?.numberValue?.intValue, 40)
+        XCTAssertEqual(metadata["total_parameters"]?.numberValue?.intValue, 10)
+    }
+
     // MARK: - The float-buffer API
 
     func testRowRangesGiveTheWholeTensorsResult() throws {
@@ -293,6 +325,109 @@ final class LoRAMergeTests: XCTestCase {
             }
         }
         XCTAssertEqual(differing, 0, "the same float32 arithmetic, rounded once")
+    }
+
+    /// Serves float values from memory, recording ranges that do not start at
+    /// its alignment (as a container decoder would refuse them).
+    private final class AlignedSource: FloatTensorSource, @unchecked Sendable {
+        let info: TensorInfo
+        let values: [Float]
+        let alignment: Int
+        private let lock = NSLock()
+        private(set) var misaligned: [Range<Int>] = []
+        private(set) var elementsRead = 0
+
+        init(info: TensorInfo, values: [Float], alignment: Int) {
+            self.info = info
+            self.values = values
+            self.alignment = alignment
+        }
+
+        func scratchBytes(for count: Int) -> Int { 0 }
+
+        func readFloats(_ range: Range<Int>, into destination: UnsafeMutablePointer<Float>, scratch: UnsafeMutableRawBufferPointer) throws {
+            lock.lock()
+            if range.lowerBound % alignment != 0 { misaligned.append(range) }
+            elementsRead += range.count
+            lock.unlock()
+            values.withUnsafeBufferPointer { destination.update(from: $0.baseAddress! + range.lowerBound, count: range.count) }
+        }
+    }
+
+    /// Reads a source whole, in aligned pieces of `piece` alignment units.
+    private func readAll(_ source: FloatTensorSource, piece: Int) throws -> [Float] {
+        let n = source.info.elementCount
+        var result = [Float](repeating: .nan, count: n)
+        let step = source.alignment * piece
+        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, source.scratchBytes(for: step)), alignment: 64)
+        defer { scratch.deallocate() }
+        try result.withUnsafeMutableBufferPointer { out in
+            for start in stride(from: 0, to: n, by: step) {
+                try source.readFloats(start..<min(n, start + step), into: out.baseAddress! + start, scratch: scratch)
+            }
+        }
+        return result
+    }
+
+    /// DoRA with norms across rows streams: a first pass sums the column
+    /// squares, each read merges its rows; the bits equal the whole-tensor
+    /// merge whatever the thread count and the base's alignment, and no
+    /// whole tensor is held. A replacement is streamed from the adapter too.
+    func testDoRAAcrossRowsAndReplacementsStream() throws {
+        func pattern(_ n: Int, _ k: Float) -> [Float] { (0..<n).map { Float(($0 * 7919) % 1013) * k - 0.5 * k * 1013 } }
+        // 20000 rows of 64: norm blocks of 1024 rows, two norm-pass reads of 16 blocks.
+        let (rows, columns, rank) = (20000, 64, 2)
+        let config = #"{"peft_type": "LORA", "r": 2, "lora_alpha": 3, "use_dora": true, "fan_in_fan_out": true}"#
+        let adapter = try makeAdapter(config, [
+            ("c_fc.lora_A.weight", .f32, [rank, rows], pattern(rank * rows, 1e-4)),
+            ("c_fc.lora_B.weight", .f32, [columns, rank], pattern(columns * rank, 2e-4)),
+            ("c_fc.lora_magnitude_vector", .f32, [columns], pattern(columns, 1e-3).map { abs($0) + 1 }),
+            // A grown embedding with DoRA: the replacement is rounded to BF16 first.
+            ("wte.base_layer.weight", .f32, [rows, columns], pattern(rows * columns, 3e-4)),
+            ("wte.lora_embedding_A", .f32, [rank, rows], pattern(rank * rows, 1e-4)),
+            ("wte.lora_embedding_B", .f32, [columns, rank], pattern(columns * rank, 2e-4)),
+            ("wte.lora_magnitude_vector", .f32, [columns], pattern(columns, 1e-3).map { abs($0) + 1 }),
+        ])
+        let fc = TensorInfo(name: "c_fc.weight", dtype: .f32, shape: [rows, columns])
+        let wte = TensorInfo(name: "wte.weight", dtype: .bf16, shape: [rows - 1, columns])
+        let plan = try LoRAMergePlan(adapter: adapter, baseTensors: [fc, wte], baseDescription: "test")
+        let baseValues = pattern(rows * columns, 1e-3)
+        for (info, baseRows) in [(fc, rows), (wte, rows - 1)] {
+            let change = try XCTUnwrap(plan.change(for: info.name))
+            XCTAssertTrue(change.requiresWholeTensor, info.name)
+            XCTAssertEqual(try plan.prepare(change).normBlockRows, 1024)
+            var whole = Array(baseValues.prefix(baseRows * columns)) + [Float](repeating: 0, count: (rows - baseRows) * columns)
+            try whole.withUnsafeMutableBufferPointer { try plan.prepare(change).applyToWholeTensor($0.baseAddress!, threads: 2) }
+            for (threads, alignment) in [(1, 1), (3, 96), (2, 4096 * 3)] {
+                let base = AlignedSource(info: info, values: Array(baseValues.prefix(baseRows * columns)), alignment: alignment)
+                let source = try MergedTensorSource(base: base, prepared: try plan.prepare(change, decodeReplacement: false), threads: threads)
+                XCTAssertEqual(source.alignment % columns, 0)
+                if change.replacement == nil { XCTAssertEqual(source.alignment % alignment, 0) }
+                let streamed = try readAll(source, piece: 37)
+                XCTAssertEqual(streamed.map(\.bitPattern), whole.map(\.bitPattern), "\(info.name), \(threads) threads, alignment \(alignment)")
+                XCTAssertEqual(base.misaligned, [], info.name)
+                // The base is read twice (norm pass, then the merge), or not at all when replaced.
+                XCTAssertEqual(base.elementsRead, change.replacement == nil ? 2 * rows * columns : 0, info.name)
+            }
+        }
+        // Against the definition, for the replaced embedding: V = bf16(R) + s (B A)^T, W' = m / ||V col|| * V.
+        let change = try XCTUnwrap(plan.change(for: "wte.weight"))
+        let merged = try readAll(MergedTensorSource(base: AlignedSource(info: wte, values: [], alignment: 1),
+                                                    prepared: try plan.prepare(change, decodeReplacement: false), threads: 2), piece: 1 << 16)
+        let r = pattern(rows * columns, 3e-4).map { FloatConversion.float(fromBFloat16: FloatConversion.bfloat16Bits(from: $0)) }
+        let a = pattern(rank * rows, 1e-4), b = pattern(columns * rank, 2e-4), m = pattern(columns, 1e-3).map { abs($0) + 1 }
+        var v = [Double](repeating: 0, count: rows * columns), norms = [Double](repeating: 0, count: columns)
+        for i in 0..<rows {
+            for j in 0..<columns {
+                var delta = 0.0
+                for k in 0..<rank { delta += Double(b[j * rank + k]) * Double(a[k * rows + i]) }
+                v[i * columns + j] = Double(r[i * columns + j]) + 1.5 * delta
+                norms[j] += v[i * columns + j] * v[i * columns + j]
+            }
+        }
+        var worst = 0.0
+        for i in 0..<rows { for j in 0..<columns { worst = max(worst, abs(Double(merged[i * columns + j]) - v[i * columns + j] * Double(m[j]) / norms[j].squareRoot())) } }
+        XCTAssertLessThan(worst, 1e-6)
     }
 
     // MARK: - Refusals

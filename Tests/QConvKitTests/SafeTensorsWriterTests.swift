@@ -256,6 +256,58 @@ final class SafeTensorsWriterTests: XCTestCase {
         XCTAssertTrue(index.contains("\"total_parameters\": 8,\n    \"total_size\": 8\n"), index)
     }
 
+    /// A folder that mirrors a sharded source (merge-lora) keeps the source
+    /// index's members and metadata keys; total_size (and total_parameters,
+    /// where the source has it) follow the new tensors.
+    func testMirroredIndexKeepsTheSourceMetadata() throws {
+        let tensors = [
+            TensorInfo(name: "b.weight", dtype: .f32, shape: [3, 2]),
+            TensorInfo(name: "a.weight", dtype: .f16, shape: [5]),
+        ]
+        let plan: [(fileName: String, tensors: [TensorInfo])] = [
+            ("model-00001-of-00002.safetensors", [tensors[0]]), ("model-00002-of-00002.safetensors", [tensors[1]]),
+        ]
+        func write(_ sourceIndex: String, shards: [(fileName: String, tensors: [TensorInfo])]) throws -> String {
+            let folder = TemporaryDirectory()
+            let source = try XCTUnwrap(JSONParser.parse(Array(sourceIndex.utf8)).objectValue)
+            let destination = folder.file("model")
+            let writer = try CheckpointWriter(destination: destination, layout: .folder(shards: shards), tensors: shards.flatMap(\.tensors),
+                                              metadata: nil, sourceIndex: source, overwrite: false, inputs: [])
+            try writeAll(writer, shards.flatMap(\.tensors))
+            try writer.commit()
+            XCTAssertEqual(try Checkpoint(path: destination).layout, .shardedFolder)
+            return try String(contentsOfFile: destination + "/model.safetensors.index.json", encoding: .utf8)
+        }
+        // Stale totals, an extra metadata key (one duplicated) and an extra top-level member.
+        let withParameters = try write(#"{"weight_map": {"x": "y"}, "metadata": {"total_size": 1, "format": "pt", "total_parameters": 2, "format": "mlx"}, "producer": {"n": 1.50}}"#,
+                                       shards: plan)
+        XCTAssertEqual(withParameters, """
+            {
+              "metadata": {
+                "format": "mlx",
+                "total_parameters": 11,
+                "total_size": 34
+              },
+              "producer": {
+                "n": 1.50
+              },
+              "weight_map": {
+                "a.weight": "model-00002-of-00002.safetensors",
+                "b.weight": "model-00001-of-00002.safetensors"
+              }
+            }
+
+            """)
+        // An index as older transformers write it: total_size only, and none is added.
+        let sizeOnly = try write(#"{"metadata": {"total_size": 1}, "weight_map": {}}"#, shards: plan)
+        XCTAssertTrue(sizeOnly.hasPrefix("{\n  \"metadata\": {\n    \"total_size\": 34\n  },\n"), sizeOnly)
+        XCTAssertFalse(sizeOnly.contains("total_parameters"), sizeOnly)
+        // A sharded source of one shard keeps its index.
+        let one = try write(#"{"metadata": {"total_size": 1, "note": "kept"}, "weight_map": {}}"#, shards: [("model-00001-of-00001.safetensors", tensors)])
+        XCTAssertTrue(one.contains("\"note\": \"kept\",\n    \"total_size\": 34\n"), one)
+        XCTAssertTrue(one.contains("\"a.weight\": \"model-00001-of-00001.safetensors\""), one)
+    }
+
     // MARK: - Byte identity with the reference writer
 
     /// Copies a safetensors file tensor by tensor in its own order.

@@ -285,3 +285,114 @@ public func mutations(of original: [UInt8], count: Int, seed: UInt64) -> [[UInt8
     }
     return results
 }
+
+/// Edits a qconv container on disk through its JSON header, keeping every
+/// checksum valid, so that a crafted container breaks exactly the rule under
+/// test. The header is rewritten compactly into its reserved length (the
+/// writer's indented header leaves room). QConvTestSupport does not link
+/// QConvKit, so the caller passes the checksum function (`XXHash64.hash`).
+public struct ContainerEditor {
+    public let path: String
+    public let hash: ([UInt8]) -> UInt64
+
+    public init(path: String, hash: @escaping ([UInt8]) -> UInt64) {
+        self.path = path
+        self.hash = hash
+    }
+
+    private func read() throws -> [UInt8] { [UInt8](try Data(contentsOf: URL(fileURLWithPath: path))) }
+    private func write(_ bytes: [UInt8]) throws { try Data(bytes).write(to: URL(fileURLWithPath: path)) }
+
+    private static func headerLength(_ bytes: [UInt8]) -> Int {
+        Int(bytes[16..<24].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
+    }
+
+    /// The header as Foundation objects.
+    public func header() throws -> [String: Any] {
+        let bytes = try read()
+        let length = Self.headerLength(bytes)
+        return try JSONSerialization.jsonObject(with: Data(bytes[32..<(32 + length)])) as! [String: Any]
+    }
+
+    /// Where the data section starts in the file.
+    public func dataStart() throws -> Int { 32 + Self.headerLength(try read()) }
+
+    /// Rewrites the header in place with a valid checksum. `["__raw__": text]` writes `text` verbatim.
+    public func rewriteHeader(_ change: (inout [String: Any]) -> Void) throws {
+        var bytes = try read()
+        try rewriteHeader(in: &bytes, change)
+        try write(bytes)
+    }
+
+    private func rewriteHeader(in bytes: inout [UInt8], _ change: (inout [String: Any]) -> Void) throws {
+        let length = Self.headerLength(bytes)
+        var header = try JSONSerialization.jsonObject(with: Data(bytes[32..<(32 + length)])) as! [String: Any]
+        change(&header)
+        var json: [UInt8]
+        if let raw = header["__raw__"] as? String { json = Array(raw.utf8) } else { json = [UInt8](try JSONSerialization.data(withJSONObject: header)) }
+        precondition(json.count <= length, "crafted header longer than the original")
+        json += [UInt8](repeating: 0x20, count: length - json.count)
+        bytes.replaceSubrange(32..<(32 + length), with: json)
+        let checksum = hash(json)
+        bytes.replaceSubrange(24..<32, with: (0..<8).map { UInt8(truncatingIfNeeded: checksum >> (8 * $0)) })
+    }
+
+    /// Changes the bytes of a tensor's part (or, with `tensor` nil, of the
+    /// embedded file named `part`) without changing its length, and records
+    /// their new checksum.
+    public func changePart(tensor: String?, part: String, _ change: (inout [UInt8]) -> Void) throws {
+        var bytes = try read()
+        let dataStart = 32 + Self.headerLength(bytes)
+        var data = Array(bytes[dataStart...])
+        try rewriteHeader(in: &bytes) { header in
+            func edit(_ entry: inout [String: Any]) {
+                let offset = entry["offset"] as! Int, length = entry["length"] as! Int
+                var content = Array(data[offset..<(offset + length)])
+                change(&content)
+                precondition(content.count == length, "changePart must keep the length")
+                data.replaceSubrange(offset..<(offset + length), with: content)
+                let digits = String(hash(content), radix: 16)
+                entry["xxh64"] = String(repeating: "0", count: 16 - digits.count) + digits
+            }
+            if let tensor {
+                var tensors = header["tensors"] as! [[String: Any]]
+                let t = tensors.firstIndex { $0["name"] as? String == tensor }!
+                var parts = tensors[t]["parts"] as! [[String: Any]]
+                let p = parts.firstIndex { $0["name"] as? String == part }!
+                edit(&parts[p])
+                tensors[t]["parts"] = parts
+                header["tensors"] = tensors
+            } else {
+                var files = header["files"] as! [[String: Any]]
+                let f = files.firstIndex { $0["name"] as? String == part }!
+                edit(&files[f])
+                header["files"] = files
+            }
+        }
+        bytes.replaceSubrange(dataStart..., with: data)
+        try write(bytes)
+    }
+
+    /// Inserts `count` zero bytes in front of tensor `name`'s first part and
+    /// moves that part and every later region by `count`.
+    public func insertGap(beforeTensor name: String, count: Int) throws {
+        var bytes = try read()
+        let dataStart = 32 + Self.headerLength(bytes)
+        var insertAt = 0
+        try rewriteHeader(in: &bytes) { header in
+            var tensors = header["tensors"] as! [[String: Any]]
+            let first = tensors.firstIndex { $0["name"] as? String == name }!
+            insertAt = dataStart + ((tensors[first]["parts"] as! [[String: Any]])[0]["offset"] as! Int)
+            for t in first..<tensors.count {
+                tensors[t]["parts"] = (tensors[t]["parts"] as! [[String: Any]]).map { part in
+                    var part = part
+                    part["offset"] = (part["offset"] as! Int) + count
+                    return part
+                }
+            }
+            header["tensors"] = tensors
+        }
+        bytes.insert(contentsOf: [UInt8](repeating: 0, count: count), at: insertAt)
+        try write(bytes)
+    }
+}

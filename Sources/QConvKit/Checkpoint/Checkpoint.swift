@@ -31,7 +31,9 @@ public final class Checkpoint: @unchecked Sendable {
     /// The parsed index of a sharded folder.
     public let index: JSONObject?
     /// Files of a model folder that are not weights (config.json, tokenizer
-    /// files, ...), as names relative to the folder, sorted.
+    /// files, ...), as names relative to the folder, sorted: the visible
+    /// regular files that `isAuxiliaryFileName` accepts. Converters carry
+    /// them along (a container embeds them).
     public let auxiliaryFiles: [String]
     private let tensorByName: [String: Int]
 
@@ -51,8 +53,9 @@ public final class Checkpoint: @unchecked Sendable {
                 self.index = index
                 shards = try shardNames.map { try SafeTensorsFile(path: FileSystem.join(path, $0)) }
                 layout = .shardedFolder
-                let weightFiles = Set(shardNames).union([Self.indexFileName])
-                auxiliaryFiles = names.filter { !weightFiles.contains($0) && !$0.hasSuffix(".safetensors") && Self.isAuxiliary($0, in: path) }
+                // Shards may be named anything the index says.
+                let shardFiles = Set(shardNames)
+                auxiliaryFiles = names.filter { !shardFiles.contains($0) && Self.isAuxiliary($0, in: path) }
             } else {
                 let single: String
                 if names.contains(Self.singleFileName) {
@@ -67,7 +70,7 @@ public final class Checkpoint: @unchecked Sendable {
                 index = nil
                 shards = [try SafeTensorsFile(path: FileSystem.join(path, single))]
                 layout = .folder
-                auxiliaryFiles = names.filter { !$0.hasSuffix(".safetensors") && Self.isAuxiliary($0, in: path) }
+                auxiliaryFiles = names.filter { Self.isAuxiliary($0, in: path) }
             }
         default:
             index = nil
@@ -119,8 +122,26 @@ public final class Checkpoint: @unchecked Sendable {
         FileSystem.baseName(of: shards[tensor.shard].path)
     }
 
+    /// Extensions (compared in lower case) of weight and checkpoint formats:
+    /// safetensors, PyTorch, TensorFlow/Keras, Flax, ONNX, GGUF, rust-bert,
+    /// NumPy and TFLite. Files with them are never auxiliary files.
+    public static let weightFileExtensions: Set<String> = ["bin", "pt", "pth", "ckpt", "h5", "msgpack", "onnx", "gguf", "ot",
+                                                           "safetensors", "npz", "tflite"]
+
+    /// Whether a file of a model folder, by its name, is carried along with the
+    /// weights: not hidden (a leading `.`), not weights in any format
+    /// (`weightFileExtensions`), and not the index of such weights
+    /// (`model.safetensors.index.json`, `pytorch_model.bin.index.json`).
+    public static func isAuxiliaryFileName(_ name: String) -> Bool {
+        guard !name.hasPrefix(".") else { return false }
+        let stem = name.hasSuffix(".index.json") ? String(name.dropLast(".index.json".count)) : name
+        guard let dot = stem.lastIndex(of: ".") else { return true }
+        return !weightFileExtensions.contains(stem[stem.index(after: dot)...].lowercased())
+    }
+
+    /// An auxiliary file name that is a regular file (not a subfolder) in `folder`.
     private static func isAuxiliary(_ name: String, in folder: String) -> Bool {
-        !name.hasPrefix(".") && FileSystem.kind(of: FileSystem.join(folder, name)) == .file
+        isAuxiliaryFileName(name) && FileSystem.kind(of: FileSystem.join(folder, name)) == .file
     }
 
     /// Reads the index and returns it with its shard names in file-name order.

@@ -28,9 +28,15 @@ public final class CheckpointWriter {
     ///
     /// - Parameters:
     ///   - auxiliaryFiles: (source path, name in the folder) pairs copied as they are.
+    ///   - sourceIndex: when the folder mirrors a sharded source folder (merge-lora),
+    ///     the source's parsed `model.safetensors.index.json`. The new index then
+    ///     keeps the source's members and `metadata` keys, with `total_size`
+    ///     (and `total_parameters` where the source has it) recomputed and the
+    ///     `weight_map` rebuilt, and is written even for a single shard.
+    ///     Without it, the index is the one transformers writes.
     ///   - inputs: paths the command reads, which the destination must not be.
     public init(destination: String, layout: Layout, tensors: [TensorInfo], metadata: [(key: String, value: String)]?,
-                auxiliaryFiles: [(source: String, name: String)] = [], overwrite: Bool, inputs: [String]) throws {
+                auxiliaryFiles: [(source: String, name: String)] = [], sourceIndex: JSONObject? = nil, overwrite: Bool, inputs: [String]) throws {
         self.destination = destination
         self.metadata = metadata
         switch layout {
@@ -43,7 +49,11 @@ public final class CheckpointWriter {
             for file in auxiliaryFiles {
                 try FileSystem.copyFile(from: file.source, to: output.path(for: file.name))
             }
-            if shards.count > 1 { indexJSON = Self.indexJSON(shards: shards) }
+            if let sourceIndex {
+                indexJSON = Self.indexJSON(shards: shards, mirroring: sourceIndex)
+            } else if shards.count > 1 {
+                indexJSON = Self.indexJSON(shards: shards)
+            }
         }
         try openNextShard()
     }
@@ -81,6 +91,48 @@ public final class CheckpointWriter {
             "weight_map": .object(map),
         ])
         return JSONWriter.serialize(index, style: .indented, sortKeys: true) + "\n"
+    }
+
+    /// The index of a folder that mirrors a source folder: the source index's
+    /// members and `metadata` keys as they were (a duplicated key once, in its
+    /// first place with its last value, as Python reads it), `total_size`
+    /// set to the new byte count (added if missing), `total_parameters`
+    /// updated only where the source has it, and the new `weight_map`; written
+    /// as transformers writes an index (sorted keys, two-space indent).
+    static func indexJSON(shards: [(fileName: String, tensors: [TensorInfo])], mirroring source: JSONObject) -> String {
+        let all = shards.flatMap(\.tensors)
+        let totalSize = all.reduce(UInt64(0)) { $0 + UInt64($1.byteCount) }
+        let parameters = all.reduce(UInt64(0)) { $0 + UInt64($1.elementCount) }
+        var map = JSONObject()
+        for shard in shards { for tensor in shard.tensors { map.append(tensor.name, .string(shard.fileName)) } }
+
+        var index = deduplicated(source)
+        var metadata = deduplicated(index["metadata"]?.objectValue ?? JSONObject())
+        func set(_ key: String, _ value: JSONValue) {
+            if let i = metadata.members.firstIndex(where: { $0.key == key }) { metadata.members[i].value = value } else { metadata.append(key, value) }
+        }
+        set("total_size", .uint(totalSize))
+        if metadata["total_parameters"] != nil { set("total_parameters", .uint(parameters)) }
+
+        index.members.removeAll { $0.key == "metadata" || $0.key == "weight_map" }
+        index.append("metadata", .object(metadata))
+        index.append("weight_map", .object(map))
+        return JSONWriter.serialize(.object(index), style: .indented, sortKeys: true) + "\n"
+    }
+
+    /// An object with each key once: in its first place, with its last value.
+    private static func deduplicated(_ object: JSONObject) -> JSONObject {
+        var result = JSONObject()
+        var position: [String: Int] = [:]
+        for member in object.members {
+            if let i = position[member.key] {
+                result.members[i].value = member.value
+            } else {
+                position[member.key] = result.members.count
+                result.append(member.key, member.value)
+            }
+        }
+        return result
     }
 
     /// Appends tensor data in order, crossing into the next shard as needed.

@@ -15,6 +15,13 @@ public final class ContainerFile: @unchecked Sendable {
         return magic == ContainerFormat.magic
     }
 
+    /// Opens the container at `path` and validates everything that does not
+    /// need the data: the prefix, the header (its checksum and every rule of
+    /// `ContainerHeader.parse`) and the layout of the regions against the file
+    /// size. Part checksums are checked when parts are read.
+    ///
+    /// - Throws: `ContainerError` for an invalid container (exit 3), `IOError`
+    ///   when the file cannot be read (exit 4).
     public init(path: String) throws {
         self.path = path
         file = try ReadableFile(path: path)
@@ -46,8 +53,10 @@ public final class ContainerFile: @unchecked Sendable {
         indexByName = index
     }
 
+    /// Every tensor, in the container's order.
     public var tensors: [ContainerHeader.Tensor] { header.tensors }
 
+    /// The tensor called `name`, if the container has one.
     public func tensor(named name: String) -> ContainerHeader.Tensor? {
         indexByName[name].map { header.tensors[$0] }
     }
@@ -58,7 +67,8 @@ public final class ContainerFile: @unchecked Sendable {
                      file: file, offset: dataStart + part.offset)
     }
 
-    /// Reads a whole (small) part and checks its checksum.
+    /// Reads a whole (small) part, or an embedded file (`tensor` is then the
+    /// file's name), and checks its checksum.
     public func readPart(_ part: ContainerPart, of tensor: String) throws -> [UInt8] {
         let bytes = try file.readBytes(at: dataStart + part.offset, count: Int(part.length))
         let actual = XXHash64.hash(bytes)
@@ -74,13 +84,19 @@ public final class ContainerFile: @unchecked Sendable {
         guard actual == part.checksum else { throw checksumError(part, tensor: tensor, actual: actual) }
     }
 
+    /// The error for a part (or an embedded file) whose bytes hash to `actual`.
     func checksumError(_ part: ContainerPart, tensor: String, actual: UInt64) -> ContainerError {
-        .checksumMismatch(file: path, tensor: tensor, part: part.name,
-                          expected: XXHash64.hexString(part.checksum), actual: XXHash64.hexString(actual))
+        let expected = ContainerFormat.hexString(part.checksum), found = ContainerFormat.hexString(actual)
+        let isTensorPart = self.tensor(named: tensor)?.parts.contains(part) ?? false
+        if !isTensorPart && header.files.contains(part) {
+            return .embeddedFileChecksumMismatch(file: path, name: part.name, expected: expected, actual: found)
+        }
+        return .checksumMismatch(file: path, tensor: tensor, part: part.name, expected: expected, actual: found)
     }
 
     /// Checks every part and embedded file of a container: aligned, inside the
-    /// file, in increasing order without overlap, and ending exactly at the end.
+    /// file, in increasing order without overlap, separated by less than the
+    /// alignment (padding only), and ending exactly at the end.
     static func validateLayout(_ header: ContainerHeader, dataLength: UInt64, fileSize: UInt64, file: String) throws {
         var regions: [(tensor: String, part: ContainerPart)] = header.files.map { ("(file)", $0) }
         for tensor in header.tensors { regions += tensor.parts.map { (tensor.name, $0) } }
@@ -92,6 +108,9 @@ public final class ContainerFile: @unchecked Sendable {
             }
             if part.offset < previousEnd {
                 throw ContainerError.partOverlap(file: file, tensor: tensor, part: part.name, previousTensor: previous.tensor, previousPart: previous.part)
+            }
+            if part.offset - previousEnd >= UInt64(ContainerFormat.alignment) {
+                throw ContainerError.gapTooLarge(file: file, tensor: tensor, part: part.name, gap: part.offset - previousEnd)
             }
             let (end, overflow) = part.offset.addingReportingOverflow(part.length)
             if overflow || end > dataLength {

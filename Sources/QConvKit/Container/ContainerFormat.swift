@@ -16,13 +16,54 @@ public enum ContainerFormat {
     /// Every part starts at a multiple of this, relative to the data section (which itself starts at one).
     public static let alignment = 64
     public static let maximumHeaderLength: UInt64 = 100_000_000
-    /// The block size of the second-level (double) quantization of 4-bit absmax values.
-    public static let nestedBlockSize = 256
+    /// The longest embedded file name (bytes of UTF-8), the usual file-system limit.
+    public static let maximumFileNameLength = 255
 
     /// `value` rounded up to the next multiple of `alignment`.
     public static func aligned(_ value: UInt64) -> UInt64 {
         let a = UInt64(alignment)
         return (value + a - 1) / a * a
+    }
+
+    /// `value` as lower-case hex digits, two per byte (`xxh64` fields: 16, `offset_bits`: 8).
+    public static func hexString<T: FixedWidthInteger & UnsignedInteger>(_ value: T) -> String {
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: T.bitWidth / 4 - digits.count) + digits
+    }
+
+    /// Reads what `hexString` writes: exactly two lower-case hex digits per byte, nothing else.
+    public static func parseHex<T: FixedWidthInteger & UnsignedInteger>(_ text: String, as type: T.Type = T.self) -> T? {
+        guard text.utf8.count == T.bitWidth / 4,
+              text.utf8.allSatisfy({ ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) || ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "f")) })
+        else { return nil }
+        return T(text, radix: 16)
+    }
+
+    /// Why `name` cannot be an embedded file's name, or nil when it can.
+    ///
+    /// `dequant` writes embedded files into its output folder under these
+    /// names, beside the weights it writes, so a name must be a plain visible
+    /// file name that none of those weight files can have.
+    public static func embeddedFileNameProblem(_ name: String) -> String? {
+        if name.isEmpty { return "the name is empty" }
+        if name.utf8.count > maximumFileNameLength { return "the name is longer than \(maximumFileNameLength) bytes" }
+        if name.contains("/") { return "the name contains '/'; it must be a plain file name" }
+        if let control = name.unicodeScalars.first(where: { $0.value < 0x20 || $0.value == 0x7F }) {
+            return control.value == 0 ? "the name contains a NUL byte" : "the name contains the control character U+\(hexString(UInt16(control.value)).uppercased())"
+        }
+        if name == "." || name == ".." { return "'\(name)' is not a file name" }
+        if name.hasPrefix(".") { return "the name starts with '.' (hidden files are not carried)" }
+        if name == Checkpoint.singleFileName || name == Checkpoint.indexFileName || isShardFileName(name) {
+            return "the name is one of the weight files dequant writes"
+        }
+        return nil
+    }
+
+    /// `model-*-of-*.safetensors`, the names `CheckpointWriter` gives shards.
+    static func isShardFileName(_ name: String) -> Bool {
+        guard name.hasPrefix("model-"), name.hasSuffix(".safetensors") else { return false }
+        let middle = name.dropFirst("model-".count).dropLast(".safetensors".count)
+        return middle.contains("-of-")
     }
 }
 
@@ -82,6 +123,10 @@ public enum SchemeParameters: Equatable, Sendable {
 }
 
 /// The parts each scheme stores, in the order they appear in the file.
+///
+/// The first part is always the bulk of the tensor (`data` or `codes`), read
+/// range by range; the others are side data (scales, outlier columns), small
+/// enough to be read whole.
 public enum ContainerLayout {
     /// The parts (names, dtypes, shapes; offsets left 0) that `tensor` stored with `scheme` has.
     public static func parts(for tensor: TensorInfo, scheme: ContainerScheme, parameters: SchemeParameters) -> [ContainerPart] {
@@ -92,7 +137,7 @@ public enum ContainerLayout {
             var parts = [ContainerPart(name: "codes", dtype: .u8, shape: [(n + 1) / 2])]
             if offset != nil {
                 parts.append(ContainerPart(name: "absmax_codes", dtype: .u8, shape: [blocks]))
-                let nestedBlocks = (blocks + ContainerFormat.nestedBlockSize - 1) / ContainerFormat.nestedBlockSize
+                let nestedBlocks = (blocks + DoubleQuantization.nestedBlockSize - 1) / DoubleQuantization.nestedBlockSize
                 parts.append(ContainerPart(name: "nested_absmax", dtype: .f32, shape: [nestedBlocks]))
             } else {
                 parts.append(ContainerPart(name: "absmax", dtype: .f32, shape: [blocks]))

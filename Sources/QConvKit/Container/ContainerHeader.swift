@@ -54,7 +54,7 @@ public struct ContainerHeader: Sendable {
         }
         root.append("files", .array(files.map { file in
             .object(["name": .string(file.name), "offset": .uint(file.offset), "length": .uint(file.length),
-                     "xxh64": .string(XXHash64.hexString(file.checksum))])
+                     "xxh64": .string(ContainerFormat.hexString(file.checksum))])
         }))
         root.append("tensors", .array(tensors.map(Self.json(for:))))
         return Array(JSONWriter.serialize(.object(root), style: .indented).utf8)
@@ -74,9 +74,9 @@ public struct ContainerHeader: Sendable {
             params.append("block_size", .int(blockSize))
             params.append("double_quant", .bool(offset != nil))
             if let offset {
-                params.append("nested_block_size", .int(ContainerFormat.nestedBlockSize))
+                params.append("nested_block_size", .int(DoubleQuantization.nestedBlockSize))
                 params.append("offset", .float(offset))
-                params.append("offset_bits", .string(hex32(offset.bitPattern)))
+                params.append("offset_bits", .string(ContainerFormat.hexString(offset.bitPattern)))
             }
         case let .int8(k, rule, threshold):
             params.append("outlier_column_count", .int(k))
@@ -87,15 +87,10 @@ public struct ContainerHeader: Sendable {
         object.append("parts", .array(tensor.parts.map { part in
             .object([
                 "name": .string(part.name), "dtype": .string(part.dtype.rawValue), "shape": .array(part.shape.map { .int($0) }),
-                "offset": .uint(part.offset), "length": .uint(part.length), "xxh64": .string(XXHash64.hexString(part.checksum)),
+                "offset": .uint(part.offset), "length": .uint(part.length), "xxh64": .string(ContainerFormat.hexString(part.checksum)),
             ])
         }))
         return .object(object)
-    }
-
-    static func hex32(_ value: UInt32) -> String {
-        let digits = String(value, radix: 16)
-        return String(repeating: "0", count: 8 - digits.count) + digits
     }
 
     // MARK: - Reading
@@ -113,20 +108,31 @@ public struct ContainerHeader: Sendable {
         guard object["format"]?.stringValue == "qconv-container" else {
             throw ContainerError.invalidField(file: file, tensor: "", field: "format", expected: "\"qconv-container\"")
         }
+        let version = object["version"] ?? .null
+        guard version.numberValue?.uint64Value == UInt64(ContainerFormat.version) else {
+            let text = JSONWriter.serialize(version)
+            throw ContainerError.headerVersionMismatch(file: file, found: text.count <= 40 ? text : version.kindDescription)
+        }
         var metadata: [(key: String, value: String)]?
         if let value = object["metadata"], value != .null {
             metadata = try reader.object(value, "metadata").members.map { key, value in
                 (key, try reader.string(value, "metadata.\(key)"))
             }
         }
+        var fileNames = Set<String>()
         let files = try reader.array(object["files"] ?? .array([]), "files").map { value -> ContainerPart in
             let entry = try reader.object(value, "files[]")
             let name = try reader.string(entry["name"], "files[].name")
-            let fileReader = FieldReader(file: file, tensor: "")
-            let length = try fileReader.unsigned(entry["length"], "files[].length")
-            return ContainerPart(name: name, dtype: .u8, shape: [Int(clamping: length)],
-                                 offset: try fileReader.unsigned(entry["offset"], "files[].offset"), length: length,
-                                 checksum: try fileReader.checksum(entry["xxh64"], "files[].xxh64"))
+            if let problem = ContainerFormat.embeddedFileNameProblem(name) {
+                throw ContainerError.unsafeEmbeddedFileName(file: file, name: name, reason: problem)
+            }
+            guard fileNames.insert(name).inserted else { throw ContainerError.duplicateEmbeddedFileName(file: file, name: name) }
+            let length = try reader.unsigned(entry["length"], "files[].length")
+            // Lengths beyond 2^56 cannot fit any file and would overflow byte counts.
+            guard length < 1 << 56 else { throw ContainerError.invalidField(file: file, tensor: "", field: "files[].length", expected: "below 2^56") }
+            return ContainerPart(name: name, dtype: .u8, shape: [Int(length)],
+                                 offset: try reader.unsigned(entry["offset"], "files[].offset"), length: length,
+                                 checksum: try reader.checksum(entry["xxh64"], "files[].xxh64"))
         }
         var names = Set<String>()
         let tensors = try reader.array(object["tensors"], "tensors").map { value -> Tensor in
@@ -168,12 +174,18 @@ public struct ContainerHeader: Sendable {
                 throw ContainerError.invalidParameter(file: file, tensor: name, parameter: "block_size",
                                                       reason: "must be one of \(Blockwise4Bit.supportedBlockSizes.map(String.init).joined(separator: ", ")), found \(blockSize)")
             }
-            let doubleQuant = params["double_quant"]?.boolValue ?? false
             var offset: Float?
-            if doubleQuant {
+            if try reader.bool(params["double_quant"], "params.double_quant") {
+                let nestedBlockSize = try reader.unsigned(params["nested_block_size"], "params.nested_block_size")
+                guard nestedBlockSize == UInt64(DoubleQuantization.nestedBlockSize) else {
+                    throw ContainerError.invalidParameter(file: file, tensor: name, parameter: "nested_block_size",
+                                                          reason: "must be \(DoubleQuantization.nestedBlockSize), found \(nestedBlockSize)")
+                }
+                // The decimal is for people (null when not finite); offset_bits is the value.
+                try reader.numberOrNull(params["offset"], "params.offset")
                 let bitsText = try reader.string(params["offset_bits"], "params.offset_bits")
-                guard bitsText.count == 8, let bits = UInt32(bitsText, radix: 16) else {
-                    throw ContainerError.invalidParameter(file: file, tensor: name, parameter: "offset_bits", reason: "must be 8 hex digits, found '\(bitsText)'")
+                guard let bits = ContainerFormat.parseHex(bitsText, as: UInt32.self) else {
+                    throw ContainerError.invalidParameter(file: file, tensor: name, parameter: "offset_bits", reason: "must be 8 lower-case hex digits, found '\(bitsText)'")
                 }
                 offset = Float(bitPattern: bits)
             }
@@ -186,8 +198,10 @@ public struct ContainerHeader: Sendable {
             guard k <= info.matrixShape.columns else {
                 throw ContainerError.invalidParameter(file: file, tensor: name, parameter: "outlier_column_count", reason: "is \(k), more than the \(info.matrixShape.columns) columns")
             }
-            parameters = .int8(outlierColumnCount: k, rule: params["outlier_rule"]?.stringValue ?? "unknown",
-                               threshold: params["outlier_threshold"]?.numberValue?.doubleValue)
+            let rule = try reader.string(params["outlier_rule"], "params.outlier_rule")
+            _ = try outlierCriterion(rule, file: file, tensor: name)
+            let threshold = try reader.numberOrNull(params["outlier_threshold"], "params.outlier_threshold")
+            parameters = .int8(outlierColumnCount: k, rule: rule, threshold: threshold)
         }
 
         let expected = ContainerLayout.parts(for: info, scheme: scheme, parameters: parameters)
@@ -211,6 +225,15 @@ public struct ContainerHeader: Sendable {
             throw ContainerError.partSizeMismatch(file: file, tensor: name, part: part.name, expected: part.expectedLength, actual: part.length)
         }
         return Tensor(info: info, scheme: scheme, parameters: parameters, parts: parts)
+    }
+
+    /// The criterion an int8 tensor's `outlier_rule` names, which is how the
+    /// tensor is quantized again when it changes (merge-lora into a container).
+    public static func outlierCriterion(_ rule: String, file: String, tensor: String) throws -> OutlierCriterion {
+        guard let criterion = OutlierCriterion(argument: rule) else {
+            throw ContainerError.unknownOutlierRule(file: file, tensor: tensor, rule: rule)
+        }
+        return criterion
     }
 }
 
@@ -244,9 +267,22 @@ private struct FieldReader {
         return number
     }
 
+    func bool(_ value: JSONValue?, _ field: String) throws -> Bool {
+        guard let bool = value?.boolValue else { throw fail(field, "true or false") }
+        return bool
+    }
+
+    /// A number, or null; present either way.
+    @discardableResult
+    func numberOrNull(_ value: JSONValue?, _ field: String) throws -> Double? {
+        if value == .null { return nil }
+        guard let number = value?.numberValue?.doubleValue else { throw fail(field, "a number or null") }
+        return number
+    }
+
     func checksum(_ value: JSONValue?, _ field: String) throws -> UInt64 {
-        guard let text = value?.stringValue, text.count == 16, let number = UInt64(text, radix: 16) else {
-            throw fail(field, "16 hex digits")
+        guard let text = value?.stringValue, let number = ContainerFormat.parseHex(text, as: UInt64.self) else {
+            throw fail(field, "16 lower-case hex digits")
         }
         return number
     }

@@ -136,12 +136,6 @@ public struct XXHash64 {
         }
     }
 
-    /// The digest as 16 lower-case hex digits, as stored in container headers.
-    public static func hexString(_ value: UInt64) -> String {
-        let digits = String(value, radix: 16)
-        return String(repeating: "0", count: 16 - digits.count) + digits
-    }
-
     @inline(__always)
     private func rotl(_ x: UInt64, _ r: UInt64) -> UInt64 { (x << r) | (x >> (64 - r)) }
 }

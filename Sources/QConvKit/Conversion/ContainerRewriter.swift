@@ -22,12 +22,16 @@ public enum ContainerRewriter {
         }
     }
 
-    /// The method that stores a tensor again as it was stored (nil for raw).
-    public static func method(for tensor: ContainerHeader.Tensor) -> QuantizationMethod? {
+    /// The method that stores a tensor of `container` again as it was stored (nil for raw).
+    ///
+    /// - Throws: `ContainerError.unknownOutlierRule` for an int8 tensor whose
+    ///   rule cannot be read (never re-quantized with a guessed rule).
+    public static func method(for tensor: ContainerHeader.Tensor, in container: ContainerFile) throws -> QuantizationMethod? {
         switch (tensor.scheme, tensor.parameters) {
         case let (.nf4, .fourBit(blockSize, offset)): return .fourBit(.nf4, blockSize: blockSize, doubleQuant: offset != nil)
         case let (.fp4, .fourBit(blockSize, offset)): return .fourBit(.fp4, blockSize: blockSize, doubleQuant: offset != nil)
-        case let (.int8, .int8(_, rule, _)): return .int8(outliers: OutlierCriterion(argument: rule) ?? .none)
+        case let (.int8, .int8(_, rule, _)):
+            return .int8(outliers: try ContainerHeader.outlierCriterion(rule, file: container.path, tensor: tensor.name))
         default: return nil
         }
     }
@@ -67,9 +71,14 @@ public enum ContainerRewriter {
                     progress.advance(by: tensor.storedBytes, item: tensor.name)
                     continue
                 }
+                let method = try method(for: tensor, in: container)
                 let decoder = try ContainerTensorDecoder(container: container, tensor: tensor, buffer: buffers.bytes(0))
-                let values = try transform.values(for: tensor.info, base: decoder, threads: options.threads)
-                if let method = method(for: tensor) {
+                // Start from the values `dequant` writes and quantize the ones a
+                // merge writes: both in the tensor's dtype (see DTypeRoundedSource).
+                let values = DTypeRoundedSource(
+                    try transform.values(for: tensor.info, base: DTypeRoundedSource(decoder, through: tensor.info.dtype), threads: options.threads),
+                    through: output.dtype)
+                if let method {
                     entries.append(try Quantizer.quantize(values, file: container.path, method: method, writer: writer, buffers: buffers,
                                                           threads: options.threads, allowNonfinite: transform.allowsNonFinite))
                 } else {

@@ -2,15 +2,91 @@
 ///
 /// Creating a decoder checks the checksum of every part of the tensor (the
 /// large codes part is streamed through xxHash64 in bounded chunks) and loads
-/// the small side data: 4-bit absmax values (undoing double quantization),
-/// int8 row scales and outlier columns.
+/// and validates the small side data (`SideData`): 4-bit absmax values
+/// (undoing double quantization), int8 row scales and outlier columns.
 public final class ContainerTensorDecoder: FloatTensorSource {
+    /// A tensor's side parts (every part after the first), read whole,
+    /// checksum-checked and validated: everything a decoder needs besides the
+    /// bulk part, and every rule about part contents that the header cannot
+    /// express. `verify CONTAINER` loads it too, so it refuses exactly what
+    /// decoding refuses.
+    public struct SideData {
+        /// 4-bit: one scale per block (double quantization undone).
+        public private(set) var absmax: [Float] = []
+        /// int8: one scale per row.
+        public private(set) var rowScales: [Float] = []
+        /// int8: outlier column indices, strictly increasing, each below the column count.
+        public private(set) var outlierColumns: [Int] = []
+        /// int8: float16 bits, `rows × outlierColumns.count`, plus one trailing 0 so
+        /// that pointers into it always have a base address.
+        public private(set) var outlierValues: [UInt16] = []
+
+        /// Reads and validates the side parts of `tensor`.
+        ///
+        /// - Throws: `ContainerError.checksumMismatch` for a damaged part,
+        ///   `ContainerError.invalidOutlierColumn` for an outlier column index
+        ///   out of range or out of order, `IOError` when reading fails.
+        public init(container: ContainerFile, tensor: ContainerHeader.Tensor) throws {
+            func part(_ name: String) throws -> [UInt8] {
+                // The header validated the parts against the scheme; this only guards that invariant.
+                guard let part = tensor.part(name) else {
+                    throw ContainerError.wrongParts(file: container.path, tensor: tensor.name, expected: [name], found: tensor.parts.map(\.name))
+                }
+                return try container.readPart(part, of: tensor.name)
+            }
+            switch tensor.parameters {
+            case .raw:
+                break
+            case .fourBit(_, let offset):
+                if let offset {
+                    let codes = try part("absmax_codes")
+                    let nested = Self.floats(try part("nested_absmax"))
+                    absmax = [Float](repeating: 0, count: codes.count)
+                    codes.withUnsafeBufferPointer { codes in
+                        nested.withUnsafeBufferPointer { nested in
+                            absmax.withUnsafeMutableBufferPointer { absmax in
+                                guard let destination = absmax.baseAddress else { return }
+                                DoubleQuantization.dequantize(codes: codes, nestedAbsmax: nested, offset: offset, into: destination)
+                            }
+                        }
+                    }
+                } else {
+                    absmax = Self.floats(try part("absmax"))
+                }
+            case let .int8(k, _, _):
+                rowScales = Self.floats(try part("row_scales"))
+                let indices = try part("outlier_columns")
+                let columns = tensor.info.matrixShape.columns
+                outlierColumns = indices.withUnsafeBytes { raw in
+                    (0..<min(k, indices.count / 4)).map { Int(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: Int32.self))) }
+                }
+                for (i, column) in outlierColumns.enumerated() where column < 0 || column >= columns || (i > 0 && column <= outlierColumns[i - 1]) {
+                    throw ContainerError.invalidOutlierColumn(file: container.path, tensor: tensor.name, position: i, column: column, columns: columns)
+                }
+                let values = try part("outlier_values")
+                outlierValues = values.withUnsafeBytes { raw in
+                    (0..<values.count / 2).map { UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)) }
+                }
+                outlierValues.append(0)
+            }
+        }
+
+        /// Little-endian F32 bytes as floats.
+        private static func floats(_ bytes: [UInt8]) -> [Float] {
+            var values = [Float](repeating: 0, count: bytes.count / 4)
+            bytes.withUnsafeBytes { raw in
+                values.withUnsafeMutableBufferPointer { values in
+                    guard let source = raw.baseAddress, let destination = values.baseAddress else { return }
+                    FloatConversion.decode(source, dtype: .f32, count: values.count, into: destination)
+                }
+            }
+            return values
+        }
+    }
+
     public let container: ContainerFile
     public let tensor: ContainerHeader.Tensor
-    private var absmax: [Float] = []
-    private var rowScales: [Float] = []
-    private var outlierColumns: [Int] = []
-    private var outlierValues: [UInt16] = []
+    private let side: SideData
 
     public var info: TensorInfo { tensor.info }
     /// bitsandbytes' CPU kernel decodes FP4's zero code as -0.0 for these shapes; qconv does the same.
@@ -32,65 +108,20 @@ public final class ContainerTensorDecoder: FloatTensorSource {
         }
     }
 
+    /// Checks the bulk part's checksum (streamed through `buffer`) and loads the side data.
+    ///
     /// - Parameter buffer: scratch for streaming checksums (any size > 0).
     public init(container: ContainerFile, tensor: ContainerHeader.Tensor, buffer: UnsafeMutableRawBufferPointer) throws {
         self.container = container
         self.tensor = tensor
         fp4NegativeZero = tensor.scheme == .fp4 && Blockwise4Bit.bitsandbytesDecodesNegativeZero(shape: tensor.info.shape)
-        let name = tensor.name
-        for part in tensor.parts { try container.verifyChecksum(part, of: name, buffer: buffer) }
-        switch tensor.parameters {
-        case .raw:
-            guard tensor.info.dtype.isDecodableToFloat else { return }
-        case .fourBit(_, let offset):
-            if let offset {
-                let codes = try part("absmax_codes")
-                let nested = floats(try part("nested_absmax"))
-                absmax = [Float](repeating: 0, count: codes.count)
-                codes.withUnsafeBufferPointer { codes in
-                    nested.withUnsafeBufferPointer { nested in
-                        absmax.withUnsafeMutableBufferPointer { absmax in
-                            DoubleQuantization.dequantize(codes: codes, nestedAbsmax: nested, offset: offset, into: absmax.baseAddress!)
-                        }
-                    }
-                }
-            } else {
-                absmax = floats(try part("absmax"))
-            }
-        case let .int8(k, _, _):
-            rowScales = floats(try part("row_scales"))
-            let indices = try part("outlier_columns")
-            let columns = tensor.info.matrixShape.columns
-            outlierColumns = indices.withUnsafeBytes { raw in
-                (0..<k).map { Int(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: Int32.self))) }
-            }
-            for (i, column) in outlierColumns.enumerated() where column < 0 || column >= columns || (i > 0 && column <= outlierColumns[i - 1]) {
-                throw ContainerError.invalidParameter(file: container.path, tensor: name, parameter: "outlier_columns",
-                                                      reason: "must be increasing column indices below \(columns), found \(column)")
-            }
-            let values = try part("outlier_values")
-            outlierValues = values.withUnsafeBytes { raw in
-                (0..<values.count / 2).map { UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)) }
-            }
-            // Never empty, so that buffer pointers into it always have a base address.
-            outlierValues.append(0)
-        }
-    }
-
-    /// A part's bytes, checksum-checked; its presence was validated with the header.
-    private func part(_ name: String) throws -> [UInt8] {
-        guard let part = tensor.part(name) else {
-            throw ContainerError.wrongParts(file: container.path, tensor: tensor.name, expected: [name], found: tensor.parts.map(\.name))
-        }
-        return try container.readPart(part, of: tensor.name)
-    }
-
-    private func floats(_ bytes: [UInt8]) -> [Float] {
-        bytes.withUnsafeBytes { raw in (0..<bytes.count / 4).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) } }
+        if let bulk = tensor.parts.first { try container.verifyChecksum(bulk, of: tensor.name, buffer: buffer) }
+        side = try SideData(container: container, tensor: tensor)
     }
 
     public func readFloats(_ range: Range<Int>, into destination: UnsafeMutablePointer<Float>, scratch: UnsafeMutableRawBufferPointer) throws {
         precondition(range.lowerBound % alignment == 0, "unaligned decode range")
+        guard !range.isEmpty else { return }
         switch tensor.parameters {
         case .raw:
             try container.stored(tensor.parts[0], of: tensor.name).readFloats(range, into: destination, scratch: scratch)
@@ -99,7 +130,7 @@ public final class ContainerTensorDecoder: FloatTensorSource {
             let byteRange = range.lowerBound / 2..<(range.upperBound + 1) / 2
             let raw = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<byteRange.count])
             try codes.readBytes(at: byteRange.lowerBound, into: raw)
-            absmax.withUnsafeBufferPointer { absmax in
+            side.absmax.withUnsafeBufferPointer { absmax in
                 Blockwise4Bit.dequantize(packed: raw.baseAddress!.assumingMemoryBound(to: UInt8.self), count: range.count,
                                          blockSize: blockSize, format: tensor.scheme == .nf4 ? .nf4 : .fp4,
                                          absmax: absmax.baseAddress! + range.lowerBound / blockSize, into: destination,
@@ -111,12 +142,12 @@ public final class ContainerTensorDecoder: FloatTensorSource {
             let codes = container.stored(tensor.parts[0], of: tensor.name)
             let raw = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<range.count])
             try codes.readBytes(at: range.lowerBound, into: raw)
-            let k = outlierColumns.count
-            rowScales.withUnsafeBufferPointer { scales in
-                outlierValues.withUnsafeBufferPointer { values in
+            let k = side.outlierColumns.count
+            side.rowScales.withUnsafeBufferPointer { scales in
+                side.outlierValues.withUnsafeBufferPointer { values in
                     Int8Vectorwise.dequantize(codes: UnsafeBufferPointer(start: raw.baseAddress!.assumingMemoryBound(to: Int8.self), count: range.count),
                                               rowScales: UnsafeBufferPointer(rebasing: scales[rows]), rowCount: rows.count, columns: columns,
-                                              outlierColumns: outlierColumns,
+                                              outlierColumns: side.outlierColumns,
                                               outlierValues: UnsafeBufferPointer(start: values.baseAddress! + rows.lowerBound * k, count: rows.count * k),
                                               into: UnsafeMutableBufferPointer(start: destination, count: range.count))
                 }

@@ -2,8 +2,10 @@
 public enum ConversionError: QConvError, Equatable {
     /// A NaN or infinity in a tensor to be quantized (allowed with `--allow-nonfinite`).
     case nonFiniteValue(file: String, tensor: String, index: Int, value: String)
-    /// A tensor selected for quantization whose dtype cannot be decoded to float.
-    case notAFloatTensor(file: String, tensor: String, dtype: String)
+    /// A finite F32/BF16/F64 value that int8 quantization cannot take: it rounds
+    /// values to float16 first (as bitsandbytes quantizes float16 weights), and
+    /// `|value| >= 65520` becomes infinite there.
+    case float16Overflow(file: String, tensor: String, index: Int, value: String)
 
     public var category: ErrorCategory { .invalidInput }
 
@@ -11,8 +13,9 @@ public enum ConversionError: QConvError, Equatable {
         switch self {
         case let .nonFiniteValue(file, tensor, index, value):
             return "\(file): tensor '\(tensor)': element \(index) is \(value); quantizing needs finite values (pass --allow-nonfinite to quantize anyway)"
-        case let .notAFloatTensor(file, tensor, dtype):
-            return "\(file): tensor '\(tensor)': dtype \(dtype) cannot be quantized (F32, F16, BF16 or F64 only)"
+        case let .float16Overflow(file, tensor, index, value):
+            return "\(file): tensor '\(tensor)': element \(index) is \(value), which overflows float16 (largest finite value 65504); "
+                + "int8 quantization rounds values to float16 first, as bitsandbytes quantizes float16 weights (keep the tensor unquantized with --skip)"
         }
     }
 }

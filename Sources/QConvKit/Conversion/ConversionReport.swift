@@ -1,10 +1,19 @@
 /// What a conversion did, tensor by tensor; printed by the CLI as text or JSON.
 public struct ConversionReport {
+    /// One tensor of the conversion.
     public struct Tensor {
+        /// The source tensor.
         public var info: TensorInfo
+        /// How it was stored.
         public var scheme: ContainerScheme
+        /// Bytes of all its parts in the container.
         public var storedBytes: UInt64
+        /// int8 only: the number of outlier columns kept in FP16.
         public var outlierColumns: Int?
+        /// int8 only: the element threshold T the outlier rule resolved to for
+        /// this tensor (|w| >= T marks a column; rounded to float16), as the
+        /// container records it; nil when no column was split off.
+        public var outlierThreshold: Double? = nil
 
         /// Bits stored per element (all parts).
         public var bitsPerWeight: Double {
@@ -12,15 +21,24 @@ public struct ConversionReport {
         }
     }
 
+    /// The source checkpoint's path.
     public var input: String
+    /// The container written.
     public var output: String
+    /// The quantization method and its options.
     public var method: QuantizationMethod
+    /// Every tensor, in the source's order.
     public var tensors: [Tensor] = []
+    /// Bytes of the source's weight files.
     public var sourceBytes: UInt64 = 0
+    /// Bytes of the container.
     public var outputBytes: UInt64 = 0
+    /// Names of the files embedded in the container (config.json, ...).
     public var embeddedFiles: [String] = []
+    /// Wall-clock time of the conversion.
     public var seconds: Double = 0
 
+    /// The tensors that were quantized (not stored raw).
     public var quantized: [Tensor] { tensors.filter { $0.scheme != .raw } }
 
     /// Bits per weight over the quantized tensors only.
@@ -30,6 +48,7 @@ public struct ConversionReport {
         return elements > 0 ? Double(q.reduce(0) { $0 + $1.storedBytes }) * 8 / Double(elements) : 0
     }
 
+    /// The `--json` report of docs/CLI.md.
     public var json: JSONValue {
         var object = JSONObject()
         object.append("command", .string(method.commandName))
@@ -42,6 +61,14 @@ public struct ConversionReport {
             object.append("double_quant", .bool(doubleQuant))
         case let .int8(outliers):
             object.append("outlier_rule", .string(outliers.description))
+            var threshold: JSONValue = .null, multiple: JSONValue = .null
+            switch outliers {
+            case .none: break
+            case .absolute(let t): threshold = Self.shortest(t)
+            case .relativeToRMS(let k): multiple = Self.shortest(k)
+            }
+            object.append("outlier_threshold", threshold)
+            object.append("outlier_rms_multiple", multiple)
         }
         object.append("tensor_count", .int(tensors.count))
         object.append("quantized_tensor_count", .int(quantized.count))
@@ -64,8 +91,15 @@ public struct ConversionReport {
             row.append("stored_bytes", .uint(tensor.storedBytes))
             row.append("bits_per_weight", .double(tensor.bitsPerWeight))
             if let outliers = tensor.outlierColumns { row.append("outlier_columns", .int(outliers)) }
+            if tensor.scheme == .int8 { row.append("outlier_threshold", tensor.outlierThreshold.map { .double($0) } ?? .null) }
             return .object(row)
         }))
         return .object(object)
+    }
+
+    /// A float option as the user wrote it: the shortest decimal that reads
+    /// back as the same float (`0.06`, not `0.05999999865889549`).
+    private static func shortest(_ value: Float) -> JSONValue {
+        .double(Double("\(value)") ?? Double(value))
     }
 }

@@ -82,7 +82,11 @@ public enum Dequantizer {
                     try copyChecked(tensor, of: container, into: writer, buffer: buffers.bytes(0))
                 } else {
                     var source: FloatTensorSource = try ContainerTensorDecoder(container: container, tensor: tensor, buffer: buffers.bytes(0))
-                    if changed, let transform { source = try transform.values(for: tensor.info, base: source, threads: options.threads) }
+                    if changed, let transform {
+                        // The base as `dequant` writes it in its own dtype; the merged
+                        // values are then rounded once, to the output dtype.
+                        source = try transform.values(for: tensor.info, base: DTypeRoundedSource(source, through: tensor.info.dtype), threads: options.threads)
+                    }
                     let nonFinite = try TensorEncoding.write(source, as: output.dtype, into: writer.write, buffers: buffers, threads: options.threads)
                     if changed, nonFinite > 0, let transform, !transform.allowsNonFinite {
                         throw transform.nonFiniteError(tensor: tensor.name, count: nonFinite)

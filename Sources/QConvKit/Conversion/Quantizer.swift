@@ -77,9 +77,11 @@ public enum Quantizer {
                                          buffers: buffers, threads: options.threads, allowNonfinite: options.allowNonfinite)
                 }
                 entries.append(entry)
-                report.tensors.append(ConversionReport.Tensor(
+                var reported = ConversionReport.Tensor(
                     info: tensor.info, scheme: entry.scheme, storedBytes: entry.storedBytes,
-                    outlierColumns: entry.scheme == .int8 ? entry.part("outlier_columns")?.shape.first : nil))
+                    outlierColumns: entry.scheme == .int8 ? entry.part("outlier_columns")?.shape.first : nil)
+                if case let .int8(_, _, threshold) = entry.parameters { reported.outlierThreshold = threshold }
+                report.tensors.append(reported)
                 progress.advance(by: UInt64(tensor.info.byteCount), item: tensor.name)
             }
             let header = ContainerHeader(metadata: source.metadata, files: files, tensors: entries, provenance: provenance)
@@ -199,6 +201,10 @@ public enum Quantizer {
         }
 
         var selection = OutlierSelection.none
+        // Whether a NaN or infinity may be anywhere: the outlier scan counts
+        // them; without a scan a non-finite value shows in its row's scale
+        // (no element is excluded from the absmax then).
+        var mayHoldNonFinite = true
         if outliers != .none {
             var total = OutlierScan(columns: columns)
             var scans = [OutlierScan](repeating: OutlierScan(columns: columns), count: buffers.slots)
@@ -213,6 +219,7 @@ public enum Quantizer {
                 })
             }
             selection = total.selection(outliers)
+            mayHoldNonFinite = total.finiteCount < info.elementCount
         }
         let outlierColumns = selection.columns
         let k = outlierColumns.count
@@ -230,18 +237,25 @@ public enum Quantizer {
                     try processChunksInBatches(chunkCount: chunkCount, slots: buffers.slots, threads: threads, compute: { c, slot in
                         let range = rowRange(c)
                         let floats = try readRows(range, slot: slot)
-                        firstBad[slot] = allowNonfinite ? nil : FiniteChecks.firstNonFinite(UnsafeBufferPointer(start: floats, count: range.count * columns))
-                        guard firstBad[slot] == nil else { return }
                         let count = range.count * columns
+                        firstBad[slot] = nil
+                        if !allowNonfinite, mayHoldNonFinite, selection != .none {
+                            firstBad[slot] = FiniteChecks.firstNonFinite(UnsafeBufferPointer(start: floats, count: count))
+                            guard firstBad[slot] == nil else { return }
+                        }
                         Int8Vectorwise.quantize(rows: UnsafeBufferPointer(start: floats, count: count), rowCount: range.count, columns: columns,
                                                 selection: selection,
                                                 codes: UnsafeMutableBufferPointer(start: buffers.bytes(slot).baseAddress!.assumingMemoryBound(to: Int8.self), count: count),
                                                 rowScales: UnsafeMutableBufferPointer(rebasing: rowScales[range]),
                                                 outlierValues: UnsafeMutableBufferPointer(start: outlierValues.baseAddress! + range.lowerBound * k, count: range.count * k))
+                        if !allowNonfinite, selection == .none,
+                           !FiniteChecks.allFinite(UnsafeBufferPointer(rebasing: UnsafeBufferPointer(rowScales)[range])) {
+                            firstBad[slot] = FiniteChecks.firstNonFinite(UnsafeBufferPointer(start: floats, count: count))
+                        }
                     }, emit: { c, slot in
                         let range = rowRange(c)
                         if let bad = firstBad[slot] {
-                            throw nonFinite(info.name, file: file, index: range.lowerBound * columns + bad, buffers.floats(slot)[bad])
+                            throw try int8NonFinite(tensor, file: file, rows: range, bad: bad, buffers: buffers, slot: slot)
                         }
                         try writer.write(UnsafeRawBufferPointer(rebasing: buffers.bytes(slot)[0..<range.count * columns]))
                     })
@@ -260,5 +274,21 @@ public enum Quantizer {
 
     static func nonFinite(_ tensor: String, file: String, index: Int, _ value: Float) -> ConversionError {
         .nonFiniteValue(file: file, tensor: tensor, index: index, value: value.isNaN ? "NaN" : "\(value)")
+    }
+
+    /// The error for element `bad` of `rows`, found non-finite after rounding
+    /// to float16: the slot's rows are read again without the rounding (the
+    /// chunk is not written, so its buffer is free), and a finite source value
+    /// is reported as overflowing float16 rather than as the infinity it became.
+    static func int8NonFinite(_ tensor: FloatTensorSource, file: String, rows: Range<Int>, bad: Int,
+                              buffers: ChunkBuffers, slot: Int) throws -> ConversionError {
+        let columns = tensor.info.matrixShape.columns
+        let index = rows.lowerBound * columns + bad
+        let floats = buffers.floats(slot).baseAddress!
+        if tensor.info.dtype != .f16 {
+            try tensor.readFloats(rows.lowerBound * columns..<rows.upperBound * columns, into: floats, scratch: buffers.scratch(slot))
+            if floats[bad].isFinite { return .float16Overflow(file: file, tensor: tensor.info.name, index: index, value: "\(floats[bad])") }
+        }
+        return nonFinite(tensor.info.name, file: file, index: index, floats[bad])
     }
 }

@@ -26,9 +26,6 @@ public struct TensorSelection {
         }
     }
 
-    /// Name patterns of tensors transformers keeps in full precision.
-    public static let defaultExclusions: [String] = ["embed", "lm_head", "norm", "wte", "wpe", "ln_"]
-
     public func shouldQuantize(_ tensor: TensorInfo) -> Bool {
         guard tensor.dtype.isDecodableToFloat, tensor.elementCount > 0 else { return false }
         let name = tensor.name

@@ -5,7 +5,9 @@ import Glibc
 ///
 /// A failed or interrupted run leaves nothing behind: `discard()` (also run on
 /// deinit and on SIGINT/SIGTERM/SIGHUP) removes the temporary file or folder.
-/// The destination itself is never touched before `commit()`.
+/// SIGXFSZ is ignored, so that a write past the file size limit (`ulimit -f`)
+/// fails with EFBIG, an I/O error whose cleanup runs, instead of killing the
+/// process. The destination itself is never touched before `commit()`.
 public final class AtomicOutput {
     public enum Kind { case file, directory }
 
@@ -43,7 +45,7 @@ public final class AtomicOutput {
             } else if mkdir(path, 0o755) == 0 {
                 break
             }
-            if errno != EEXIST { throw IOError("create", path: path) }
+            if errno != EEXIST { throw IOError("create", path: destination) }
         }
         temporaryPath = path
         TemporaryFileRegistry.register(path, isDirectory: kind == .directory)
@@ -51,12 +53,13 @@ public final class AtomicOutput {
 
     deinit { if !finished { discard() } }
 
-    /// Opens the temporary file for writing (file outputs).
+    /// Opens the temporary file for writing (file outputs). Its errors name
+    /// the destination, which is what the user asked for.
     public func makeWriter() throws -> SequentialWriter {
         precondition(kind == .file, "makeWriter() is for file outputs")
         let fd = open(temporaryPath, O_WRONLY | O_TRUNC | O_CLOEXEC)
-        guard fd >= 0 else { throw IOError("create", path: temporaryPath) }
-        return SequentialWriter(descriptor: fd, path: temporaryPath)
+        guard fd >= 0 else { throw IOError("create", path: destination) }
+        return SequentialWriter(descriptor: fd, path: destination)
     }
 
     /// The temporary path of a file inside a folder output.
@@ -172,6 +175,10 @@ enum TemporaryFileRegistry {
                 raise(received)
             }
         }
+        // Past the file size limit, write(2) then fails with EFBIG (an IOError,
+        // after which the temporary output is discarded) instead of the
+        // process dying of SIGXFSZ with the temporary file left behind.
+        signal(SIGXFSZ, SIG_IGN)
     }
 
     private static func removeAllForSignal() {

@@ -1,18 +1,26 @@
 /// The entry point of `qconv inspect`: picks the reader by looking at the file.
 public enum Inspection {
-    public static func inspect(path: String, statistics: Bool, threads: Int) throws -> InspectionReport {
+    ///
+    /// - Parameter quiet: no progress line while `statistics` streams the tensors.
+    public static func inspect(path: String, statistics: Bool, threads: Int, quiet: Bool = true) throws -> InspectionReport {
         if ContainerFile.isContainer(path: path) {
-            return try InspectionReport.inspect(try ContainerFile(path: path), statistics: statistics, threads: threads)
+            let container = try ContainerFile(path: path)
+            let progress = statistics ? Progress(label: "inspect", total: container.tensors.reduce(0) { $0 + UInt64($1.info.byteCount) }, quiet: quiet) : nil
+            defer { progress?.finish() }
+            return try InspectionReport.inspect(container, statistics: statistics, threads: threads, progress: progress)
         }
         let checkpoint = try Checkpoint(path: path)
-        return try InspectionReport.inspect(checkpoint, statistics: statistics, threads: threads)
+        let progress = statistics ? Progress(label: "inspect", total: checkpoint.tensors.reduce(0) { $0 + UInt64($1.info.byteCount) }, quiet: quiet) : nil
+        defer { progress?.finish() }
+        return try InspectionReport.inspect(checkpoint, statistics: statistics, threads: threads, progress: progress)
     }
 }
 
 extension InspectionReport {
     /// Reads a container's header; with `statistics`, decodes every tensor
     /// (checking checksums) and reports statistics of the dequantized values.
-    public static func inspect(_ container: ContainerFile, statistics: Bool = false, threads: Int = 1) throws -> InspectionReport {
+    public static func inspect(_ container: ContainerFile, statistics: Bool = false, threads: Int = 1,
+                               progress: Progress? = nil) throws -> InspectionReport {
         var report = InspectionReport(path: container.path, format: "qconv-container")
         let name = FileSystem.baseName(of: container.path)
         report.files = [File(name: name, bytes: container.file.size, tensorCount: container.tensors.count)]
@@ -51,6 +59,7 @@ extension InspectionReport {
                 guard tensor.info.dtype.isDecodableToFloat else { results.append(nil); continue }
                 let decoder = try ContainerTensorDecoder(container: container, tensor: tensor, buffer: buffer)
                 results.append(try TensorStatistics.compute(decoder))
+                progress?.advance(by: UInt64(tensor.info.byteCount), item: tensor.name)
             }
             for i in report.tensors.indices { report.tensors[i].statistics = results[i] }
         }

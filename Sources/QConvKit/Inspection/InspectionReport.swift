@@ -87,7 +87,8 @@ public struct InspectionReport {
 
     /// Reads a safetensors checkpoint's headers; with `statistics`, streams
     /// every float tensor as well.
-    public static func inspect(_ checkpoint: Checkpoint, statistics: Bool = false, threads: Int = 1) throws -> InspectionReport {
+    public static func inspect(_ checkpoint: Checkpoint, statistics: Bool = false, threads: Int = 1,
+                               progress: Progress? = nil) throws -> InspectionReport {
         let format: String
         switch checkpoint.layout {
         case .file: format = "safetensors"
@@ -106,17 +107,18 @@ public struct InspectionReport {
                    file: checkpoint.shardName(of: tensor))
         }
         if statistics {
-            try report.addStatistics(checkpoint.tensors.map(\.stored), threads: threads)
+            try report.addStatistics(checkpoint.tensors.map(\.stored), threads: threads, progress: progress)
         }
         return report
     }
 
     /// Computes statistics for `sources` (in the order of `tensors`).
-    public mutating func addStatistics(_ sources: [StoredTensor], threads: Int) throws {
+    public mutating func addStatistics(_ sources: [StoredTensor], threads: Int, progress: Progress? = nil) throws {
         var results = [TensorStatistics?](repeating: nil, count: sources.count)
         try results.withUnsafeMutableBufferPointer { slots in
             try parallelFor(sources.count, threads: threads) { i in
                 slots[i] = try TensorStatistics.compute(sources[i])
+                progress?.advance(by: UInt64(sources[i].info.byteCount), item: sources[i].info.name)
             }
         }
         for i in tensors.indices { tensors[i].statistics = results[i] }

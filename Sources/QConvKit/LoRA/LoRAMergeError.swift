@@ -29,6 +29,13 @@ public enum LoRAMergeError: QConvError, Equatable {
     case adapterDoesNotFitBase(adapter: String, base: String, mapping: String, problems: [LoRAFitProblem])
     /// A merged tensor holds NaN or infinity (allowed only with `allowNonfinite`).
     case nonFiniteResult(tensor: String, count: Int)
+    /// A merged tensor of a container base to be quantized again holds NaN or
+    /// infinity; `index` is the first such element (allowed only with `allowNonfinite`).
+    case nonFiniteRequantization(tensor: String, scheme: String, index: Int, value: String)
+    /// A merged tensor of a container base to be quantized to int8 again holds
+    /// a finite value that overflows float16, which int8 quantizes (allowed
+    /// only with `allowNonfinite`, as the infinity it becomes).
+    case requantizationOverflow(tensor: String, index: Int, value: String)
 
     public var category: ErrorCategory { .invalidInput }
 
@@ -63,6 +70,10 @@ public enum LoRAMergeError: QConvError, Equatable {
             return lines.joined(separator: "\n")
         case let .nonFiniteResult(tensor, count):
             return "tensor '\(tensor)': the merged values hold \(count) NaN or infinite value\(count == 1 ? "" : "s"); nothing written (pass --allow-nonfinite to write them anyway)"
+        case let .nonFiniteRequantization(tensor, scheme, index, value):
+            return "tensor '\(tensor)': the merged values are not finite: element \(index) is \(value), and quantizing it again to \(scheme) needs finite values; nothing written (pass --allow-nonfinite to write them anyway)"
+        case let .requantizationOverflow(tensor, index, value):
+            return "tensor '\(tensor)': merged element \(index) is \(value), which overflows float16 (largest finite value 65504), and int8 quantizes the values rounded to float16; nothing written (pass --allow-nonfinite to write it anyway)"
         }
     }
 }

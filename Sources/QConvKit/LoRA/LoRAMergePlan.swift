@@ -38,7 +38,8 @@ public struct LoRATensorChange {
     public var isDoRA: Bool { kind != .bias && kind != .replacement && module?.magnitude != nil }
 
     /// DoRA whose norms run across rows (fan_in_fan_out and embeddings): the
-    /// whole tensor must be in memory at once.
+    /// column norms need a pass over the whole tensor before any row can be
+    /// merged (`MergedTensorSource` streams it twice).
     public var requiresWholeTensor: Bool { isDoRA && kind != .linear }
 
     /// Adapter tensors that go into this tensor.
@@ -64,6 +65,11 @@ public struct LoRATensorChange {
 /// same plan serves safetensors bases and quantized containers (dequantize,
 /// `prepare(_:)` + `apply`, quantize again).
 public struct LoRAMergePlan {
+    /// Base dtypes a merge can change: the float32 arithmetic is exact for
+    /// their values and rounds once to them. F64 is not among them: merging in
+    /// float32 would silently drop its precision.
+    public static let mergeableDTypes: Set<DType> = [.f32, .f16, .bf16]
+
     public let adapter: LoRAAdapter
     /// How adapter names were turned into base names.
     public let mapping: LoRAKeyMapping
@@ -111,8 +117,12 @@ public struct LoRAMergePlan {
     }
 
     /// Reads and decodes the adapter tensors one change needs.
-    public func prepare(_ change: LoRATensorChange) throws -> LoRAPreparedChange {
-        try LoRAPreparedChange(change)
+    ///
+    /// - Parameter decodeReplacement: also decode a replacement tensor (a
+    ///   whole modules_to_save tensor) into memory. `MergedTensorSource`
+    ///   streams it instead when this is false.
+    public func prepare(_ change: LoRATensorChange, decodeReplacement: Bool = true) throws -> LoRAPreparedChange {
+        try LoRAPreparedChange(change, decodeReplacement: decodeReplacement)
     }
 }
 
@@ -141,7 +151,7 @@ private struct PlanBuilder {
             problems.append(.noBaseTensor(adapterTensor: adapterTensor, expected: name))
             return nil
         }
-        guard info.dtype.isEncodableFromFloat else {
+        guard LoRAMergePlan.mergeableDTypes.contains(info.dtype) else {
             problems.append(.unsupportedBaseDType(baseTensor: name, dtype: info.dtype))
             return nil
         }

@@ -96,8 +96,9 @@ public struct LoRAMergeSummary {
 /// same pipeline as `dequant` (`TensorEncoding.write`): chunks merged on every
 /// thread a cache-sized tile at a time, written in order while the next are
 /// merged. Memory: the decoded factors of one module and a few chunk buffers
-/// (a whole tensor of float32 only for DoRA on fan_in_fan_out weights or
-/// embeddings, whose norms run across rows).
+/// per thread; a replacement tensor is streamed from the adapter, and DoRA
+/// on fan_in_fan_out weights or embeddings (norms across rows) reads the
+/// base twice instead of holding the tensor.
 public enum LoRAMerger {
     /// Checks the adapter against the base and lists what would change.
     public static func plan(base: Checkpoint, adapter: LoRAAdapter, scale: Double = 1) throws -> LoRAMergePlan {
@@ -112,7 +113,7 @@ public enum LoRAMerger {
         let outputs = base.tensors.map { plan.change(for: $0.name)?.output ?? $0.info }
 
         let layout: CheckpointWriter.Layout
-        var auxiliary = base.auxiliaryFiles.map { (source: FileSystem.join(base.path, $0), name: $0) }
+        let auxiliary = base.auxiliaryFiles.map { (source: FileSystem.join(base.path, $0), name: $0) }
         switch base.layout {
         case .file:
             layout = .file
@@ -120,13 +121,12 @@ public enum LoRAMerger {
             var shards: [(fileName: String, tensors: [TensorInfo])] = base.shards.map { (FileSystem.baseName(of: $0.path), []) }
             for (tensor, output) in zip(base.tensors, outputs) { shards[tensor.shard].tensors.append(output) }
             layout = .folder(shards: shards)
-            // The writer indexes only several shards; a one-shard index is kept as it was.
-            if base.layout == .shardedFolder && shards.count == 1 {
-                auxiliary.append((FileSystem.join(base.path, Checkpoint.indexFileName), Checkpoint.indexFileName))
-            }
         }
+        // A sharded base's index is mirrored: its metadata keys are kept and
+        // total_size follows the merged tensors (a resized vocabulary changes it).
         let writer = try CheckpointWriter(destination: destination, layout: layout, tensors: outputs, metadata: base.metadata,
-                                          auxiliaryFiles: auxiliary, overwrite: options.overwrite, inputs: base.filePaths + adapter.filePaths)
+                                          auxiliaryFiles: auxiliary, sourceIndex: base.layout == .shardedFolder ? base.index : nil,
+                                          overwrite: options.overwrite, inputs: base.filePaths + adapter.filePaths)
         let progress = Progress(label: "merging", total: outputs.reduce(0) { $0 + UInt64($1.byteCount) }, quiet: !options.showProgress)
         defer { progress.finish() }
         do {
@@ -150,7 +150,7 @@ public enum LoRAMerger {
     /// Merges one tensor and writes it in its output dtype.
     static func writeMerged(_ base: FloatTensorSource, change: LoRATensorChange, plan: LoRAMergePlan, into writer: CheckpointWriter,
                             buffers: ChunkBuffers, options: LoRAMergeOptions) throws {
-        let source = try MergedTensorSource(base: base, prepared: try plan.prepare(change), threads: options.threads)
+        let source = try MergedTensorSource(base: base, prepared: try plan.prepare(change, decodeReplacement: false), threads: options.threads)
         let nonFinite = try TensorEncoding.write(source, as: change.output.dtype, into: writer.write, buffers: buffers, threads: options.threads)
         if nonFinite > 0 && !options.allowNonfinite {
             throw LoRAMergeError.nonFiniteResult(tensor: change.output.name, count: nonFinite)

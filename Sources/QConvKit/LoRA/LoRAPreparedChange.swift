@@ -14,6 +14,12 @@
 /// - `lora_B.bias`: `bias + lora_B.bias * s`;
 /// - replaced tensors (modules_to_save, `base_layer` tensors) are rounded to
 ///   the base dtype first, as loading them into the model does.
+///
+/// DoRA whose norms run across rows (fan_in_fan_out weights, embeddings)
+/// merges in two passes over the rows: `accumulateColumnSquares` to get the
+/// column norms, then `apply(to:rows:columnFactors:)`; or in one call on a
+/// whole tensor with `applyToWholeTensor`. Both sum the squares in the same
+/// order (`normBlockRows`), so they give the same bits.
 public final class LoRAPreparedChange: @unchecked Sendable {
     public let change: LoRATensorChange
     private let scale: Float
@@ -25,27 +31,42 @@ public final class LoRAPreparedChange: @unchecked Sendable {
     private let basis: [Float]
     private let magnitude: [Float]
     private let biasDelta: [Float]
+    /// The replacement's values rounded to the output dtype; empty when not decoded.
     private let replacement: [Float]
+    /// Whether the replacement was decoded here; when it was not, the values
+    /// given to `apply` already hold the replacement's rows, rounded to the
+    /// output dtype (`MergedTensorSource` streams them).
+    public let holdsReplacement: Bool
     /// The dtype the embedding delta is rounded through (F16/BF16 outputs).
     private let deltaRounding: DType?
 
     /// Whether `apply(to:rows:)` cannot be used (DoRA with norms across rows);
-    /// use `applyToWholeTensor` then.
+    /// use the two passes or `applyToWholeTensor` then.
     public var requiresWholeTensor: Bool { change.requiresWholeTensor }
     public var rowCount: Int { change.rowCount }
     public var columnCount: Int { change.columnCount }
 
-    init(_ change: LoRATensorChange) throws {
+    /// Rows per block of the DoRA column norms: squares are summed over a
+    /// block's rows in row order, then block by block in order, whatever the
+    /// ranges the rows are read in and the number of threads.
+    public var normBlockRows: Int { max(1, min(rowCount, (1 << 16) / max(1, columnCount))) }
+
+    /// - Parameter decodeReplacement: decode a replacement tensor (whole) here;
+    ///   pass false when the caller puts the replacement's rows, rounded to
+    ///   the output dtype, into the values it gives `apply`.
+    init(_ change: LoRATensorChange, decodeReplacement: Bool = true) throws {
         self.change = change
         scale = Float(change.scale ?? 1)
         rank = change.rank ?? 0
         // PEFT loads a replacement into the base's parameter, so it is rounded
         // to the base dtype before any delta is added to it.
-        var replacement = try change.replacement?.allFloats() ?? []
-        if !replacement.isEmpty {
+        var replacement: [Float] = []
+        if decodeReplacement, let stored = change.replacement {
+            replacement = try stored.allFloats()
             replacement.withUnsafeMutableBufferPointer { FloatConversion.roundTrip($0.baseAddress!, count: $0.count, through: change.output.dtype) }
         }
         self.replacement = replacement
+        holdsReplacement = decodeReplacement && change.replacement != nil
         var coefficients: [Float] = [], basis: [Float] = [], magnitude: [Float] = [], biasDelta: [Float] = []
         if let module = change.module {
             switch change.kind {
@@ -70,21 +91,27 @@ public final class LoRAPreparedChange: @unchecked Sendable {
         deltaRounding = change.kind == .embedding && !change.isDoRA && dtype != .f32 ? dtype : nil
     }
 
+    /// Copies the decoded replacement's rows over `values`, if there is one.
+    private func startValues(_ values: UnsafeMutablePointer<Float>, rows: Range<Int>) {
+        guard !replacement.isEmpty else { return }
+        let columns = columnCount
+        replacement.withUnsafeBufferPointer { source in
+            values.update(from: source.baseAddress! + rows.lowerBound * columns, count: rows.count * columns)
+        }
+    }
+
     /// Merges rows `rows` of the tensor in place. `values` holds those rows
     /// (`rows.count * columnCount` floats): the base's values decoded to
-    /// float32, or anything for a replacement, whose values overwrite them.
-    /// Afterwards they are the merged values, to be rounded to
+    /// float32; for a replacement, anything when `holdsReplacement` (its
+    /// values overwrite them), else the replacement's values rounded to the
+    /// output dtype. Afterwards they are the merged values, to be rounded to
     /// `change.output.dtype` once. Different row ranges may run in parallel.
     public func apply(to values: UnsafeMutablePointer<Float>, rows: Range<Int>) {
-        precondition(!requiresWholeTensor, "\(change.base.name): DoRA norms across rows need applyToWholeTensor")
+        precondition(!requiresWholeTensor, "\(change.base.name): DoRA norms across rows need the column factors")
         precondition(rows.lowerBound >= 0 && rows.upperBound <= rowCount, "rows outside \(change.base.name)")
         let columns = columnCount
         guard !rows.isEmpty && columns > 0 else { return }
-        if !replacement.isEmpty {
-            replacement.withUnsafeBufferPointer { source in
-                values.update(from: source.baseAddress! + rows.lowerBound * columns, count: rows.count * columns)
-            }
-        }
+        startValues(values, rows: rows)
         switch change.kind {
         case .replacement:
             break
@@ -122,13 +149,56 @@ public final class LoRAPreparedChange: @unchecked Sendable {
         }
     }
 
+    /// DoRA across rows, first pass: turns rows `rows` of `values` (given as
+    /// for `apply(to:rows:)`) into `V = W + delta` in place and adds each
+    /// column's squares over these rows, in row order, in double precision,
+    /// to `squares` (`columnCount` values). Call it once per block of
+    /// `normBlockRows` rows (the last one may be shorter), each block's sums
+    /// starting at zero, and add the blocks' sums in block order.
+    public func accumulateColumnSquares(_ values: UnsafeMutablePointer<Float>, rows: Range<Int>, into squares: UnsafeMutablePointer<Double>) {
+        precondition(requiresWholeTensor, "\(change.base.name): only DoRA with norms across rows has column norms")
+        precondition(rows.lowerBound >= 0 && rows.upperBound <= rowCount, "rows outside \(change.base.name)")
+        let columns = columnCount
+        guard !rows.isEmpty && columns > 0 else { return }
+        startValues(values, rows: rows)
+        withFactors { coefficients, basis in
+            for row in rows {
+                let target = values + (row - rows.lowerBound) * columns
+                LoRAKernels.addDelta(coefficients + row * rank, basis, rank: rank, columns: columns, scale: scale, into: target)
+                LoRAKernels.accumulateSquares(target, count: columns, into: squares)
+            }
+        }
+    }
+
+    /// DoRA across rows: each column's factor `m / ||V column||`, from the
+    /// summed squares of the first pass (`columnCount` values).
+    public func columnFactors(squares: UnsafePointer<Double>) -> [Float] {
+        (0..<columnCount).map { magnitude[$0] / Float(squares[$0].squareRoot()) }
+    }
+
+    /// DoRA across rows, second pass: merges rows `rows` in place (given as
+    /// for `apply(to:rows:)`), `V` times each column's factor.
+    public func apply(to values: UnsafeMutablePointer<Float>, rows: Range<Int>, columnFactors factors: UnsafePointer<Float>) {
+        precondition(requiresWholeTensor, "\(change.base.name): only DoRA with norms across rows has column factors")
+        precondition(rows.lowerBound >= 0 && rows.upperBound <= rowCount, "rows outside \(change.base.name)")
+        let columns = columnCount
+        guard !rows.isEmpty && columns > 0 else { return }
+        startValues(values, rows: rows)
+        withFactors { coefficients, basis in
+            for row in rows {
+                let target = values + (row - rows.lowerBound) * columns
+                LoRAKernels.addDelta(coefficients + row * rank, basis, rank: rank, columns: columns, scale: scale, into: target)
+                LoRAKernels.multiply(target, by: factors, count: columns)
+            }
+        }
+    }
+
     /// Merges the whole tensor in place (`rowCount * columnCount` floats),
-    /// using up to `threads` threads. Works for every change; DoRA with norms
-    /// across rows needs it.
+    /// using up to `threads` threads. Works for every change.
     public func applyToWholeTensor(_ values: UnsafeMutablePointer<Float>, threads: Int) throws {
         let rows = rowCount, columns = columnCount
         guard rows > 0 && columns > 0 else { return }
-        let chunkRows = max(1, min(rows, (1 << 16) / max(1, columns)))
+        let chunkRows = normBlockRows
         let chunks = (rows + chunkRows - 1) / chunkRows
         func range(_ chunk: Int) -> Range<Int> { chunk * chunkRows ..< min(rows, (chunk + 1) * chunkRows) }
         guard requiresWholeTensor else {
@@ -138,30 +208,18 @@ public final class LoRAPreparedChange: @unchecked Sendable {
             }
             return
         }
-        // Column norms: add the delta everywhere, summing squares per chunk,
-        // then rescale every column by magnitude / norm.
-        if !replacement.isEmpty {
-            replacement.withUnsafeBufferPointer { values.update(from: $0.baseAddress!, count: rows * columns) }
-        }
+        // Column norms: V everywhere, squares summed per block, then every
+        // column rescaled by magnitude / norm.
         let sums = UnsafeMutableBufferPointer<Double>.allocate(capacity: chunks * columns)
         sums.initialize(repeating: 0)
         defer { sums.deallocate() }
-        try withFactors { coefficients, basis in
-            try parallelFor(chunks, threads: threads) { chunk in
-                let squares = sums.baseAddress! + chunk * columns
-                for row in range(chunk) {
-                    let target = values + row * columns
-                    LoRAKernels.addDelta(coefficients + row * rank, basis, rank: rank, columns: columns, scale: scale, into: target)
-                    LoRAKernels.accumulateSquares(target, count: columns, into: squares)
-                }
-            }
+        try parallelFor(chunks, threads: threads) { chunk in
+            let rows = range(chunk)
+            accumulateColumnSquares(values + rows.lowerBound * columns, rows: rows, into: sums.baseAddress! + chunk * columns)
         }
-        var factors = [Float](repeating: 0, count: columns)
-        for column in 0..<columns {
-            var sum = 0.0
-            for chunk in 0..<chunks { sum += sums[chunk * columns + column] }
-            factors[column] = magnitude[column] / Float(sum.squareRoot())
-        }
+        var total = [Double](repeating: 0, count: columns)
+        for chunk in 0..<chunks { for column in 0..<columns { total[column] += sums[chunk * columns + column] } }
+        let factors = total.withUnsafeBufferPointer { columnFactors(squares: $0.baseAddress!) }
         try factors.withUnsafeBufferPointer { factors in
             try parallelFor(chunks, threads: threads) { chunk in
                 for row in range(chunk) {

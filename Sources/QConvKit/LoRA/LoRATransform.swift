@@ -17,7 +17,7 @@ public struct LoRATransform: TensorTransform {
 
     public func values(for tensor: TensorInfo, base: FloatTensorSource, threads: Int) throws -> FloatTensorSource {
         guard let change = plan.change(for: tensor.name) else { return base }
-        return try MergedTensorSource(base: base, prepared: try plan.prepare(change), threads: threads)
+        return try MergedTensorSource(base: base, prepared: try plan.prepare(change, decodeReplacement: false), threads: threads)
     }
 
     public func nonFiniteError(tensor: String, count: Int) -> Error {
@@ -46,11 +46,23 @@ extension LoRAMerger {
                                            options: .init(dtype: dtype, threads: options.threads, overwrite: options.overwrite, quiet: !options.showProgress),
                                            transform: transform)
         } else {
-            let note: JSONObject = JSONObject([("merged_adapter", .object([
+            // The provenance lists the rewritten tensors: `verify` measures a
+            // raw one of them instead of requiring it to be identical.
+            let note: JSONObject = JSONObject([(RoundTripVerifier.mergeProvenanceKey, .object([
                 "adapter": .string(adapter.path), "scale": .double(options.scale), "tensors_changed": .int(plan.changes.count),
+                "tensors": .array(plan.changes.map { .string($0.output.name) }),
             ]))])
-            _ = try ContainerRewriter.rewrite(container, to: destination, transform: transform,
-                                              options: .init(threads: options.threads, overwrite: options.overwrite, quiet: !options.showProgress, note: note))
+            do {
+                _ = try ContainerRewriter.rewrite(container, to: destination, transform: transform,
+                                                  options: .init(threads: options.threads, overwrite: options.overwrite, quiet: !options.showProgress, note: note))
+            } catch ConversionError.nonFiniteValue(_, let tensor, let index, let value) where plan.change(for: tensor) != nil {
+                // The quantizer saw the merged values, not the base's: say so
+                // (its error names the base file, as if the base were bad).
+                throw LoRAMergeError.nonFiniteRequantization(tensor: tensor, scheme: container.tensor(named: tensor)?.scheme.rawValue ?? "?",
+                                                             index: index, value: value)
+            } catch ConversionError.float16Overflow(_, let tensor, let index, let value) where plan.change(for: tensor) != nil {
+                throw LoRAMergeError.requantizationOverflow(tensor: tensor, index: index, value: value)
+            }
         }
         return LoRAMergeSummary(plan: plan, base: container.path, output: destination, baseTensorCount: container.tensors.count)
     }

@@ -84,7 +84,7 @@ public enum FloatConversion {
         }
     }
 
-    /// Encodes `count` floats as `dtype` (f32, f16 or bf16) into `destination`.
+    /// Encodes `count` floats as `dtype` (f32, f16, bf16 or f64) into `destination`.
     public static func encode(_ source: UnsafePointer<Float>, count: Int, as dtype: DType, into destination: UnsafeMutableRawPointer) {
         switch dtype {
         case .f32:
@@ -93,6 +93,9 @@ public enum FloatConversion {
             encodeHalves(source, count: count, into: destination)
         case .bf16:
             encodeBFloat16s(source, count: count, into: destination)
+        case .f64:
+            // Exact: every float32 is a float64.
+            for i in 0..<count { destination.storeBytes(of: Double(source[i]), toByteOffset: i * 8, as: Double.self) }
         default:
             preconditionFailure("encode(\(dtype)) is not supported; check isEncodableFromFloat first")
         }

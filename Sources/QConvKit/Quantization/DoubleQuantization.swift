@@ -2,6 +2,8 @@
 /// absmax values of the 4-bit blocks are themselves quantized to 8 bits, in
 /// blocks of 256, with the signed dynamic map, after subtracting their mean.
 public enum DoubleQuantization {
+    /// Absmax values per second-level block (bitsandbytes' fixed 256); the
+    /// container's `nested_block_size` parameter must be this.
     public static let nestedBlockSize = 256
 
     /// bnb's signed 8-bit dynamic map (256 float32 values), generated in code exactly as bnb's

@@ -2,7 +2,10 @@ import Glibc
 
 /// A one-line progress display on stderr, shown only when stderr is a
 /// terminal and the user did not ask for `--quiet`.
-public final class Progress {
+///
+/// `advance` may be called from several threads at once.
+public final class Progress: @unchecked Sendable {
+    private var lock = pthread_mutex_t()
     private let enabled: Bool
     private let label: String
     private let total: UInt64
@@ -17,10 +20,15 @@ public final class Progress {
         self.label = label
         self.total = max(total, 1)
         enabled = !quiet && isatty(2) != 0
+        pthread_mutex_init(&lock, nil)
     }
+
+    deinit { pthread_mutex_destroy(&lock) }
 
     /// Records `amount` more units done and redraws at most ten times a second.
     public func advance(by amount: UInt64, item: String = "") {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
         done += amount
         guard enabled else { return }
         let now = UInt64(monotonicSeconds() * 1000)
@@ -35,6 +43,8 @@ public final class Progress {
 
     /// Clears the line so the final report starts on a clean line.
     public func finish() {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
         guard enabled, drew else { return }
         fputs("\r\u{1B}[K", stderr)
     }

@@ -52,7 +52,7 @@ public enum DType: String, CaseIterable, Sendable {
     /// Types qconv can write from float32 (`dequant --dtype`, merge outputs).
     public var isEncodableFromFloat: Bool {
         switch self {
-        case .f32, .f16, .bf16: return true
+        case .f32, .f16, .bf16, .f64: return true
         default: return false
         }
     }

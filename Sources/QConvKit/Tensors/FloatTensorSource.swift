@@ -24,3 +24,31 @@ extension FloatTensorSource {
         max(alignment, limit / alignment * alignment)
     }
 }
+
+/// Another source's values as they would be after writing them in `dtype`
+/// and reading them back (round to nearest even, once).
+///
+/// The container pipelines of `merge-lora` read a quantized base through
+/// this, so that a merge into a container starts from the values `dequant`
+/// would have written, and re-quantizes the values a merge would have written:
+/// the same numbers as doing the three steps by hand, and as PEFT, whose
+/// QLoRA merge dequantizes to the weight's dtype before adding the delta.
+public struct DTypeRoundedSource: FloatTensorSource {
+    public let base: FloatTensorSource
+    /// F16 or BF16 round; F32 (and every other dtype) leaves values as they are.
+    public let dtype: DType
+
+    public init(_ base: FloatTensorSource, through dtype: DType) {
+        self.base = base
+        self.dtype = dtype
+    }
+
+    public var info: TensorInfo { base.info }
+    public var alignment: Int { base.alignment }
+    public func scratchBytes(for count: Int) -> Int { base.scratchBytes(for: count) }
+
+    public func readFloats(_ range: Range<Int>, into destination: UnsafeMutablePointer<Float>, scratch: UnsafeMutableRawBufferPointer) throws {
+        try base.readFloats(range, into: destination, scratch: scratch)
+        FloatConversion.roundTrip(destination, count: range.count, through: dtype)
+    }
+}

@@ -29,6 +29,7 @@ public struct ErrorMetrics: Equatable, Sendable {
     /// Largest |original - reconstructed| seen; see `maxAbsoluteError`.
     private var largestError: Double = 0
 
+    /// No elements yet: exact.
     public init() {}
 
     /// Compares two chunks of equal length, element by element.
@@ -89,7 +90,15 @@ public struct ErrorMetrics: Equatable, Sendable {
         sumSquaredError == 0 ? 0 : (sumSquaredError / sumSquaredOriginal).squareRoot()
     }
 
-    /// Signal to quantization noise ratio, `10 log10(sum original^2 / sum error^2)`.
+    /// True when every element compared equal (the error sum is exactly 0),
+    /// including with no elements. This is what tells an infinite SQNR of an
+    /// exact match (+inf) from the worst cases (-inf, NaN) where a report
+    /// cannot write infinities, as in JSON.
+    public var isExact: Bool { sumSquaredError == 0 }
+
+    /// Signal to quantization noise ratio, `10 log10(sum original^2 / sum error^2)`:
+    /// +inf for an exact match, -inf for an all-zero original with a nonzero
+    /// error, NaN when a NaN or infinity reached the sums.
     public var sqnrDecibels: Double {
         if sumSquaredError == 0 { return .infinity }
         return 10 * log10(sumSquaredOriginal / sumSquaredError)
@@ -120,6 +129,7 @@ public struct ErrorSummary: Equatable, Sendable {
     /// Element-weighted mean of the per-tensor cosine similarities; 1 with no elements.
     public let cosineSimilarity: Double
 
+    /// Folds the figures of each tensor together.
     public init(_ perTensor: [ErrorMetrics]) {
         tensorCount = perTensor.count
         var total = ErrorMetrics()
@@ -132,9 +142,16 @@ public struct ErrorSummary: Equatable, Sendable {
         cosineSimilarity = total.elementCount == 0 ? 1 : weightedCosine / Double(total.elementCount)
     }
 
+    /// Elements over all tensors.
     public var elementCount: Int { total.elementCount }
+    /// The largest absolute error of any tensor.
     public var maxAbsoluteError: Double { total.maxAbsoluteError }
+    /// RMSE over all elements, as if the tensors were one.
     public var rmse: Double { total.rmse }
+    /// Relative RMSE over all elements, as if the tensors were one.
     public var relativeRMSE: Double { total.relativeRMSE }
+    /// SQNR over all elements, as if the tensors were one.
     public var sqnrDecibels: Double { total.sqnrDecibels }
+    /// True when every tensor matched exactly (see `ErrorMetrics.isExact`).
+    public var isExact: Bool { total.isExact }
 }

@@ -1,5 +1,8 @@
 /// `verify CONTAINER`: structure (validated on open), every part's and every
-/// embedded file's checksum, and zero padding between parts.
+/// embedded file's checksum, zero padding between regions, and the contents
+/// of every tensor's side parts as the decoder validates them
+/// (`ContainerTensorDecoder.SideData`), so that a container that passes can
+/// be dequantized.
 public enum IntegrityCheck {
     public struct Report {
         public var path: String
@@ -14,30 +17,40 @@ public enum IntegrityCheck {
         }
     }
 
+    /// Reads the whole data section once (side parts twice: hashed, then decoded).
     public static func check(_ container: ContainerFile) throws -> Report {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 64)
         defer { buffer.deallocate() }
-        var regions: [(tensor: String, part: ContainerPart)] = container.header.files.map { ($0.name, $0) }
-        for tensor in container.tensors { regions += tensor.parts.map { (tensor.name, $0) } }
         var checked: UInt64 = 0
         var previousEnd: UInt64 = 0
-        for (tensor, part) in regions {
+        func check(_ part: ContainerPart, of tensor: String) throws {
             try checkPadding(container, from: previousEnd, to: part.offset, buffer: buffer)
             try container.verifyChecksum(part, of: tensor, buffer: buffer)
             checked += part.length
             previousEnd = part.offset + part.length
+        }
+        for file in container.header.files { try check(file, of: file.name) }
+        for tensor in container.tensors {
+            for part in tensor.parts { try check(part, of: tensor.name) }
+            _ = try ContainerTensorDecoder.SideData(container: container, tensor: tensor)
         }
         return Report(path: container.path, tensorCount: container.tensors.count,
                       partCount: container.tensors.reduce(0) { $0 + $1.parts.count },
                       fileCount: container.header.files.count, bytesChecked: checked)
     }
 
+    /// Checks that the data-section bytes `[start, end)` are zero, reading
+    /// them in pieces of at most `buffer.count` bytes.
     private static func checkPadding(_ container: ContainerFile, from start: UInt64, to end: UInt64, buffer: UnsafeMutableRawBufferPointer) throws {
-        guard end > start else { return }
-        let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(end - start)])
-        try container.file.read(at: container.dataStart + start, into: chunk)
-        if let index = chunk.firstIndex(where: { $0 != 0 }) {
-            throw ContainerError.paddingNotZero(file: container.path, offset: container.dataStart + start + UInt64(index))
+        var position = start
+        while position < end {
+            let count = Int(min(UInt64(buffer.count), end - position))
+            let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count])
+            try container.file.read(at: container.dataStart + position, into: chunk)
+            if let index = chunk.firstIndex(where: { $0 != 0 }) {
+                throw ContainerError.paddingNotZero(file: container.path, offset: container.dataStart + position + UInt64(index))
+            }
+            position += UInt64(count)
         }
     }
 }

@@ -1,18 +1,39 @@
 import Glibc
 
 /// `verify ORIGINAL CONVERTED`: streams both sides and measures how much each
-/// tensor changed. Tensors stored raw must be byte-identical.
+/// tensor changed. Tensors a container stores raw must be byte-identical,
+/// except those its provenance says a merge rewrote (`merge-lora` into a
+/// container records them under `merged_adapter.tensors`): a merged tensor
+/// is not a copy of any original, so it is measured like a quantized one.
 public enum RoundTripVerifier {
+    /// The provenance member `merge-lora` adds to a container it writes.
+    public static let mergeProvenanceKey = "merged_adapter"
+
+    /// Names of the tensors that merges rewrote, from every `merged_adapter`
+    /// member of the container's provenance (one per merge, in order).
+    public static func mergedTensorNames(in header: ContainerHeader) -> Set<String> {
+        var names = Set<String>()
+        for member in header.provenance.members where member.key == mergeProvenanceKey {
+            for value in member.value.objectValue?["tensors"]?.arrayValue ?? [] {
+                if let name = value.stringValue { names.insert(name) }
+            }
+        }
+        return names
+    }
+
     public struct Options {
         public var thresholds: VerificationThresholds
         /// Compare only tensors whose name matches one of these.
         public var only: [String]
         public var threads: Int
+        /// No progress line (`--quiet`, `--json`, or a check run inside another command's report).
+        public var quiet: Bool
 
-        public init(thresholds: VerificationThresholds = .init(), only: [String] = [], threads: Int = defaultThreadCount) {
+        public init(thresholds: VerificationThresholds = .init(), only: [String] = [], threads: Int = defaultThreadCount, quiet: Bool = true) {
             self.thresholds = thresholds
             self.only = only
             self.threads = threads
+            self.quiet = quiet
         }
     }
 
@@ -35,7 +56,11 @@ public enum RoundTripVerifier {
         let slots = max(2, options.threads * 2)
         let left = ChunkBuffers(slots: slots, floats: chunkElements, bytes: 0, scratch: chunkElements * 8)
         let right = ChunkBuffers(slots: slots, floats: chunkElements, bytes: 0, scratch: chunkElements * 8)
+        var mergedRaw = Set<String>()
+        if case .container(let container) = converted { mergedRaw = mergedTensorNames(in: container.header) }
         var results: [VerificationReport.Tensor] = []
+        let progress = Progress(label: "verify", total: tensors.reduce(0) { $0 + UInt64($1.info.byteCount) }, quiet: options.quiet)
+        defer { progress.finish() }
         for tensor in tensors {
             guard let (info, scheme) = converted.describe(tensor.name) else {
                 throw VerificationError.tensorMissing(file: converted.path, tensor: tensor.name, presentIn: original.path)
@@ -53,8 +78,13 @@ public enum RoundTripVerifier {
                 if stored.scheme == .raw {
                     // Checksums are checked on the way by the decoder below or here.
                     try container.verifyChecksum(stored.parts[0], of: stored.name, buffer: left.scratch(0))
-                    exactCopy = container.stored(stored.parts[0], of: stored.name)
-                    convertedSource = nil
+                    let raw = container.stored(stored.parts[0], of: stored.name)
+                    if mergedRaw.contains(stored.name) && raw.info.dtype.isDecodableToFloat && tensor.info.dtype.isDecodableToFloat {
+                        convertedSource = raw
+                    } else {
+                        exactCopy = raw
+                        convertedSource = nil
+                    }
                 } else {
                     convertedSource = try ContainerTensorDecoder(container: container, tensor: stored, buffer: left.scratch(0))
                 }
@@ -81,6 +111,7 @@ public enum RoundTripVerifier {
                 result.violations = options.thresholds.violations(of: metrics)
             }
             results.append(result)
+            progress.advance(by: UInt64(tensor.info.byteCount), item: tensor.name)
         }
         return VerificationReport(original: original.path, converted: converted.path, thresholds: options.thresholds, tensors: results)
     }

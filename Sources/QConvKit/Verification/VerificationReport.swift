@@ -1,10 +1,15 @@
 /// Limits a round trip must stay within; nil means "not checked".
 public struct VerificationThresholds: Sendable {
+    /// Largest relative RMSE allowed (`--max-rel-rmse`).
     public var maxRelativeRMSE: Double?
+    /// Smallest SQNR in dB allowed (`--min-sqnr`).
     public var minSQNR: Double?
+    /// Largest absolute error allowed (`--max-abs-err`).
     public var maxAbsoluteError: Double?
+    /// Smallest cosine similarity allowed (`--min-cosine`).
     public var minCosine: Double?
 
+    /// Thresholds; each nil one is not checked.
     public init(maxRelativeRMSE: Double? = nil, minSQNR: Double? = nil, maxAbsoluteError: Double? = nil, minCosine: Double? = nil) {
         self.maxRelativeRMSE = maxRelativeRMSE
         self.minSQNR = minSQNR
@@ -23,6 +28,7 @@ public struct VerificationThresholds: Sendable {
         return broken
     }
 
+    /// `{"max_rel_rmse", "min_sqnr_db", "max_abs_err", "min_cosine"}`, null for unchecked ones.
     public var json: JSONValue {
         func value(_ x: Double?) -> JSONValue { x.map { .double($0) } ?? .null }
         return .object(["max_rel_rmse": value(maxRelativeRMSE), "min_sqnr_db": value(minSQNR),
@@ -32,9 +38,13 @@ public struct VerificationThresholds: Sendable {
 
 /// The result of comparing an original checkpoint with its conversion.
 public struct VerificationReport {
+    /// One tensor's comparison.
     public struct Tensor {
+        /// The tensor's name.
         public var name: String
+        /// The original's dtype.
         public var dtype: DType
+        /// The shape (the same on both sides).
         public var shape: [Int]
         /// How the converted side stores it: "raw", "nf4", "fp4", "int8" or "safetensors".
         public var scheme: String
@@ -49,9 +59,13 @@ public struct VerificationReport {
         public var isExactByConstruction: Bool { identical != nil }
     }
 
+    /// Path of the original checkpoint.
     public var original: String
+    /// Path of the converted checkpoint or container.
     public var converted: String
+    /// The limits the tensors were checked against.
     public var thresholds: VerificationThresholds
+    /// Every compared tensor, in the original's order.
     public var tensors: [Tensor]
 
     /// Tensors that broke a threshold or changed when they should not have.
@@ -64,6 +78,7 @@ public struct VerificationReport {
         ErrorSummary(tensors.filter { !$0.isExactByConstruction }.compactMap(\.metrics))
     }
 
+    /// The report as docs/CLI.md describes it; per-tensor rows only with `includeTensors`.
     public func json(includeTensors: Bool = true) -> JSONValue {
         var object = JSONObject()
         object.append("original", .string(original))
@@ -91,14 +106,20 @@ public struct VerificationReport {
         return .object(object)
     }
 
-    /// SQNR is +inf for an exact round trip; JSON has no infinity, so it is written as null.
+    /// JSON has no infinity or NaN, so a non-finite figure is written as null
+    /// (`JSONValue.double`). SQNR is +inf for an exact round trip and -inf or
+    /// NaN for the worst ones; `exact` tells them apart: a null `sqnr_db` with
+    /// `exact: true` is +inf, with `exact: false` it is -inf or NaN.
     static func json(_ m: ErrorMetrics) -> JSONValue {
         .object(["element_count": .int(m.elementCount), "max_abs_err": .double(m.maxAbsoluteError), "rmse": .double(m.rmse),
-                 "rel_rmse": .double(m.relativeRMSE), "sqnr_db": .double(m.sqnrDecibels), "cosine": .double(m.cosineSimilarity)])
+                 "rel_rmse": .double(m.relativeRMSE), "sqnr_db": .double(m.sqnrDecibels), "cosine": .double(m.cosineSimilarity),
+                 "exact": .bool(m.isExact)])
     }
 
+    /// The overall figures, written as `json(_: ErrorMetrics)` writes a tensor's.
     static func json(_ s: ErrorSummary) -> JSONValue {
         .object(["element_count": .int(s.elementCount), "max_abs_err": .double(s.maxAbsoluteError), "rmse": .double(s.rmse),
-                 "rel_rmse": .double(s.relativeRMSE), "sqnr_db": .double(s.sqnrDecibels), "cosine": .double(s.cosineSimilarity)])
+                 "rel_rmse": .double(s.relativeRMSE), "sqnr_db": .double(s.sqnrDecibels), "cosine": .double(s.cosineSimilarity),
+                 "exact": .bool(s.isExact)])
     }
 }

@@ -20,7 +20,8 @@ enum InspectCommand: Command {
         let path = arguments.positionals[0]
         let statistics = arguments.flag("--stats")
         let listTensors = arguments.flag("--tensors") || statistics
-        let report = try Inspection.inspect(path: path, statistics: statistics, threads: try arguments.threads())
+        let report = try Inspection.inspect(path: path, statistics: statistics, threads: try arguments.threads(),
+                                            quiet: arguments.flag("--quiet") || arguments.flag("--json"))
         if arguments.flag("--json") {
             console.printJSON(report.json(includeTensors: listTensors))
         } else {

@@ -37,7 +37,7 @@ enum QuantizeOptions {
         var verification: VerificationReport?
         if arguments.flag("--verify") {
             verification = try RoundTripVerifier.compare(original: checkpoint, converted: try ConvertedCheckpoint(path: output),
-                                                         options: .init(thresholds: thresholds.values, threads: options.threads))
+                                                         options: .init(thresholds: thresholds.values, threads: options.threads, quiet: options.quiet))
         }
         if arguments.flag("--json") {
             var json = report.json
@@ -136,7 +136,7 @@ enum ToInt8Command: Command {
         positionals: QuantizeOptions.positionals("INT8"),
         options: [
             .value("--outlier-threshold", "T", "bitsandbytes' absolute rule: a column with any |w| >= T is an outlier; 0 means none."),
-            .value("--outlier-rms-multiple", "K", "A column whose largest |w| is >= K x the tensor's RMS is an outlier (the default rule)."),
+            .value("--outlier-rms-multiple", "K", "A column whose largest |w| is >= K x the tensor's RMS is an outlier (the default rule, K = 10); 0 means none."),
         ] + QuantizeOptions.selection + VerifyThresholds.options + QuantizeOptions.common,
         discussion: QuantizeOptions.selectionHelp
     )

@@ -55,7 +55,8 @@ enum VerifyCommand: Command {
         let thresholds = try VerifyThresholds.parse(arguments)
         let report = try RoundTripVerifier.compare(
             original: try Checkpoint(path: arguments.positionals[0]), converted: try ConvertedCheckpoint(path: arguments.positionals[1]),
-            options: .init(thresholds: thresholds.values, only: arguments.values("--only"), threads: try arguments.threads()))
+            options: .init(thresholds: thresholds.values, only: arguments.values("--only"), threads: try arguments.threads(),
+                           quiet: arguments.flag("--quiet") || arguments.flag("--json")))
         if arguments.flag("--json") {
             console.printJSON(report.json(includeTensors: arguments.flag("--tensors")))
         } else {
@@ -74,7 +75,7 @@ enum VerifyCommand: Command {
             var row = [tensor.name, tensor.scheme]
             if let m = tensor.metrics {
                 row += [Format.grouped(m.elementCount), Format.number(m.maxAbsoluteError), Format.number(m.rmse), Format.number(m.relativeRMSE),
-                        m.sqnrDecibels.isFinite ? Format.fixed(m.sqnrDecibels, 2) : "inf", Format.fixed(m.cosineSimilarity, 6)]
+                        decibels(m.sqnrDecibels), Format.fixed(m.cosineSimilarity, 6)]
             } else {
                 row += [Format.grouped(tensor.shape.reduce(1, *)), "-", "-", "-", "-", "-"]
             }
@@ -92,9 +93,18 @@ enum VerifyCommand: Command {
         return Format.table([
             ["verified", "\(report.converted) against \(report.original)"],
             ["tensors", "\(report.tensors.count): \(compared) approximated, \(exact) identical"],
-            ["overall", "rel RMSE \(Format.number(o.relativeRMSE)), SQNR \(o.sqnrDecibels.isFinite ? Format.fixed(o.sqnrDecibels, 2) : "inf") dB, cosine \(Format.fixed(o.cosineSimilarity, 6)), max abs err \(Format.number(o.maxAbsoluteError)), RMSE \(Format.number(o.rmse)) over \(Format.grouped(o.elementCount)) elements"],
+            ["overall", "rel RMSE \(Format.number(o.relativeRMSE)), SQNR \(decibels(o.sqnrDecibels)) dB, cosine \(Format.fixed(o.cosineSimilarity, 6)), max abs err \(Format.number(o.maxAbsoluteError)), RMSE \(Format.number(o.rmse)) over \(Format.grouped(o.elementCount)) elements"],
             ["result", report.failures.isEmpty ? "passed" : "FAILED: \(report.failures.count) tensor\(report.failures.count == 1 ? "" : "s") out of bounds"],
         ])
+    }
+
+    /// An SQNR for the text report: two decimals, or `inf` (an exact match),
+    /// `-inf` (an all-zero original with an error) and `nan` (a NaN or
+    /// infinity reached the sums), whatever the NaN's sign.
+    static func decibels(_ value: Double) -> String {
+        if value.isNaN { return "nan" }
+        if value.isInfinite { return value > 0 ? "inf" : "-inf" }
+        return Format.fixed(value, 2)
     }
 
     /// One stderr line per failing tensor, so CI logs show what broke.
