@@ -1,6 +1,22 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+// On x86-64 the library, its tests and the benchmark are compiled for Haswell-class
+// CPUs (x86-64-v3: AVX2, FMA, F16C, BMI; every x86-64 server and desktop CPU made
+// since about 2015): the kernels' SIMD code then runs on 256-bit registers and
+// conversions take about half the time (docs/BENCHMARKS.md). `qconv` itself is
+// compiled for the baseline, so that on an older CPU it can say so instead of
+// crashing. `QCONV_PORTABLE=1 swift build` builds everything for the baseline
+// (and is how to depend on QConvKit by version: SwiftPM refuses unsafe flags there).
+#if arch(x86_64)
+let portable = Context.environment["QCONV_PORTABLE"].map { !$0.isEmpty && $0 != "0" } ?? false
+let kernelSettings: [SwiftSetting] = portable ? [] : [.unsafeFlags(["-target-cpu", "haswell"]), .define("QCONV_X86_64_V3")]
+let frontEndSettings: [SwiftSetting] = portable ? [] : [.define("QCONV_X86_64_V3")]
+#else
+let kernelSettings: [SwiftSetting] = []
+let frontEndSettings: [SwiftSetting] = []
+#endif
+
 let package = Package(
     name: "qconv",
     products: [
@@ -9,14 +25,14 @@ let package = Package(
     ],
     targets: [
         // All logic: formats, kernels, the container, verification, LoRA merging.
-        .target(name: "QConvKit"),
+        .target(name: "QConvKit", swiftSettings: kernelSettings),
         // The command-line front end: parses arguments, calls QConvKit, prints.
-        .executableTarget(name: "qconv", dependencies: ["QConvKit"]),
+        .executableTarget(name: "qconv", dependencies: ["QConvKit"], swiftSettings: frontEndSettings),
         // The benchmark harness (not part of `swift test`).
-        .executableTarget(name: "qconv-bench", dependencies: ["QConvKit"]),
+        .executableTarget(name: "qconv-bench", dependencies: ["QConvKit"], swiftSettings: kernelSettings),
         // Fixture paths, temporary folders and a runner for the built binary.
         .target(name: "QConvTestSupport", path: "Tests/Support"),
-        .testTarget(name: "QConvKitTests", dependencies: ["QConvKit", "QConvTestSupport"]),
+        .testTarget(name: "QConvKitTests", dependencies: ["QConvKit", "QConvTestSupport"], swiftSettings: kernelSettings),
         .testTarget(name: "QConvCLITests", dependencies: ["qconv", "QConvKit", "QConvTestSupport"]),
     ],
     swiftLanguageModes: [.v5]

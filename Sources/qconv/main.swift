@@ -51,6 +51,10 @@ func runMain() -> Int32 {
     default:
         break
     }
+    if let problem = CPUCheck.problem() {
+        Console.error(problem)
+        return 4
+    }
     guard let command = commands.first(where: { $0.spec.name == first }) else {
         Console.error("unknown command '\(first)'\nsee 'qconv --help'")
         return 2

@@ -42,6 +42,14 @@ public final class ContainerWriter {
         hasher = XXHash64()
     }
 
+    /// Discards what the open part holds so far: its bytes are written again
+    /// from its start (int8's second pass, when the outlier columns are known).
+    public func restartPart() throws {
+        guard let part = currentPart else { preconditionFailure("restartPart without beginPart") }
+        try writer.rewind(to: dataStart + part.offset)
+        hasher = XXHash64()
+    }
+
     /// Appends bytes to the open part.
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
         precondition(currentPart != nil, "write outside a part")

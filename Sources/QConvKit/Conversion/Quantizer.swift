@@ -69,8 +69,8 @@ public enum Quantizer {
                 case (.raw, _):
                     let part = ContainerPart(name: "data", dtype: tensor.info.dtype, shape: tensor.info.shape)
                     try writer.beginPart(part)
-                    try writer.append(contentsOf: tensor.stored.file, offset: tensor.stored.offset,
-                                      length: UInt64(tensor.info.byteCount), buffer: buffers.bytes(0))
+                    try streamBytes(of: tensor.stored.file, from: tensor.stored.offset, length: UInt64(tensor.info.byteCount),
+                                    buffers: buffers, threads: options.threads) { try writer.write($0) }
                     entry = ContainerHeader.Tensor(info: tensor.info, scheme: .raw, parameters: .raw, parts: [try writer.endPart()])
                 case (_, let method):
                     entry = try quantize(tensor.stored, file: tensor.stored.file.path, method: method, writer: writer,
@@ -191,77 +191,123 @@ public enum Quantizer {
             : ChunkBuffers(slots: sharedBuffers.slots, floats: chunkElements, bytes: chunkElements, scratch: chunkElements * 8)
         let chunkCount = (rows + rowsPerChunk - 1) / rowsPerChunk
         func rowRange(_ c: Int) -> Range<Int> { c * rowsPerChunk..<min(rows, (c + 1) * rowsPerChunk) }
+        // Within a chunk, rows are decoded and used a tile at a time, while
+        // they are still in the core's cache.
+        let rowsPerTile = max(rowUnit, tileElements / max(columns, 1) / rowUnit * rowUnit)
+        func tiles(of chunk: Range<Int>) -> [Range<Int>] {
+            stride(from: chunk.lowerBound, to: chunk.upperBound, by: rowsPerTile).map { $0..<min(chunk.upperBound, $0 + rowsPerTile) }
+        }
 
-        /// Reads rows as bitsandbytes sees them: float16 values.
-        func readRows(_ range: Range<Int>, slot: Int) throws -> UnsafeMutablePointer<Float> {
-            let floats = buffers.floats(slot).baseAddress!
+        /// Reads rows as bitsandbytes sees them, float16 values, into their
+        /// place in the slot's chunk buffer (the chunk starting at row `chunkStart`).
+        func readRows(_ range: Range<Int>, chunkStart: Int, slot: Int) throws -> UnsafeMutablePointer<Float> {
+            let floats = buffers.floats(slot).baseAddress! + (range.lowerBound - chunkStart) * columns
             try tensor.readFloats(range.lowerBound * columns..<range.upperBound * columns, into: floats, scratch: buffers.scratch(slot))
             if info.dtype != .f16 { FloatConversion.roundTrip(floats, count: range.count * columns, through: .f16) }
             return floats
         }
 
+        var rowScales = [Float](repeating: 0, count: rows)
+        var firstBad = [Int?](repeating: nil, count: buffers.slots)
+
+        /// Quantizes the rows of `tile` (within the chunk starting at row
+        /// `chunkStart`) from the values `readRows` left in the slot's buffer;
+        /// without outlier columns, returns the chunk-relative index of a
+        /// non-finite value instead when that must be refused.
+        func quantizeTile(_ tile: Range<Int>, chunkStart: Int, slot: Int, selection: OutlierSelection,
+                          rowScales: UnsafeMutableBufferPointer<Float>, outlierValues: UnsafeMutableBufferPointer<UInt16>) -> Int? {
+            let offset = (tile.lowerBound - chunkStart) * columns
+            let count = tile.count * columns
+            let values = UnsafeBufferPointer(start: buffers.floats(slot).baseAddress! + offset, count: count)
+            let k = selection.columns.count
+            Int8Vectorwise.quantize(rows: values, rowCount: tile.count, columns: columns, selection: selection,
+                                    codes: UnsafeMutableBufferPointer(start: buffers.bytes(slot).baseAddress!.assumingMemoryBound(to: Int8.self) + offset, count: count),
+                                    rowScales: UnsafeMutableBufferPointer(rebasing: rowScales[tile]),
+                                    outlierValues: UnsafeMutableBufferPointer(rebasing: outlierValues[tile.lowerBound * k..<tile.upperBound * k]))
+            // Without outlier columns no element is left out of a row's absmax,
+            // so a NaN or infinity shows in the row's scale.
+            if !allowNonfinite, selection == .none,
+               !FiniteChecks.allFinite(UnsafeBufferPointer(rebasing: UnsafeBufferPointer(rowScales)[tile])),
+               let bad = FiniteChecks.firstNonFinite(values) {
+                return offset + bad
+            }
+            return nil
+        }
+
+        /// Writes a computed chunk's codes, or throws for its non-finite value
+        /// (`bad`, chunk-relative).
+        func emitCodes(_ c: Int, slot: Int, bad: Int?) throws {
+            let range = rowRange(c)
+            if let bad {
+                throw try int8NonFinite(tensor, file: file, rows: range, bad: bad, buffers: buffers, slot: slot)
+            }
+            try writer.write(UnsafeRawBufferPointer(rebasing: buffers.bytes(slot)[0..<range.count * columns]))
+        }
+
+        // The codes part is the same whatever the outlier columns.
+        try writer.beginPart(ContainerLayout.parts(for: info, scheme: .int8, parameters: .int8(outlierColumnCount: 0, rule: outliers.description, threshold: nil))[0])
         var selection = OutlierSelection.none
-        // Whether a NaN or infinity may be anywhere: the outlier scan counts
-        // them; without a scan a non-finite value shows in its row's scale
-        // (no element is excluded from the absmax then).
-        var mayHoldNonFinite = true
         if outliers != .none {
+            // Pass 1 scans every row for the outlier columns, which are known
+            // only at the end. Meanwhile it quantizes and writes the rows as if
+            // there were none, which is the final result for the many tensors
+            // where the rule selects no column; otherwise pass 2 writes the
+            // codes part again. Either way a NaN or infinity is found here: it
+            // makes its row's scale non-finite.
             var total = OutlierScan(columns: columns)
             var scans = [OutlierScan](repeating: OutlierScan(columns: columns), count: buffers.slots)
             try scans.withUnsafeMutableBufferPointer { scans in
-                try processChunksInBatches(chunkCount: chunkCount, slots: buffers.slots, threads: threads, compute: { c, slot in
-                    let range = rowRange(c)
-                    let floats = try readRows(range, slot: slot)
-                    scans[slot] = OutlierScan(columns: columns)
-                    scans[slot].add(UnsafeBufferPointer(start: floats, count: range.count * columns))
-                }, emit: { _, slot in
-                    total.merge(scans[slot])
-                })
+                try rowScales.withUnsafeMutableBufferPointer { rowScales in
+                    try firstBad.withUnsafeMutableBufferPointer { firstBad in
+                        try processChunksInBatches(chunkCount: chunkCount, slots: buffers.slots, threads: threads, compute: { c, slot in
+                            let range = rowRange(c)
+                            scans[slot] = OutlierScan(columns: columns)
+                            firstBad[slot] = nil
+                            for tile in tiles(of: range) {
+                                let floats = try readRows(tile, chunkStart: range.lowerBound, slot: slot)
+                                scans[slot].add(UnsafeBufferPointer(start: floats, count: tile.count * columns))
+                                if firstBad[slot] == nil {
+                                    firstBad[slot] = quantizeTile(tile, chunkStart: range.lowerBound, slot: slot, selection: .none,
+                                                                  rowScales: rowScales, outlierValues: UnsafeMutableBufferPointer(start: nil, count: 0))
+                                }
+                            }
+                        }, emit: { c, slot in
+                            total.merge(scans[slot])
+                            try emitCodes(c, slot: slot, bad: firstBad[slot])
+                        })
+                    }
+                }
             }
             selection = total.selection(outliers)
-            mayHoldNonFinite = total.finiteCount < info.elementCount
+            if selection != .none { try writer.restartPart() }
         }
         let outlierColumns = selection.columns
         let k = outlierColumns.count
-        var rowScales = [Float](repeating: 0, count: rows)
         // One spare element, so that buffer pointers into it always have a base address.
         var outlierValues = [UInt16](repeating: 0, count: rows * k + 1)
-        var firstBad = [Int?](repeating: nil, count: buffers.slots)
-        let parameters = SchemeParameters.int8(outlierColumnCount: k, rule: outliers.description,
-                                               threshold: k > 0 ? Double(selection.threshold) : nil)
-        var layout = ContainerLayout.parts(for: info, scheme: .int8, parameters: parameters)
-        try writer.beginPart(layout[0])
-        try rowScales.withUnsafeMutableBufferPointer { rowScales in
-            try outlierValues.withUnsafeMutableBufferPointer { outlierValues in
-                try firstBad.withUnsafeMutableBufferPointer { firstBad in
-                    try processChunksInBatches(chunkCount: chunkCount, slots: buffers.slots, threads: threads, compute: { c, slot in
-                        let range = rowRange(c)
-                        let floats = try readRows(range, slot: slot)
-                        let count = range.count * columns
-                        firstBad[slot] = nil
-                        if !allowNonfinite, mayHoldNonFinite, selection != .none {
-                            firstBad[slot] = FiniteChecks.firstNonFinite(UnsafeBufferPointer(start: floats, count: count))
-                            guard firstBad[slot] == nil else { return }
-                        }
-                        Int8Vectorwise.quantize(rows: UnsafeBufferPointer(start: floats, count: count), rowCount: range.count, columns: columns,
-                                                selection: selection,
-                                                codes: UnsafeMutableBufferPointer(start: buffers.bytes(slot).baseAddress!.assumingMemoryBound(to: Int8.self), count: count),
-                                                rowScales: UnsafeMutableBufferPointer(rebasing: rowScales[range]),
-                                                outlierValues: UnsafeMutableBufferPointer(start: outlierValues.baseAddress! + range.lowerBound * k, count: range.count * k))
-                        if !allowNonfinite, selection == .none,
-                           !FiniteChecks.allFinite(UnsafeBufferPointer(rebasing: UnsafeBufferPointer(rowScales)[range])) {
-                            firstBad[slot] = FiniteChecks.firstNonFinite(UnsafeBufferPointer(start: floats, count: count))
-                        }
-                    }, emit: { c, slot in
-                        let range = rowRange(c)
-                        if let bad = firstBad[slot] {
-                            throw try int8NonFinite(tensor, file: file, rows: range, bad: bad, buffers: buffers, slot: slot)
-                        }
-                        try writer.write(UnsafeRawBufferPointer(rebasing: buffers.bytes(slot)[0..<range.count * columns]))
-                    })
+        if outliers == .none || selection != .none {
+            try rowScales.withUnsafeMutableBufferPointer { rowScales in
+                try outlierValues.withUnsafeMutableBufferPointer { outlierValues in
+                    try firstBad.withUnsafeMutableBufferPointer { firstBad in
+                        try processChunksInBatches(chunkCount: chunkCount, slots: buffers.slots, threads: threads, compute: { c, slot in
+                            let range = rowRange(c)
+                            firstBad[slot] = nil
+                            for tile in tiles(of: range) {
+                                _ = try readRows(tile, chunkStart: range.lowerBound, slot: slot)
+                                firstBad[slot] = quantizeTile(tile, chunkStart: range.lowerBound, slot: slot, selection: selection,
+                                                              rowScales: rowScales, outlierValues: outlierValues)
+                                if firstBad[slot] != nil { return }
+                            }
+                        }, emit: { c, slot in
+                            try emitCodes(c, slot: slot, bad: firstBad[slot])
+                        })
+                    }
                 }
             }
         }
+        let parameters = SchemeParameters.int8(outlierColumnCount: k, rule: outliers.description,
+                                               threshold: k > 0 ? Double(selection.threshold) : nil)
+        var layout = ContainerLayout.parts(for: info, scheme: .int8, parameters: parameters)
         layout[0] = try writer.endPart()
         layout[1] = try rowScales.withUnsafeBytes { try writer.writePart(layout[1], bytes: $0) }
         let columnIndices = outlierColumns.map { Int32($0).littleEndian }

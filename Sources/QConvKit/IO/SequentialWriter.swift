@@ -139,6 +139,15 @@ public final class SequentialWriter {
         }
     }
 
+    /// Flushes and moves the write position back to `offset` (at most the
+    /// current position): what follows overwrites the bytes from there on.
+    public func rewind(to offset: UInt64) throws {
+        precondition(offset <= position, "rewind past the end")
+        try flush()
+        guard lseek(descriptor, off_t(offset), SEEK_SET) >= 0 else { throw IOError("seek in", path: path) }
+        position = offset
+    }
+
     /// Flushes, then rewrites `bytes` at an earlier `offset` (e.g. a header
     /// whose content is only known at the end). The write position is unchanged.
     public func overwrite(at offset: UInt64, bytes: [UInt8]) throws {

@@ -9,22 +9,19 @@ public enum FloatConversion {
     // MARK: - Scalars
 
     /// IEEE half to float32, exact (subnormals, infinities and NaN payloads kept).
+    ///
+    /// Without branches, so that loops calling it vectorize: the half's
+    /// exponent and mantissa, shifted into float position, are a float 2^112
+    /// too small (a float subnormal for a half subnormal), and one exact
+    /// multiplication by 2^112 rebiases both; infinities and NaNs instead get
+    /// the all-ones exponent, keeping their payload.
     @inline(__always)
     public static func float(fromHalf bits: UInt16) -> Float {
-        // Giesen's half_to_float: shift into float position and rebias; infinities
-        // and NaNs get the rest of the exponent; subnormals are renormalized with
-        // one float subtraction.
         let h = UInt32(bits)
-        var o = (h & 0x7FFF) << 13
-        let exponent = o & 0x0F80_0000
-        o &+= (127 - 15) << 23
-        if exponent == 0x0F80_0000 {
-            o &+= (128 - 16) << 23
-        } else if exponent == 0 {
-            o &+= 1 << 23
-            o = (Float(bitPattern: o) - Float(bitPattern: 113 << 23)).bitPattern
-        }
-        return Float(bitPattern: o | (h & 0x8000) << 16)
+        let shifted = (h & 0x7FFF) << 13
+        let rebiased = (Float(bitPattern: shifted) * 0x1p112).bitPattern
+        let magnitude = shifted >= 0x0F80_0000 ? shifted | 0x7F80_0000 : rebiased
+        return Float(bitPattern: magnitude | (h & 0x8000) << 16)
     }
 
     /// float32 to IEEE half, rounding to nearest even; overflow gives infinity,

@@ -130,7 +130,10 @@ public enum Blockwise4Bit {
             lanesMaximum.replace(with: bits, where: bits .> lanesMaximum)
             i += lanes
         }
-        var maximum = lanesMaximum.max()
+        // Folded by hand: the stdlib's `max()` of a SIMD16 is a call per block.
+        let half = lanesMaximum.lowHalf.replacing(with: lanesMaximum.highHalf, where: lanesMaximum.highHalf .> lanesMaximum.lowHalf)
+        let quarter = half.lowHalf.replacing(with: half.highHalf, where: half.highHalf .> half.lowHalf)
+        var maximum = max(max(quarter[0], quarter[1]), max(quarter[2], quarter[3]))
         while i < count {
             maximum = max(maximum, Int32(bitPattern: values[i].bitPattern & 0x7FFF_FFFF))
             i += 1
@@ -170,8 +173,8 @@ struct NibbleEncoder {
     func positions(_ scaled: SIMD16<Float>) -> SIMD16<Int32> {
         var position = SIMD16<Int32>(repeating: 15)
         for k in 0..<15 {
-            // A true lane is all ones, -1 as an integer.
-            position &+= SIMD16<Int32>(repeating: 0).replacing(with: -1, where: scaled .<= midpoints[k])
+            // A true lane is all ones, -1 as an integer: the mask is added as it is.
+            position &+= unsafeBitCast(scaled .<= midpoints[k], to: SIMD16<Int32>.self)
         }
         return position
     }
@@ -179,8 +182,12 @@ struct NibbleEncoder {
     /// Element 2j in the high nibble, 2j + 1 in the low one.
     @inline(__always)
     func pack(_ scaled: SIMD16<Float>) -> SIMD8<UInt8> {
-        let position = positions(scaled)
-        var bytes = SIMD8<UInt8>(truncatingIfNeeded: (position.evenHalf &<< 4) | position.oddHalf)
+        // On a little-endian machine (every platform Swift runs qconv on)
+        // lanes 2j and 2j + 1 are the low and high halves of 64-bit lane j,
+        // so two shifts put 2j above 2j + 1 in the low byte: cheaper than
+        // gathering the even and odd lanes apart.
+        let pairs = unsafeBitCast(positions(scaled), to: SIMD8<UInt64>.self)
+        var bytes = SIMD8<UInt8>(truncatingIfNeeded: (pairs &<< 4) | (pairs &>> 32))
         if let nibblesOfPositions {
             for lane in 0..<8 { bytes[lane] = nibblesOfPositions[Int(bytes[lane])] }
         }

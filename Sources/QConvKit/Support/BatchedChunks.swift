@@ -163,3 +163,26 @@ public final class ChunkBuffers {
     public func bytes(_ slot: Int) -> UnsafeMutableRawBufferPointer { byteStorage[slot] }
     public func scratch(_ slot: Int) -> UnsafeMutableRawBufferPointer { scratchStorage[slot] }
 }
+
+/// Hands `length` bytes of `file` from `offset` to `sink` in order, in pieces
+/// of at most 256 KB (see `SequentialWriter.bufferSize`), read ahead on
+/// `threads` workers into the slots' byte buffers.
+///
+/// The copy of a tensor that is stored as it is but checksummed on the way
+/// (raw container parts): reading, hashing and writing each run once, and the
+/// reads overlap the calling thread's hashing and writing instead of
+/// following them.
+public func streamBytes(of file: ReadableFile, from offset: UInt64, length: UInt64, buffers: ChunkBuffers, threads: Int,
+                        to sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+    let step = UInt64(min(buffers.byteCapacity, SequentialWriter.bufferSize))
+    let count = Int((length + step - 1) / step)
+    func piece(_ chunk: Int, _ slot: Int) -> UnsafeMutableRawBufferPointer {
+        let start = UInt64(chunk) * step
+        return UnsafeMutableRawBufferPointer(rebasing: buffers.bytes(slot)[0..<Int(min(step, length - start))])
+    }
+    try processChunksInBatches(chunkCount: count, slots: buffers.slots, threads: threads, compute: { chunk, slot in
+        try file.read(at: offset + UInt64(chunk) * step, into: piece(chunk, slot))
+    }, emit: { chunk, slot in
+        try sink(UnsafeRawBufferPointer(piece(chunk, slot)))
+    })
+}

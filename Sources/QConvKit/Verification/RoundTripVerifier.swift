@@ -38,6 +38,8 @@ public enum RoundTripVerifier {
     }
 
     static let chunkElements = 1 << 20
+    /// Elements of each side read and compared at once (64 KB of floats).
+    static let tileElements = 1 << 14
 
     public static func compare(original: Checkpoint, converted: ConvertedCheckpoint, options: Options) throws -> VerificationReport {
         let patterns = try options.only.map { pattern -> Regex<AnyRegexOutput> in
@@ -121,6 +123,7 @@ public enum RoundTripVerifier {
                         left: ChunkBuffers, right: ChunkBuffers, threads: Int) throws -> ErrorMetrics {
         let n = original.info.elementCount
         let chunk = converted.chunkElements(limit: left.floatCapacity)
+        let tile = min(chunk, converted.chunkElements(limit: tileElements))
         let (a, b) = chunk <= left.floatCapacity ? (left, right)
             : (ChunkBuffers(slots: left.slots, floats: chunk, bytes: 0, scratch: chunk * 8),
                ChunkBuffers(slots: left.slots, floats: chunk, bytes: 0, scratch: chunk * 8))
@@ -130,10 +133,16 @@ public enum RoundTripVerifier {
             try processChunksInBatches(chunkCount: (n + chunk - 1) / chunk, slots: a.slots, threads: threads, compute: { c, slot in
                 let range = c * chunk..<min(n, (c + 1) * chunk)
                 let x = a.floats(slot).baseAddress!, y = b.floats(slot).baseAddress!
-                try original.readFloats(range, into: x, scratch: a.scratch(slot))
-                try converted.readFloats(range, into: y, scratch: b.scratch(slot))
                 var metrics = ErrorMetrics()
-                metrics.add(original: UnsafeBufferPointer(start: x, count: range.count), reconstructed: UnsafeBufferPointer(start: y, count: range.count))
+                // A tile at a time, so that both sides are still in the core's
+                // cache when the metrics read them.
+                for start in stride(from: range.lowerBound, to: range.upperBound, by: tile) {
+                    let tileRange = start..<min(range.upperBound, start + tile)
+                    try original.readFloats(tileRange, into: x, scratch: a.scratch(slot))
+                    try converted.readFloats(tileRange, into: y, scratch: b.scratch(slot))
+                    metrics.add(original: UnsafeBufferPointer(start: x, count: tileRange.count),
+                                reconstructed: UnsafeBufferPointer(start: y, count: tileRange.count))
+                }
                 partial[slot] = metrics
             }, emit: { _, slot in
                 total.merge(partial[slot])

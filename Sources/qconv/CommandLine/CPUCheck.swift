@@ -1,0 +1,41 @@
+import Glibc
+
+/// The instruction-set check `qconv` makes before it calls into QConvKit.
+///
+/// On x86-64 QConvKit is normally compiled for x86-64-v3 (see Package.swift);
+/// on a CPU without those extensions its first SIMD instruction would kill
+/// the process with SIGILL. This file is compiled for the baseline, reads the
+/// CPU's flags from /proc/cpuinfo and explains instead.
+enum CPUCheck {
+    /// /proc/cpuinfo flags the kernels were compiled to use (`abm` is LZCNT).
+    static let required: [String] = {
+        #if QCONV_X86_64_V3
+        return ["avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "abm", "movbe"]
+        #else
+        return []
+        #endif
+    }()
+
+    /// The message for a CPU that lacks some required flag; nil when all are
+    /// there, when nothing is required, or when the flags cannot be read.
+    static func problem() -> String? {
+        guard !required.isEmpty, let flags = cpuFlags() else { return nil }
+        let missing = required.filter { !flags.contains($0) }
+        guard !missing.isEmpty else { return nil }
+        return "this qconv was built for x86-64-v3 CPUs and this CPU lacks \(missing.joined(separator: ", "))\n"
+            + "rebuild it for any x86-64 CPU with: QCONV_PORTABLE=1 swift build -c release"
+    }
+
+    /// The `flags` line of the first processor in /proc/cpuinfo.
+    static func cpuFlags() -> Set<String>? {
+        guard let file = fopen("/proc/cpuinfo", "r") else { return nil }
+        defer { fclose(file) }
+        var line = [CChar](repeating: 0, count: 8192)
+        while fgets(&line, Int32(line.count), file) != nil {
+            let text = String(cString: line)
+            guard text.hasPrefix("flags"), let colon = text.firstIndex(of: ":") else { continue }
+            return Set(text[text.index(after: colon)...].split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" }).map(String.init))
+        }
+        return nil
+    }
+}
