@@ -2,8 +2,7 @@ import Foundation
 
 /// How far a reconstructed tensor is from its original, accumulated over chunks.
 ///
-/// Sums are kept in Double (blocks of 256 elements are summed in float32
-/// first, see `add`). For parallel work give each chunk its own
+/// Sums are kept in Double. For parallel work give each chunk its own
 /// accumulator and `merge` them; the result equals one pass over all elements
 /// up to the rounding of the sums.
 ///
@@ -33,80 +32,41 @@ public struct ErrorMetrics: Equatable, Sendable {
     /// No elements yet: exact.
     public init() {}
 
-    /// Elements summed in float32 before the sums are carried to Double: few
-    /// enough (32 per lane) that float32 rounding stays near one part in 10^6.
-    static let blockElements = 256
-
     /// Compares two chunks of equal length, element by element.
-    ///
-    /// Blocks of `blockElements` are summed in float32 lanes (twice as many
-    /// lanes per instruction as Double) and each block's sums are added to
-    /// the Double totals. A block whose float32 sums are not finite (values
-    /// beyond about 1e19, or NaN and infinity) is summed again in Double, so
-    /// that only values that are themselves non-finite make the figures so.
     public mutating func add(original: UnsafeBufferPointer<Float>, reconstructed: UnsafeBufferPointer<Float>) {
         precondition(original.count == reconstructed.count, "ErrorMetrics.add: \(original.count) original vs \(reconstructed.count) reconstructed values")
         guard let a = original.baseAddress, let b = reconstructed.baseAddress else { return }
         let count = original.count
-        var largest = SIMD8<Float>()
-        var index = 0
-        while index < count {
-            let width = min(Self.blockElements, count - index)
-            if !addBlockInFloat(a + index, b + index, count: width, largest: &largest) {
-                addBlockInDouble(a + index, b + index, count: width)
-            }
-            index += width
-        }
-        elementCount += count
-        largestError = Swift.max(largestError, Double(largest.max()))
-    }
-
-    /// One block in float32; false (and nothing added) when a sum is not finite.
-    @inline(__always)
-    private mutating func addBlockInFloat(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int,
-                                          largest: inout SIMD8<Float>) -> Bool {
         let lanes = SIMD8<Float>.scalarCount
-        var squaredError = SIMD8<Float>(), squaredA = SIMD8<Float>(), squaredB = SIMD8<Float>(), dot = SIMD8<Float>()
-        var blockLargest = SIMD8<Float>()
+        var squaredError = SIMD8<Double>(), squaredA = SIMD8<Double>(), squaredB = SIMD8<Double>(), dot = SIMD8<Double>()
+        var largest = SIMD8<Double>()
+        let zero = SIMD8<Double>()
         var index = 0
         while index < count {
             // Padding lanes are 0 in both tensors and contribute nothing.
             let width = min(lanes, count - index)
-            let x = Int8Vectorwise.loadPadded(UnsafeRawPointer(a), from: index, width: width, as: Float.self)
-            let y = Int8Vectorwise.loadPadded(UnsafeRawPointer(b), from: index, width: width, as: Float.self)
-            // x - y is exact where the two are within a factor of two of each other (Sterbenz).
+            let x = Int8Vectorwise.widen(Int8Vectorwise.loadPadded(UnsafeRawPointer(a), from: index, width: width, as: Float.self))
+            let y = Int8Vectorwise.widen(Int8Vectorwise.loadPadded(UnsafeRawPointer(b), from: index, width: width, as: Float.self))
             let error = x - y
+            // Multiply and add, not `addProduct`: without an FMA instruction in
+            // the baseline target that becomes a libm call per lane.
             squaredError += error * error
             squaredA += x * x
             squaredB += y * y
             dot += x * y
-            let magnitude = unsafeBitCast(unsafeBitCast(error, to: SIMD8<UInt32>.self) & 0x7FFF_FFFF, to: SIMD8<Float>.self)
-            blockLargest.replace(with: magnitude, where: magnitude .> blockLargest)
-            index += width
-        }
-        let e = squaredError.sum(), x = squaredA.sum(), y = squaredB.sum(), d = dot.sum()
-        guard e.isFinite && x.isFinite && y.isFinite && d.isFinite else { return false }
-        sumSquaredError += Double(e)
-        sumSquaredOriginal += Double(x)
-        sumSquaredReconstructed += Double(y)
-        dotProduct += Double(d)
-        largest.replace(with: blockLargest, where: blockLargest .> largest)
-        return true
-    }
-
-    /// One block in Double (overflowing float32 sums, NaN and infinities).
-    private mutating func addBlockInDouble(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) {
-        for i in 0..<count {
-            let x = Double(a[i]), y = Double(b[i])
-            let error = x - y
-            sumSquaredError += error * error
-            sumSquaredOriginal += x * x
-            sumSquaredReconstructed += y * y
-            dotProduct += x * y
             // A NaN error is not kept here; it reaches `sumSquaredError`, which
             // `maxAbsoluteError` checks.
-            if abs(error) > largestError { largestError = abs(error) }
+            // Compared with a vector, not the scalar 0: that overload is generic
+            // and compiles lane by lane.
+            largest = Int8Vectorwise.larger(largest, error.replacing(with: -error, where: error .< zero))
+            index += width
         }
+        elementCount += count
+        sumSquaredError += squaredError.sum()
+        sumSquaredOriginal += squaredA.sum()
+        sumSquaredReconstructed += squaredB.sum()
+        dotProduct += dot.sum()
+        largestError = Swift.max(largestError, largest.max())
     }
 
     /// Folds in the figures of other elements (another chunk or tensor).
