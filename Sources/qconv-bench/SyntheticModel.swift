@@ -16,9 +16,11 @@ struct SyntheticModel {
     /// About 0.13 GB, for `--quick`.
     static let quick = SyntheticModel(hidden: 1024, layers: 4, intermediate: 2752, vocabulary: 8000)
 
-    /// The standard shape with `layers` chosen to reach about `bytes`.
+    /// The standard shape with `layers` chosen to reach about `bytes`; the
+    /// vocabulary is halved so that one layer fits in a quarter of a gigabyte.
     static func sized(_ bytes: Double) -> SyntheticModel {
         var model = SyntheticModel.standard
+        model.vocabulary = 16000
         let fixed = Double(2 * model.vocabulary * model.hidden + model.hidden) * 2
         let perLayer = Double(4 * model.hidden * model.hidden + 3 * model.hidden * model.intermediate + 2 * model.hidden) * 2
         model.layers = max(1, Int(((bytes - fixed) / perLayer).rounded()))

@@ -94,6 +94,10 @@ func fixed(_ value: Double, _ decimals: Int) -> String {
 
 func log(_ text: String) { fputs(text + "\n", stderr) }
 
+/// Writes every dirty page to disk before a timed run, so that no run pays
+/// for the write-back of the one before it (the page cache keeps the inputs).
+func settle() { sync() }
+
 /// Runs `command` and `cp` alternately `runs` times; medians of each.
 func timeAgainstCopy(_ name: String, _ command: [String], output: String, copySource: String, runs: Int,
                      targetRatio: Double?, targetRSS: UInt64?) -> Row {
@@ -101,9 +105,11 @@ func timeAgainstCopy(_ name: String, _ command: [String], output: String, copySo
     let copyTarget = FileSystem.directoryName(of: copySource) + "/copy.bin"
     for run in 0..<runs {
         FileSystem.removeItem(copyTarget)
+        settle()
         copies.append(Runner.measure(["cp", copySource, copyTarget]).seconds)
         FileSystem.removeItem(copyTarget)
         if !output.isEmpty { FileSystem.removeItem(output) }
+        settle()
         let measured = Runner.measure(command)
         if measured.status != 0 {
             log("  \(name) run \(run + 1) failed with exit \(measured.status): \(command.joined(separator: " "))")
@@ -234,6 +240,7 @@ func runPeers(settings: Settings, rows: [Row], weights: String, base: String, ad
         var times: [Double] = [], peak: UInt64 = 0, failed = false
         for _ in 0..<settings.runs {
             FileSystem.removeItem(job.output)
+            settle()
             let measured = Runner.measure(job.command)
             failed = failed || measured.status != 0
             times.append(measured.seconds)
@@ -265,6 +272,7 @@ func runLlamaCpp(settings: Settings, rows: [Row], weights: String, work: String)
         var times: [Double] = [], peak: UInt64 = 0
         for _ in 0..<settings.runs {
             FileSystem.removeItem(work + "/peer.gguf")
+            settle()
             let measured = Runner.measure([settings.python, settings.peersDirectory + "/llama_quantize.py", gguf, work + "/peer.gguf", kind])
             times.append(measured.seconds)
             peak = max(peak, measured.peakRSSBytes)
@@ -288,6 +296,7 @@ func runSweep(settings: Settings, work: String, threads: [String]) throws {
         var times: [Double] = [], peak: UInt64 = 0
         for _ in 0..<settings.runs {
             FileSystem.removeItem(work + "/sweep.qc")
+            settle()
             let measured = Runner.measure([settings.qconv, "to-nf4", weights, work + "/sweep.qc", "--quiet"] + threads)
             times.append(measured.seconds)
             peak = max(peak, measured.peakRSSBytes)

@@ -173,13 +173,24 @@ final class ConversionCLITests: XCTestCase {
         try bytes.write(to: URL(fileURLWithPath: directory.file("flipped.qc")))
         try bytes.prefix(bytes.count - 7).write(to: URL(fileURLWithPath: directory.file("truncated.qc")))
 
-        for arguments in [["verify", directory.file("flipped.qc")], ["dequant", directory.file("flipped.qc"), directory.file("out.safetensors")]] {
+        // The integrity check, and the two commands that check checksums while they decode.
+        for arguments in [["verify", directory.file("flipped.qc")], ["dequant", directory.file("flipped.qc"), directory.file("out.safetensors")],
+                          ["verify", Fixtures.sample("sharded_llama"), directory.file("flipped.qc")],
+                          ["dequant", directory.file("flipped.qc"), directory.file("out.safetensors"), "--dtype", "bf16"]] {
             let result = try runQConv(arguments)
             XCTAssertEqual(result.status, 3, arguments.joined(separator: " "))
             XCTAssertEqual(result.stderr.split(separator: "\n").count, 1, result.stderr)
             XCTAssertTrue(result.stderr.contains("tensor '\(tensor.name)'") && result.stderr.contains("'codes'"), result.stderr)
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: directory.file("out.safetensors")), "no partial output")
+        // A raw tensor's part, checked while `verify ORIGINAL CONVERTED` compares it byte for byte.
+        let raw = container.tensors.first { $0.scheme == .raw }!
+        var rawFlipped = try Data(contentsOf: URL(fileURLWithPath: path))
+        rawFlipped[Int(container.dataStart + raw.parts[0].offset) + 3] ^= 0x10
+        try rawFlipped.write(to: URL(fileURLWithPath: directory.file("raw-flipped.qc")))
+        let rawResult = try runQConv(["verify", Fixtures.sample("sharded_llama"), directory.file("raw-flipped.qc")])
+        XCTAssertEqual(rawResult.status, 3, rawResult.stderr)
+        XCTAssertTrue(rawResult.stderr.contains("tensor '\(raw.name)'") && rawResult.stderr.contains("checksum"), rawResult.stderr)
         let truncated = try runQConv(["verify", directory.file("truncated.qc")])
         XCTAssertEqual(truncated.status, 3)
         XCTAssertTrue(truncated.stderr.contains("lm_head.weight") && truncated.stderr.contains("truncated"), truncated.stderr)
@@ -255,9 +266,12 @@ final class ConversionCLITests: XCTestCase {
         var data: [UInt8] = []
         for (i, tensor) in tensors.enumerated() {
             precondition(tensor.shape.reduce(1, *) == tensor.values.count)
-            let bytes: [UInt8] = dtype == "BF16"
-                ? tensor.values.flatMap { withUnsafeBytes(of: UInt16(truncatingIfNeeded: $0.bitPattern >> 16).littleEndian, Array.init) }
-                : tensor.values.flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian, Array.init) }
+            let bytes: [UInt8]
+            switch dtype {
+            case "BF16": bytes = tensor.values.flatMap { withUnsafeBytes(of: UInt16(truncatingIfNeeded: $0.bitPattern >> 16).littleEndian, Array.init) }
+            case "F64": bytes = tensor.values.flatMap { withUnsafeBytes(of: Double($0).bitPattern.littleEndian, Array.init) }
+            default: bytes = tensor.values.flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian, Array.init) }
+            }
             header += (i > 0 ? "," : "") + "\"\(tensor.name)\":\(tensorEntry(dtype, tensor.shape, data.count, data.count + bytes.count))"
             data += bytes
         }
@@ -302,6 +316,24 @@ final class ConversionCLITests: XCTestCase {
     /// 1-D, scalar, rank-3 and single-row tensors through `to-int8 --all` and
     /// `dequant --dtype f32`: the container holds bitsandbytes' CB, SCB and
     /// outlier columns, and the values are bitsandbytes' (outliers in FP16).
+    /// An F64 source comes back as F64 (each tensor in its source dtype), the
+    /// float32 dequantized values widened exactly; `--dtype f32` still narrows.
+    func testF64SourceComesBackAsF64() throws {
+        let directory = TemporaryDirectory()
+        writeTensors(directory.file("in.safetensors"), [("w", [4, 64], randomValues(256, scale: 0.1, seed: 9))], dtype: "F64")
+        XCTAssertEqual(try runQConv(["to-nf4", directory.file("in.safetensors"), directory.file("q.qc"), "--all", "--quiet"]).status, 0)
+        let f64 = try runQConv(["dequant", directory.file("q.qc"), directory.file("f64.safetensors"), "--quiet"])
+        XCTAssertEqual(f64.status, 0, f64.stderr)
+        let f32 = try runQConv(["dequant", directory.file("q.qc"), directory.file("f32.safetensors"), "--dtype", "f32", "--quiet"])
+        XCTAssertEqual(f32.status, 0, f32.stderr)
+        let wide = try XCTUnwrap(try Checkpoint(path: directory.file("f64.safetensors")).tensor(named: "w"))
+        let narrow = try XCTUnwrap(try Checkpoint(path: directory.file("f32.safetensors")).tensor(named: "w"))
+        XCTAssertEqual(wide.info.dtype, .f64)
+        XCTAssertEqual(narrow.info.dtype, .f32)
+        let doubles = try wide.stored.allBytes().withUnsafeBytes { raw in (0..<256).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: Double.self) } }
+        XCTAssertEqual(doubles, try narrow.stored.allFloats().map(Double.init))
+    }
+
     func testInt8SmallShapesMatchBitsandbytes() throws {
         let directory = TemporaryDirectory()
         var vector = randomValues(10, scale: 0.45, seed: 1)

@@ -342,12 +342,36 @@ final class InspectCLITests: XCTestCase {
         }
         XCTAssertGreaterThanOrEqual(paths.count, 19)
         XCTAssertTrue(paths.contains(Fixtures.sample("sharded_llama")))
+        // transformers' bitsandbytes layouts (copies of shared/refdata/models/hf_*).
+        for name in ["hf_fp32_llama", "hf_bnb_nf4_dq", "hf_bnb_fp4", "hf_bnb_int8"] {
+            XCTAssertTrue(paths.contains(Fixtures.path("models/" + name)), name)
+        }
         for path in paths {
             let result = try runQConv(["inspect", path, "--json"])
             XCTAssertEqual(result.status, 0, "\(path): \(result.stderr)")
             XCTAssertEqual(result.stderr, "", path)
             XCTAssertGreaterThan(try json(result.stdout)["tensor_count"] as? Int ?? 0, 0, path)
         }
+    }
+
+    /// transformers' on-disk layout of bitsandbytes checkpoints reads as what it
+    /// is: packed 4-bit weights are U8 `[n/2, 1]` tensors with their absmax,
+    /// quant_map and quant_state companions; int8 weights are I8 with an F32 SCB.
+    func testBitsandbytesCheckpointsInspectAsStored() throws {
+        let nf4 = try json(try runQConv(["inspect", Fixtures.path("models/hf_bnb_nf4_dq"), "--tensors", "--json"]).stdout)
+        let nf4Tensors = try XCTUnwrap(nf4["tensors"] as? [[String: Any]])
+        let byName = Dictionary(uniqueKeysWithValues: nf4Tensors.compactMap { t in (t["name"] as? String).map { ($0, t) } })
+        let packed = try XCTUnwrap(byName["model.layers.0.self_attn.q_proj.weight"])
+        XCTAssertEqual(packed["dtype"] as? String, "U8")
+        XCTAssertEqual((packed["shape"] as? [Int])?.last, 1)
+        for suffix in [".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", ".quant_state.bitsandbytes__nf4"] {
+            XCTAssertNotNil(byName["model.layers.0.self_attn.q_proj.weight" + suffix], suffix)
+        }
+        XCTAssertEqual(nf4["tensor_count"] as? Int, nf4Tensors.count)
+        let int8 = try json(try runQConv(["inspect", Fixtures.path("models/hf_bnb_int8"), "--tensors", "--json"]).stdout)
+        let int8Tensors = try XCTUnwrap(int8["tensors"] as? [[String: Any]])
+        XCTAssertEqual(int8Tensors.first { $0["name"] as? String == "model.layers.0.self_attn.q_proj.weight" }?["dtype"] as? String, "I8")
+        XCTAssertEqual(int8Tensors.first { $0["name"] as? String == "model.layers.0.self_attn.q_proj.SCB" }?["dtype"] as? String, "F32")
     }
 
     /// `inspect --tensors` of an int8 container shows each tensor's outlier

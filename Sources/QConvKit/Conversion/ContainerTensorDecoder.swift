@@ -108,15 +108,63 @@ public final class ContainerTensorDecoder: FloatTensorSource {
         }
     }
 
+    /// The bulk part's checksum as it is being checked in order, by a pipeline
+    /// that reads the tensor once (`checkBytes(before:buffer:)`); nil when the
+    /// part was checked whole when the decoder was made.
+    private var pendingCheck: (hasher: XXHash64, checkedBytes: UInt64)?
+
     /// Checks the bulk part's checksum (streamed through `buffer`) and loads the side data.
     ///
-    /// - Parameter buffer: scratch for streaming checksums (any size > 0).
-    public init(container: ContainerFile, tensor: ContainerHeader.Tensor, buffer: UnsafeMutableRawBufferPointer) throws {
+    /// - Parameters:
+    ///   - buffer: scratch for streaming checksums (any size > 0).
+    ///   - checkingInOrder: leave the bulk part's checksum to the caller, which
+    ///     must call `checkBytes(before:buffer:)` as it consumes the tensor in
+    ///     order and `finishChecks(buffer:)` before using the result: one read
+    ///     of the part instead of two (`dequant`, `verify`). Output written from
+    ///     the values meanwhile is discarded when the check fails.
+    public init(container: ContainerFile, tensor: ContainerHeader.Tensor, buffer: UnsafeMutableRawBufferPointer,
+                checkingInOrder: Bool = false) throws {
         self.container = container
         self.tensor = tensor
         fp4NegativeZero = tensor.scheme == .fp4 && Blockwise4Bit.bitsandbytesDecodesNegativeZero(shape: tensor.info.shape)
-        if let bulk = tensor.parts.first { try container.verifyChecksum(bulk, of: tensor.name, buffer: buffer) }
+        if checkingInOrder {
+            pendingCheck = (XXHash64(), 0)
+        } else if let bulk = tensor.parts.first {
+            try container.verifyChecksum(bulk, of: tensor.name, buffer: buffer)
+        }
         side = try SideData(container: container, tensor: tensor)
+    }
+
+    /// Bytes of the bulk part that hold the elements before `element`.
+    private func bulkBytes(before element: Int) -> UInt64 {
+        switch tensor.scheme {
+        case .raw: return UInt64(element * (tensor.info.dtype.byteWidth ?? 8))
+        case .nf4, .fp4: return UInt64((element + 1) / 2)
+        case .int8: return UInt64(element)
+        }
+    }
+
+    /// With `checkingInOrder`: hashes the bulk part up to the bytes of the
+    /// elements before `element` (nothing when checked already).
+    public func checkBytes(before element: Int, buffer: UnsafeMutableRawBufferPointer) throws {
+        guard var check = pendingCheck, let bulk = tensor.parts.first else { return }
+        let end = min(bulk.length, bulkBytes(before: element))
+        guard end > check.checkedBytes else { return }
+        try container.file.stream(from: container.dataStart + bulk.offset + check.checkedBytes, length: end - check.checkedBytes,
+                                  buffer: buffer) { check.hasher.update($0) }
+        check.checkedBytes = end
+        pendingCheck = check
+    }
+
+    /// With `checkingInOrder`: hashes the rest of the bulk part and throws
+    /// `ContainerError.checksumMismatch` when it is damaged.
+    public func finishChecks(buffer: UnsafeMutableRawBufferPointer) throws {
+        guard let bulk = tensor.parts.first else { return }
+        try checkBytes(before: tensor.info.elementCount, buffer: buffer)
+        guard let check = pendingCheck else { return }
+        let actual = check.hasher.digest()
+        guard actual == bulk.checksum else { throw container.checksumError(bulk, tensor: tensor.name, actual: actual) }
+        pendingCheck = nil
     }
 
     public func readFloats(_ range: Range<Int>, into destination: UnsafeMutablePointer<Float>, scratch: UnsafeMutableRawBufferPointer) throws {

@@ -68,6 +68,8 @@ public enum Dequantizer {
                                           metadata: container.header.metadata, overwrite: options.overwrite,
                                           inputs: [container.path] + (transform?.inputFiles ?? []))
         let buffers = TensorEncoding.makeBuffers(threads: options.threads)
+        let checkBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: SequentialWriter.bufferSize, alignment: 64)
+        defer { checkBuffer.deallocate() }
         let progress = Progress(label: "dequant", total: outputs.reduce(0) { $0 + UInt64($1.byteCount) }, quiet: options.quiet)
         defer { progress.finish() }
         do {
@@ -81,13 +83,17 @@ public enum Dequantizer {
                 if tensor.scheme == .raw && output.dtype == tensor.info.dtype && !changed {
                     try copyChecked(tensor, of: container, into: writer, buffer: buffers.bytes(0))
                 } else {
-                    var source: FloatTensorSource = try ContainerTensorDecoder(container: container, tensor: tensor, buffer: buffers.bytes(0))
+                    // A tensor written as it is decoded has its checksum checked on the way.
+                    let decoder = try ContainerTensorDecoder(container: container, tensor: tensor, buffer: checkBuffer, checkingInOrder: !changed)
+                    var source: FloatTensorSource = decoder
                     if changed, let transform {
                         // The base as `dequant` writes it in its own dtype; the merged
                         // values are then rounded once, to the output dtype.
                         source = try transform.values(for: tensor.info, base: DTypeRoundedSource(source, through: tensor.info.dtype), threads: options.threads)
                     }
-                    let nonFinite = try TensorEncoding.write(source, as: output.dtype, into: writer.write, buffers: buffers, threads: options.threads)
+                    let nonFinite = try TensorEncoding.write(source, as: output.dtype, into: writer.write, buffers: buffers, threads: options.threads,
+                                                             consumed: { try decoder.checkBytes(before: $0, buffer: checkBuffer) })
+                    try decoder.finishChecks(buffer: checkBuffer)
                     if changed, nonFinite > 0, let transform, !transform.allowsNonFinite {
                         throw transform.nonFiniteError(tensor: tensor.name, count: nonFinite)
                     }

@@ -17,9 +17,12 @@ public enum TensorEncoding {
     ///
     /// - Returns: how many written values are NaN or infinite (a finite
     ///   float32 can overflow F16), for callers that must refuse them.
+    /// - Parameter consumed: told, in order on the calling thread, the end of
+    ///   each range written (a container decoder checks its checksum there).
     @discardableResult
     public static func write(_ source: FloatTensorSource, as dtype: DType, into sink: (UnsafeRawBufferPointer) throws -> Void,
-                             buffers sharedBuffers: ChunkBuffers, threads: Int) throws -> Int {
+                             buffers sharedBuffers: ChunkBuffers, threads: Int,
+                             consumed: ((_ end: Int) throws -> Void)? = nil) throws -> Int {
         precondition(dtype.isEncodableFromFloat, "cannot encode \(dtype.rawValue)")
         let n = source.info.elementCount
         let width = dtype.byteWidth ?? 4
@@ -48,6 +51,7 @@ public enum TensorEncoding {
                 let count = min(n, (c + 1) * chunk) - c * chunk
                 total += nonFinite[slot]
                 try sink(UnsafeRawBufferPointer(rebasing: buffers.bytes(slot)[0..<count * width]))
+                try consumed?(c * chunk + count)
             })
         }
         return total

@@ -32,6 +32,12 @@ public struct ErrorMetrics: Equatable, Sendable {
     /// No elements yet: exact.
     public init() {}
 
+    /// `count` elements that compared equal bit for bit (what streaming them
+    /// through `add` gives, without reading them).
+    public init(exactMatchOf count: Int) {
+        elementCount = count
+    }
+
     /// Compares two chunks of equal length, element by element.
     public mutating func add(original: UnsafeBufferPointer<Float>, reconstructed: UnsafeBufferPointer<Float>) {
         precondition(original.count == reconstructed.count, "ErrorMetrics.add: \(original.count) original vs \(reconstructed.count) reconstructed values")

@@ -74,21 +74,25 @@ public enum RoundTripVerifier {
                                                    scheme: scheme, metrics: nil, identical: nil, violations: [])
             let convertedSource: FloatTensorSource?
             var exactCopy: StoredTensor?
+            /// The container part `exactCopy` is, whose checksum the comparison checks on the way.
+            var checksum: (container: ContainerFile, part: ContainerPart, tensor: String)?
             switch converted {
             case .container(let container):
                 guard let stored = container.tensor(named: tensor.name) else { continue }
                 if stored.scheme == .raw {
-                    // Checksums are checked on the way by the decoder below or here.
-                    try container.verifyChecksum(stored.parts[0], of: stored.name, buffer: left.scratch(0))
                     let raw = container.stored(stored.parts[0], of: stored.name)
                     if mergedRaw.contains(stored.name) && raw.info.dtype.isDecodableToFloat && tensor.info.dtype.isDecodableToFloat {
+                        // Checksums are checked on the way by the decoder below or here.
+                        try container.verifyChecksum(stored.parts[0], of: stored.name, buffer: left.scratch(0))
                         convertedSource = raw
                     } else {
                         exactCopy = raw
+                        checksum = (container, stored.parts[0], stored.name)
                         convertedSource = nil
                     }
                 } else {
-                    convertedSource = try ContainerTensorDecoder(container: container, tensor: stored, buffer: left.scratch(0))
+                    // The decoder's checksum is checked on the way (`measure`).
+                    convertedSource = try ContainerTensorDecoder(container: container, tensor: stored, buffer: left.scratch(0), checkingInOrder: true)
                 }
             case .safetensors(let checkpoint):
                 guard let stored = checkpoint.tensor(named: tensor.name) else { continue }
@@ -100,12 +104,14 @@ public enum RoundTripVerifier {
                 }
             }
             if let exactCopy {
-                let same = try exactCopy.info.dtype == tensor.info.dtype
-                    && bytesEqual(tensor.stored, exactCopy, left.scratch(0), right.scratch(0))
+                let same = try bytesEqual(tensor.stored, exactCopy, checksum: checksum, left: left, right: right, threads: options.threads)
+                    && exactCopy.info.dtype == tensor.info.dtype
                 result.identical = same
                 if !same { result.violations.append("not identical (stored raw, must round-trip exactly)") }
                 if tensor.info.dtype.isDecodableToFloat && exactCopy.info.dtype.isDecodableToFloat {
-                    result.metrics = try measure(tensor.stored, exactCopy, left: left, right: right, threads: options.threads)
+                    // Identical bytes are an exact match: no need to compare values.
+                    result.metrics = same ? ErrorMetrics(exactMatchOf: tensor.info.elementCount)
+                        : try measure(tensor.stored, exactCopy, left: left, right: right, threads: options.threads)
                 }
             } else if let convertedSource {
                 let metrics = try measure(tensor.stored, convertedSource, left: left, right: right, threads: options.threads)
@@ -129,6 +135,10 @@ public enum RoundTripVerifier {
                ChunkBuffers(slots: left.slots, floats: chunk, bytes: 0, scratch: chunk * 8))
         var total = ErrorMetrics()
         var partial = [ErrorMetrics](repeating: ErrorMetrics(), count: a.slots)
+        // A container decoder that left its checksum to the reader is checked in order, here.
+        let decoder = converted as? ContainerTensorDecoder
+        let checkBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: SequentialWriter.bufferSize, alignment: 64)
+        defer { checkBuffer.deallocate() }
         try partial.withUnsafeMutableBufferPointer { partial in
             try processChunksInBatches(chunkCount: (n + chunk - 1) / chunk, slots: a.slots, threads: threads, compute: { c, slot in
                 let range = c * chunk..<min(n, (c + 1) * chunk)
@@ -144,26 +154,45 @@ public enum RoundTripVerifier {
                                 reconstructed: UnsafeBufferPointer(start: y, count: tileRange.count))
                 }
                 partial[slot] = metrics
-            }, emit: { _, slot in
+            }, emit: { c, slot in
                 total.merge(partial[slot])
+                try decoder?.checkBytes(before: min(n, (c + 1) * chunk), buffer: checkBuffer)
             })
         }
+        try decoder?.finishChecks(buffer: checkBuffer)
         return total
     }
 
-    static func bytesEqual(_ a: StoredTensor, _ b: StoredTensor, _ bufferA: UnsafeMutableRawBufferPointer, _ bufferB: UnsafeMutableRawBufferPointer) throws -> Bool {
-        guard a.info.byteCount == b.info.byteCount else { return false }
-        var offset = 0
-        let total = a.info.byteCount
-        let step = min(bufferA.count, bufferB.count)
-        while offset < total {
-            let n = min(step, total - offset)
-            let x = UnsafeMutableRawBufferPointer(rebasing: bufferA[0..<n]), y = UnsafeMutableRawBufferPointer(rebasing: bufferB[0..<n])
-            try a.readBytes(at: offset, into: x)
-            try b.readBytes(at: offset, into: y)
-            if memcmp(x.baseAddress!, y.baseAddress!, n) != 0 { return false }
-            offset += n
+    /// Whether two stored tensors hold the same bytes, compared chunk by chunk
+    /// on all cores. With `checksum`, `b` is that container part, and its
+    /// checksum is checked on the way (in order, by the calling thread).
+    static func bytesEqual(_ a: StoredTensor, _ b: StoredTensor, checksum: (container: ContainerFile, part: ContainerPart, tensor: String)?,
+                           left: ChunkBuffers, right: ChunkBuffers, threads: Int) throws -> Bool {
+        let total = b.info.byteCount
+        let step = min(left.scratch(0).count, right.scratch(0).count)
+        let sameLength = a.info.byteCount == total
+        var equal = sameLength
+        var chunkEqual = [Bool](repeating: true, count: left.slots)
+        var hasher = XXHash64()
+        try chunkEqual.withUnsafeMutableBufferPointer { chunkEqual in
+            try processChunksInBatches(chunkCount: (total + step - 1) / step, slots: left.slots, threads: threads, compute: { c, slot in
+                let range = c * step..<min(total, (c + 1) * step)
+                let y = UnsafeMutableRawBufferPointer(rebasing: right.scratch(slot)[0..<range.count])
+                try b.readBytes(at: range.lowerBound, into: y)
+                guard sameLength else { return }
+                let x = UnsafeMutableRawBufferPointer(rebasing: left.scratch(slot)[0..<range.count])
+                try a.readBytes(at: range.lowerBound, into: x)
+                chunkEqual[slot] = memcmp(x.baseAddress!, y.baseAddress!, range.count) == 0
+            }, emit: { c, slot in
+                let count = min(total, (c + 1) * step) - c * step
+                if checksum != nil { hasher.update(UnsafeRawBufferPointer(rebasing: right.scratch(slot)[0..<count])) }
+                equal = equal && chunkEqual[slot]
+            })
         }
-        return true
+        if let (container, part, tensor) = checksum {
+            let actual = hasher.digest()
+            guard actual == part.checksum else { throw container.checksumError(part, tensor: tensor, actual: actual) }
+        }
+        return equal
     }
 }

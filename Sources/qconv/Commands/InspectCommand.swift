@@ -30,11 +30,17 @@ enum InspectCommand: Command {
         return 0
     }
 
+    /// "a, b, c", or for a long list of shards "first, ..., last (N files)".
+    static func abbreviatedList(_ names: [String]) -> String {
+        guard names.count > 3, let first = names.first, let last = names.last else { return names.joined(separator: ", ") }
+        return "\(first), ..., \(last) (\(names.count) files)"
+    }
+
     static func render(_ report: InspectionReport, listTensors: Bool, statistics: Bool) -> String {
         var rows: [[String]] = [
             ["path", report.path],
             ["format", report.format],
-            ["files", report.files.map(\.name).joined(separator: ", ")],
+            ["files", abbreviatedList(report.files.map(\.name))],
         ]
         if !report.auxiliaryFiles.isEmpty { rows.append(["other files", report.auxiliaryFiles.joined(separator: ", ")]) }
         rows.append(["tensors", Format.grouped(report.tensorCount)])
