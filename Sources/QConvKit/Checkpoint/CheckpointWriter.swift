@@ -147,6 +147,15 @@ public final class CheckpointWriter {
         }
     }
 
+    /// Sets aside the next tensor's `length` bytes (in the shard that holds
+    /// it) for positioned writes from any thread.
+    public func reserve(_ length: UInt64) throws -> OutputRegion {
+        while remainingInShard == 0 && length > 0 { try openNextShard() }
+        precondition(length <= remainingInShard, "a tensor's bytes cannot span shards")
+        remainingInShard -= length
+        return try current!.reserve(length)
+    }
+
     /// Copies a stored tensor's bytes as they are (the kernel copies them);
     /// `inspect` sees them on the way. The tensor must be the next one.
     public func copy(_ tensor: StoredTensor, buffer: UnsafeMutableRawBufferPointer,

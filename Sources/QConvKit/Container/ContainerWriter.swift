@@ -42,11 +42,25 @@ public final class ContainerWriter {
         hasher = XXHash64()
     }
 
-    /// Discards what the open part holds so far: its bytes are written again
-    /// from its start (int8's second pass, when the outlier columns are known).
-    public func restartPart() throws {
-        guard let part = currentPart else { preconditionFailure("restartPart without beginPart") }
-        try writer.rewind(to: dataStart + part.offset)
+    /// Sets aside the next `length` bytes of the open part for positioned
+    /// writes from any thread. The part's checksum is not computed from them:
+    /// the caller hands the same bytes, in order, to `hash(_:)`.
+    public func reserve(_ length: UInt64) throws -> OutputRegion {
+        precondition(currentPart != nil, "reserve outside a part")
+        return try writer.reserve(length)
+    }
+
+    /// Adds bytes written through a reserved region to the open part's checksum, in order.
+    public func hash(_ bytes: UnsafeRawBufferPointer) {
+        precondition(currentPart != nil, "hash outside a part")
+        hasher.update(bytes)
+    }
+
+    /// Starts the open part's checksum again: its reserved bytes are about to
+    /// be written (and hashed) again (int8's second pass, once the outlier
+    /// columns are known).
+    public func restartChecksum() {
+        precondition(currentPart != nil, "restartChecksum without beginPart")
         hasher = XXHash64()
     }
 

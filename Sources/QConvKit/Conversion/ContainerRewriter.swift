@@ -84,7 +84,8 @@ public enum ContainerRewriter {
                 } else {
                     let part = ContainerPart(name: "data", dtype: output.dtype, shape: output.shape)
                     try writer.beginPart(part)
-                    let nonFinite = try TensorEncoding.write(values, as: output.dtype, into: writer.write, buffers: encodeBuffers, threads: options.threads)
+                    let nonFinite = try TensorEncoding.write(values, as: output.dtype, into: try writer.reserve(UInt64(output.byteCount)),
+                                                             buffers: encodeBuffers, threads: options.threads, inOrder: { writer.hash($0) })
                     if nonFinite > 0 && !transform.allowsNonFinite { throw transform.nonFiniteError(tensor: tensor.name, count: nonFinite) }
                     entries.append(ContainerHeader.Tensor(info: output, scheme: .raw, parameters: .raw, parts: [try writer.endPart()]))
                 }

@@ -81,7 +81,7 @@ public enum Dequantizer {
             for (tensor, output) in zip(container.tensors, outputs) {
                 let changed = transform.flatMap { $0.output(for: tensor.info) } != nil
                 if tensor.scheme == .raw && output.dtype == tensor.info.dtype && !changed {
-                    try copyChecked(tensor, of: container, into: writer, buffer: buffers.bytes(0))
+                    try copyChecked(tensor, of: container, into: writer, buffers: buffers, threads: options.threads)
                 } else {
                     // A tensor written as it is decoded has its checksum checked on the way.
                     let decoder = try ContainerTensorDecoder(container: container, tensor: tensor, buffer: checkBuffer, checkingInOrder: !changed)
@@ -91,7 +91,8 @@ public enum Dequantizer {
                         // values are then rounded once, to the output dtype.
                         source = try transform.values(for: tensor.info, base: DTypeRoundedSource(source, through: tensor.info.dtype), threads: options.threads)
                     }
-                    let nonFinite = try TensorEncoding.write(source, as: output.dtype, into: writer.write, buffers: buffers, threads: options.threads,
+                    let nonFinite = try TensorEncoding.write(source, as: output.dtype, into: try writer.reserve(UInt64(output.byteCount)),
+                                                             buffers: buffers, threads: options.threads,
                                                              consumed: { try decoder.checkBytes(before: $0, buffer: checkBuffer) })
                     try decoder.finishChecks(buffer: checkBuffer)
                     if changed, nonFinite > 0, let transform, !transform.allowsNonFinite {
@@ -114,11 +115,13 @@ public enum Dequantizer {
 
     /// Copies a raw part, checking its checksum on the way.
     static func copyChecked(_ tensor: ContainerHeader.Tensor, of container: ContainerFile, into writer: CheckpointWriter,
-                            buffer: UnsafeMutableRawBufferPointer) throws {
+                            buffers: ChunkBuffers, threads: Int) throws {
         let part = tensor.parts[0]
         var hasher = XXHash64()
-        try writer.copy(container.stored(part, of: tensor.name), buffer: buffer) { hasher.update($0) }
+        try streamBytes(of: container.file, from: container.dataStart + part.offset, length: part.length,
+                        into: try writer.reserve(part.length), buffers: buffers, threads: threads) { hasher.update($0) }
         let actual = hasher.digest()
         guard actual == part.checksum else { throw container.checksumError(part, tensor: tensor.name, actual: actual) }
     }
+
 }

@@ -69,8 +69,9 @@ public enum Quantizer {
                 case (.raw, _):
                     let part = ContainerPart(name: "data", dtype: tensor.info.dtype, shape: tensor.info.shape)
                     try writer.beginPart(part)
-                    try streamBytes(of: tensor.stored.file, from: tensor.stored.offset, length: UInt64(tensor.info.byteCount),
-                                    buffers: buffers, threads: options.threads) { try writer.write($0) }
+                    let length = UInt64(tensor.info.byteCount)
+                    try streamBytes(of: tensor.stored.file, from: tensor.stored.offset, length: length, into: try writer.reserve(length),
+                                    buffers: buffers, threads: options.threads) { writer.hash($0) }
                     entry = ContainerHeader.Tensor(info: tensor.info, scheme: .raw, parameters: .raw, parts: [try writer.endPart()])
                 case (_, let method):
                     entry = try quantize(tensor.stored, file: tensor.stored.file.path, method: method, writer: writer,
@@ -135,6 +136,7 @@ public enum Quantizer {
         var layout = ContainerLayout.parts(for: info, scheme: format == .nf4 ? .nf4 : .fp4,
                                            parameters: .fourBit(blockSize: blockSize, offset: doubleQuant ? 0 : nil))
         try writer.beginPart(layout[0])
+        let codes = try writer.reserve(UInt64(Blockwise4Bit.packedByteCount(elementCount: n)))
         try absmax.withUnsafeMutableBufferPointer { absmax in
             try firstBad.withUnsafeMutableBufferPointer { firstBad in
                 try processChunksInBatches(chunkCount: chunkCount, slots: buffers.slots, threads: threads, compute: { c, slot in
@@ -155,10 +157,11 @@ public enum Quantizer {
                             return
                         }
                     }
+                    try codes.write(UnsafeRawBufferPointer(rebasing: buffers.bytes(slot)[0..<(range.count + 1) / 2]), at: range.lowerBound / 2)
                 }, emit: { c, slot in
                     let range = c * chunk..<min(n, (c + 1) * chunk)
                     if let bad = firstBad[slot] { throw nonFinite(info.name, file: file, index: bad.index, bad.value) }
-                    try writer.write(UnsafeRawBufferPointer(rebasing: buffers.bytes(slot)[0..<(range.count + 1) / 2]))
+                    writer.hash(UnsafeRawBufferPointer(rebasing: buffers.bytes(slot)[0..<(range.count + 1) / 2]))
                 })
             }
         }
@@ -234,18 +237,23 @@ public enum Quantizer {
             return nil
         }
 
-        /// Writes a computed chunk's codes, or throws for its non-finite value
+        /// The chunk's codes, as the slot holds them.
+        func chunkCodes(_ c: Int, slot: Int) -> UnsafeRawBufferPointer {
+            UnsafeRawBufferPointer(rebasing: buffers.bytes(slot)[0..<rowRange(c).count * columns])
+        }
+
+        /// Hashes a written chunk's codes, or throws for its non-finite value
         /// (`bad`, chunk-relative).
         func emitCodes(_ c: Int, slot: Int, bad: Int?) throws {
-            let range = rowRange(c)
             if let bad {
-                throw try int8NonFinite(tensor, file: file, rows: range, bad: bad, buffers: buffers, slot: slot)
+                throw try int8NonFinite(tensor, file: file, rows: rowRange(c), bad: bad, buffers: buffers, slot: slot)
             }
-            try writer.write(UnsafeRawBufferPointer(rebasing: buffers.bytes(slot)[0..<range.count * columns]))
+            writer.hash(chunkCodes(c, slot: slot))
         }
 
         // The codes part is the same whatever the outlier columns.
         try writer.beginPart(ContainerLayout.parts(for: info, scheme: .int8, parameters: .int8(outlierColumnCount: 0, rule: outliers.description, threshold: nil))[0])
+        let codes = try writer.reserve(UInt64(rows * columns))
         var selection = OutlierSelection.none
         if outliers != .none {
             // Pass 1 scans every row for the outlier columns, which are known
@@ -271,6 +279,7 @@ public enum Quantizer {
                                                                   rowScales: rowScales, outlierValues: UnsafeMutableBufferPointer(start: nil, count: 0))
                                 }
                             }
+                            if firstBad[slot] == nil { try codes.write(chunkCodes(c, slot: slot), at: range.lowerBound * columns) }
                         }, emit: { c, slot in
                             total.merge(scans[slot])
                             try emitCodes(c, slot: slot, bad: firstBad[slot])
@@ -279,7 +288,7 @@ public enum Quantizer {
                 }
             }
             selection = total.selection(outliers)
-            if selection != .none { try writer.restartPart() }
+            if selection != .none { writer.restartChecksum() }
         }
         let outlierColumns = selection.columns
         let k = outlierColumns.count
@@ -298,6 +307,7 @@ public enum Quantizer {
                                                               rowScales: rowScales, outlierValues: outlierValues)
                                 if firstBad[slot] != nil { return }
                             }
+                            try codes.write(chunkCodes(c, slot: slot), at: range.lowerBound * columns)
                         }, emit: { c, slot in
                             try emitCodes(c, slot: slot, bad: firstBad[slot])
                         })

@@ -12,19 +12,25 @@ public enum TensorEncoding {
         ChunkBuffers(slots: max(2, threads * 2), floats: tileElements, bytes: chunkElements * 4, scratch: tileElements * 8)
     }
 
-    /// Streams `source` to `sink` (a checkpoint or container writer) encoded
-    /// as `dtype` (F32, F16 or BF16), chunks computed on all cores and written in order.
+    /// Writes `source` encoded as `dtype` (F32, F16, BF16 or F64) into `region`
+    /// (a tensor's bytes in a checkpoint or container writer), on all cores:
+    /// each worker writes the tiles it encodes while they are in its cache.
     ///
+    /// - Parameters:
+    ///   - inOrder: sees every chunk's bytes in order on the calling thread
+    ///     (a container part's checksum).
+    ///   - consumed: told, in order on the calling thread, the end of each
+    ///     range written (a container decoder checks its checksum there).
     /// - Returns: how many written values are NaN or infinite (a finite
     ///   float32 can overflow F16), for callers that must refuse them.
-    /// - Parameter consumed: told, in order on the calling thread, the end of
-    ///   each range written (a container decoder checks its checksum there).
     @discardableResult
-    public static func write(_ source: FloatTensorSource, as dtype: DType, into sink: (UnsafeRawBufferPointer) throws -> Void,
+    public static func write(_ source: FloatTensorSource, as dtype: DType, into region: OutputRegion,
                              buffers sharedBuffers: ChunkBuffers, threads: Int,
+                             inOrder: ((UnsafeRawBufferPointer) throws -> Void)? = nil,
                              consumed: ((_ end: Int) throws -> Void)? = nil) throws -> Int {
         precondition(dtype.isEncodableFromFloat, "cannot encode \(dtype.rawValue)")
         let n = source.info.elementCount
+        precondition(region.length == UInt64(n * (dtype.byteWidth ?? 4)), "region does not fit \(source.info.name) as \(dtype.rawValue)")
         let width = dtype.byteWidth ?? 4
         let tile = source.chunkElements(limit: tileElements)
         let chunk = max(tile, sharedBuffers.byteCapacity / width / tile * tile)
@@ -40,17 +46,25 @@ public enum TensorEncoding {
                 let floats = buffers.floats(slot).baseAddress!
                 let output = buffers.bytes(slot).baseAddress!
                 nonFinite[slot] = 0
+                // Encoded bytes are written about 256 KB at a time, while still in this core's cache.
+                var unwritten = range.lowerBound
                 for start in stride(from: range.lowerBound, to: range.upperBound, by: tile) {
                     let count = min(tile, range.upperBound - start)
                     try source.readFloats(start..<start + count, into: floats, scratch: buffers.scratch(slot))
                     let encoded = output + (start - range.lowerBound) * width
                     FloatConversion.encode(floats, count: count, as: dtype, into: encoded)
                     nonFinite[slot] += FiniteChecks.nonFiniteCount(encoded: encoded, dtype: dtype, count: count)
+                    let end = start + count
+                    if (end - unwritten) * width >= SequentialWriter.bufferSize || end == range.upperBound {
+                        try region.write(UnsafeRawBufferPointer(start: output + (unwritten - range.lowerBound) * width, count: (end - unwritten) * width),
+                                         at: unwritten * width)
+                        unwritten = end
+                    }
                 }
             }, emit: { c, slot in
                 let count = min(n, (c + 1) * chunk) - c * chunk
                 total += nonFinite[slot]
-                try sink(UnsafeRawBufferPointer(rebasing: buffers.bytes(slot)[0..<count * width]))
+                try inOrder?(UnsafeRawBufferPointer(rebasing: buffers.bytes(slot)[0..<count * width]))
                 try consumed?(c * chunk + count)
             })
         }

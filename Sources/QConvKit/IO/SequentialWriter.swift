@@ -139,30 +139,40 @@ public final class SequentialWriter {
         }
     }
 
-    /// Flushes and moves the write position back to `offset` (at most the
-    /// current position): what follows overwrites the bytes from there on.
-    public func rewind(to offset: UInt64) throws {
-        precondition(offset <= position, "rewind past the end")
+    /// Flushes and sets aside the next `length` bytes of the file for
+    /// positioned writes (`OutputRegion.write(_:at:)`), which several threads
+    /// may make at once; sequential writes continue after them.
+    ///
+    /// This is how the pipelines write: the worker that computed a piece
+    /// writes it while it is still in its core's cache, instead of handing it
+    /// to one writing thread (on the machines measured, writes from a cache-hot
+    /// 256 KB buffer ran at twice the speed of writes from a 4 MB one).
+    public func reserve(_ length: UInt64) throws -> OutputRegion {
         try flush()
-        guard lseek(descriptor, off_t(offset), SEEK_SET) >= 0 else { throw IOError("seek in", path: path) }
-        position = offset
+        let start = position
+        position += length
+        guard lseek(descriptor, off_t(position), SEEK_SET) >= 0 else { throw IOError("seek in", path: path) }
+        return OutputRegion(writer: self, start: start, length: length)
+    }
+
+    /// `pwrite` of all of `bytes` at `offset`, in pieces of `bufferSize`; safe from several threads.
+    fileprivate func writeFully(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(descriptor, bytes.baseAddress! + done, min(bytes.count - done, Self.bufferSize), off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw IOError("write", path: path)
+            }
+            done += n
+        }
     }
 
     /// Flushes, then rewrites `bytes` at an earlier `offset` (e.g. a header
     /// whose content is only known at the end). The write position is unchanged.
     public func overwrite(at offset: UInt64, bytes: [UInt8]) throws {
         try flush()
-        try bytes.withUnsafeBytes { raw in
-            var done = 0
-            while done < raw.count {
-                let n = pwrite(descriptor, raw.baseAddress! + done, raw.count - done, off_t(offset) + off_t(done))
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw IOError("write", path: path)
-                }
-                done += n
-            }
-        }
+        try bytes.withUnsafeBytes { try writeFully($0, at: offset) }
     }
 
     private func writeFully(_ bytes: UnsafeRawBufferPointer) throws {
@@ -175,5 +185,20 @@ public final class SequentialWriter {
             }
             done += n
         }
+    }
+}
+
+/// Bytes of a file set aside by `SequentialWriter.reserve`, written at
+/// offsets relative to their start, from any thread.
+public struct OutputRegion: @unchecked Sendable {
+    fileprivate let writer: SequentialWriter
+    /// File offset of the region's first byte.
+    public let start: UInt64
+    public let length: UInt64
+
+    /// Writes `bytes` at `offset` bytes into the region.
+    public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
+        precondition(offset >= 0 && UInt64(offset) + UInt64(bytes.count) <= length, "write outside the reserved region")
+        try writer.writeFully(bytes, at: start + UInt64(offset))
     }
 }

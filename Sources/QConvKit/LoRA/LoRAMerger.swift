@@ -151,7 +151,8 @@ public enum LoRAMerger {
     static func writeMerged(_ base: FloatTensorSource, change: LoRATensorChange, plan: LoRAMergePlan, into writer: CheckpointWriter,
                             buffers: ChunkBuffers, options: LoRAMergeOptions) throws {
         let source = try MergedTensorSource(base: base, prepared: try plan.prepare(change, decodeReplacement: false), threads: options.threads)
-        let nonFinite = try TensorEncoding.write(source, as: change.output.dtype, into: writer.write, buffers: buffers, threads: options.threads)
+        let nonFinite = try TensorEncoding.write(source, as: change.output.dtype, into: try writer.reserve(UInt64(change.output.byteCount)),
+                                                 buffers: buffers, threads: options.threads)
         if nonFinite > 0 && !options.allowNonfinite {
             throw LoRAMergeError.nonFiniteResult(tensor: change.output.name, count: nonFinite)
         }

@@ -54,6 +54,13 @@ public final class SafeTensorsWriter {
         written += UInt64(bytes.count)
     }
 
+    /// Sets aside the next `length` bytes of tensor data for positioned writes.
+    public func reserve(_ length: UInt64) throws -> OutputRegion {
+        precondition(written + length <= expectedDataLength, "more tensor data than the header announced")
+        written += length
+        return try output.reserve(length)
+    }
+
     /// Appends a stored tensor's bytes, copied by the kernel; `inspect` sees them on the way.
     public func copy(_ tensor: StoredTensor, buffer: UnsafeMutableRawBufferPointer,
                      inspect: ((UnsafeRawBufferPointer) -> Void)? = nil) throws {
