@@ -158,16 +158,7 @@ public final class LoRAPreparedChange: @unchecked Sendable {
     public func accumulateColumnSquares(_ values: UnsafeMutablePointer<Float>, rows: Range<Int>, into squares: UnsafeMutablePointer<Double>) {
         precondition(requiresWholeTensor, "\(change.base.name): only DoRA with norms across rows has column norms")
         precondition(rows.lowerBound >= 0 && rows.upperBound <= rowCount, "rows outside \(change.base.name)")
-        let columns = columnCount
-        guard !rows.isEmpty && columns > 0 else { return }
-        startValues(values, rows: rows)
-        withFactors { coefficients, basis in
-            for row in rows {
-                let target = values + (row - rows.lowerBound) * columns
-                LoRAKernels.addDelta(coefficients + row * rank, basis, rank: rank, columns: columns, scale: scale, into: target)
-                LoRAKernels.accumulateSquares(target, count: columns, into: squares)
-            }
-        }
+        forEachMergedRow(values, rows: rows) { LoRAKernels.accumulateSquares($0, count: columnCount, into: squares) }
     }
 
     /// DoRA across rows: each column's factor `m / ||V column||`, from the
@@ -181,6 +172,12 @@ public final class LoRAPreparedChange: @unchecked Sendable {
     public func apply(to values: UnsafeMutablePointer<Float>, rows: Range<Int>, columnFactors factors: UnsafePointer<Float>) {
         precondition(requiresWholeTensor, "\(change.base.name): only DoRA with norms across rows has column factors")
         precondition(rows.lowerBound >= 0 && rows.upperBound <= rowCount, "rows outside \(change.base.name)")
+        forEachMergedRow(values, rows: rows) { LoRAKernels.multiply($0, by: factors, count: columnCount) }
+    }
+
+    /// Both DoRA passes across rows: turns each row of `values` into
+    /// `V = W + delta` in place, then hands it to `body`.
+    private func forEachMergedRow(_ values: UnsafeMutablePointer<Float>, rows: Range<Int>, _ body: (UnsafeMutablePointer<Float>) -> Void) {
         let columns = columnCount
         guard !rows.isEmpty && columns > 0 else { return }
         startValues(values, rows: rows)
@@ -188,7 +185,7 @@ public final class LoRAPreparedChange: @unchecked Sendable {
             for row in rows {
                 let target = values + (row - rows.lowerBound) * columns
                 LoRAKernels.addDelta(coefficients + row * rank, basis, rank: rank, columns: columns, scale: scale, into: target)
-                LoRAKernels.multiply(target, by: factors, count: columns)
+                body(target)
             }
         }
     }

@@ -83,15 +83,19 @@ enum QuantizeOptions {
     }
 }
 
+extension FourBitOptions {
+    /// The spec of `to-nf4` or `to-fp4`: the same options, another codebook.
+    static func spec(_ format: FourBitFormat, abstract: String) -> CommandSpec {
+        CommandSpec(name: "to-\(format.rawValue)", abstract: abstract,
+                    positionals: QuantizeOptions.positionals(format.rawValue.uppercased()),
+                    options: options + QuantizeOptions.selection + VerifyThresholds.options + QuantizeOptions.common,
+                    discussion: QuantizeOptions.selectionHelp)
+    }
+}
+
 /// `qconv to-nf4 IN OUT`.
 enum ToNF4Command: Command {
-    static let spec = CommandSpec(
-        name: "to-nf4",
-        abstract: "Quantize to 4-bit NormalFloat (QLoRA) with double-quantized block constants.",
-        positionals: QuantizeOptions.positionals("NF4"),
-        options: FourBitOptions.options + QuantizeOptions.selection + VerifyThresholds.options + QuantizeOptions.common,
-        discussion: QuantizeOptions.selectionHelp
-    )
+    static let spec = FourBitOptions.spec(.nf4, abstract: "Quantize to 4-bit NormalFloat (QLoRA) with double-quantized block constants.")
 
     static func run(_ arguments: ParsedArguments, console: Console) throws -> Int32 {
         try QuantizeOptions.run(arguments, console: console, method: try FourBitOptions.method(.nf4, arguments))
@@ -100,13 +104,7 @@ enum ToNF4Command: Command {
 
 /// `qconv to-fp4 IN OUT`.
 enum ToFP4Command: Command {
-    static let spec = CommandSpec(
-        name: "to-fp4",
-        abstract: "Quantize to 4-bit float (bitsandbytes FP4) with double-quantized block constants.",
-        positionals: QuantizeOptions.positionals("FP4"),
-        options: FourBitOptions.options + QuantizeOptions.selection + VerifyThresholds.options + QuantizeOptions.common,
-        discussion: QuantizeOptions.selectionHelp
-    )
+    static let spec = FourBitOptions.spec(.fp4, abstract: "Quantize to 4-bit float (bitsandbytes FP4) with double-quantized block constants.")
 
     static func run(_ arguments: ParsedArguments, console: Console) throws -> Int32 {
         try QuantizeOptions.run(arguments, console: console, method: try FourBitOptions.method(.fp4, arguments))
