@@ -13,7 +13,8 @@ struct Settings {
     var sweep = false
     var peersDirectory = "../shared/peers"
     var python = (getenv("HOME").map { String(cString: $0) } ?? "/root") + "/peers/bin/python"
-    var usePeers = true
+    /// nil: run the peers unless `--quick` (they take most of a minute to import torch).
+    var usePeers: Bool?
     var threads: Int?
     var kernelsOnly = false
 }
@@ -22,7 +23,7 @@ let usage = """
     usage: qconv-bench [--quick] [--runs N] [--work DIR] [--qconv PATH] [--threads N]
                        [--sweep] [--peers DIR] [--python PATH] [--no-peers]
 
-      --quick        a 0.13 GB model and 1 run each: finishes in under a minute
+      --quick        a 0.13 GB model and 1 run each, no peers: finishes in under a minute
       --runs N       runs per command (median reported; default 3)
       --work DIR     where models and outputs go (default ./bench-work)
       --qconv PATH   the qconv binary (default: next to this program; build with -c release)
@@ -30,6 +31,7 @@ let usage = """
       --peers DIR    the peer pipelines (default ../shared/peers)
       --python PATH  a Python with torch, bitsandbytes, peft, transformers (default ~/peers/bin/python)
       --no-peers     skip the peer pipelines
+      --with-peers   run them with --quick too
       --kernels      only measure the single-thread throughput of the kernels
     """
 
@@ -51,6 +53,7 @@ func parseSettings() -> Settings {
         case "--peers": settings.peersDirectory = value()
         case "--python": settings.python = value()
         case "--no-peers": settings.usePeers = false
+        case "--with-peers": settings.usePeers = true
         case "--kernels": settings.kernelsOnly = true
         default: print(usage); exit(2)
         }
@@ -211,7 +214,7 @@ func run() throws {
     printTable(rows, title: "qconv against cp")
     print("\n`qconv inspect` target: under 50 ms: \(fixed(inspect.seconds * 1000, 1)) ms, \(inspect.seconds < 0.05 ? "met" : "NOT met").")
 
-    if settings.usePeers {
+    if settings.usePeers ?? !settings.quick {
         try runPeers(settings: settings, rows: rows, weights: weights, base: base, adapter: adapter, work: work)
     }
     if settings.sweep {
