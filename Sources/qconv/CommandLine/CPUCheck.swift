@@ -19,7 +19,12 @@ enum CPUCheck {
     /// The message for a CPU that lacks some required flag; nil when all are
     /// there, when nothing is required, or when the flags cannot be read.
     static func problem() -> String? {
-        guard !required.isEmpty, let flags = cpuFlags() else { return nil }
+        problem(flags: cpuFlags())
+    }
+
+    /// The message for a CPU with these /proc/cpuinfo `flags` (nil: unknown).
+    static func problem(flags: Set<String>?) -> String? {
+        guard !required.isEmpty, let flags else { return nil }
         let missing = required.filter { !flags.contains($0) }
         guard !missing.isEmpty else { return nil }
         return "this qconv was built for x86-64-v3 CPUs and this CPU lacks \(missing.joined(separator: ", "))\n"

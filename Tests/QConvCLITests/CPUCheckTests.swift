@@ -1,0 +1,21 @@
+@testable import qconv
+import XCTest
+
+/// The check `qconv` makes before it runs kernels compiled for x86-64-v3.
+final class CPUCheckTests: XCTestCase {
+    func testMissingExtensionsAreNamedWithTheWayOut() throws {
+        guard !CPUCheck.required.isEmpty else { throw XCTSkip("a portable build needs no CPU extension") }
+        XCTAssertTrue(CPUCheck.required.contains("avx2") && CPUCheck.required.contains("f16c") && CPUCheck.required.contains("fma"))
+        let message = try XCTUnwrap(CPUCheck.problem(flags: ["fpu", "sse2", "avx"]))
+        XCTAssertTrue(message.contains("avx2") && message.contains("f16c") && !message.contains("avx,"), message)
+        XCTAssertTrue(message.contains("QCONV_PORTABLE=1"), message)
+        XCTAssertNil(CPUCheck.problem(flags: Set(CPUCheck.required + ["sse2"])))
+        // Flags that cannot be read are not a reason to refuse.
+        XCTAssertNil(CPUCheck.problem(flags: nil))
+    }
+
+    /// The machine the tests run on runs the kernels (or the suite would have crashed).
+    func testThisMachineHasWhatTheBuildNeeds() {
+        XCTAssertNil(CPUCheck.problem())
+    }
+}
