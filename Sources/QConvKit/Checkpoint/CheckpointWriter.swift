@@ -156,14 +156,13 @@ public final class CheckpointWriter {
         return try current!.reserve(length)
     }
 
-    /// Copies a stored tensor's bytes as they are (the kernel copies them);
-    /// `inspect` sees them on the way. The tensor must be the next one.
-    public func copy(_ tensor: StoredTensor, buffer: UnsafeMutableRawBufferPointer,
-                     inspect: ((UnsafeRawBufferPointer) -> Void)? = nil) throws {
+    /// Copies a stored tensor's bytes as they are (the kernel copies them).
+    /// The tensor must be the next one.
+    public func copy(_ tensor: StoredTensor, buffer: UnsafeMutableRawBufferPointer) throws {
         let length = UInt64(tensor.info.byteCount)
         while remainingInShard == 0 && length > 0 { try openNextShard() }
         precondition(length <= remainingInShard, "a tensor's bytes cannot span shards")
-        try current!.copy(tensor, buffer: buffer, inspect: inspect)
+        try current!.copy(tensor, buffer: buffer)
         remainingInShard -= length
     }
 

@@ -75,10 +75,16 @@ public final class ContainerWriter {
         try bytes.withUnsafeBytes { try write($0) }
     }
 
-    /// Appends bytes of a file to the open part, copied by the kernel.
-    public func append(contentsOf file: ReadableFile, offset: UInt64, length: UInt64, buffer: UnsafeMutableRawBufferPointer) throws {
-        precondition(currentPart != nil, "append outside a part")
-        try writer.append(contentsOf: file, offset: offset, length: length, buffer: buffer) { self.hasher.update($0) }
+    /// Writes `part` with the `part.expectedLength` bytes of `file` at
+    /// `offset` as they are (a raw tensor, an embedded file, a part copied
+    /// from another container), read and written on all cores by
+    /// `streamBytes` and hashed in order; returns it with its offset and checksum.
+    public func copyPart(_ part: ContainerPart, from file: ReadableFile, at offset: UInt64,
+                         buffers: ChunkBuffers, threads: Int) throws -> ContainerPart {
+        try beginPart(part)
+        let length = part.expectedLength
+        try streamBytes(of: file, from: offset, length: length, into: try reserve(length), buffers: buffers, threads: threads) { self.hash($0) }
+        return try endPart()
     }
 
     /// Closes the open part and returns it with its offset, length and checksum.

@@ -60,13 +60,13 @@ public enum ContainerRewriter {
             let encodeBuffers = TensorEncoding.makeBuffers(threads: options.threads)
             var files: [ContainerPart] = []
             for file in container.header.files {
-                files.append(try copy(file, of: file.name, from: container, into: writer, buffer: buffers.bytes(0)))
+                files.append(try copy(file, of: file.name, from: container, into: writer, buffers: buffers, threads: options.threads))
             }
             var entries: [ContainerHeader.Tensor] = []
             for (tensor, output) in planned {
                 guard let output else {
                     var copied = tensor
-                    copied.parts = try tensor.parts.map { try copy($0, of: tensor.name, from: container, into: writer, buffer: buffers.bytes(0)) }
+                    copied.parts = try tensor.parts.map { try copy($0, of: tensor.name, from: container, into: writer, buffers: buffers, threads: options.threads) }
                     entries.append(copied)
                     progress.advance(by: tensor.storedBytes, item: tensor.name)
                     continue
@@ -101,10 +101,8 @@ public enum ContainerRewriter {
 
     /// Copies a part as it is, checking that it still has its checksum.
     static func copy(_ part: ContainerPart, of tensor: String, from container: ContainerFile, into writer: ContainerWriter,
-                     buffer: UnsafeMutableRawBufferPointer) throws -> ContainerPart {
-        try writer.beginPart(part)
-        try writer.append(contentsOf: container.file, offset: container.dataStart + part.offset, length: part.length, buffer: buffer)
-        let copied = try writer.endPart()
+                     buffers: ChunkBuffers, threads: Int) throws -> ContainerPart {
+        let copied = try writer.copyPart(part, from: container.file, at: container.dataStart + part.offset, buffers: buffers, threads: threads)
         guard copied.checksum == part.checksum else { throw container.checksumError(part, tensor: tensor, actual: copied.checksum) }
         return copied
     }

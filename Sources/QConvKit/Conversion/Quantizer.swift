@@ -57,9 +57,7 @@ public enum Quantizer {
             let buffers = makeBuffers(threads: options.threads)
             var files: [ContainerPart] = []
             for file in embedded {
-                try writer.beginPart(file.part)
-                try writer.append(contentsOf: ReadableFile(path: file.path), offset: 0, length: file.part.expectedLength, buffer: buffers.bytes(0))
-                files.append(try writer.endPart())
+                files.append(try writer.copyPart(file.part, from: ReadableFile(path: file.path), at: 0, buffers: buffers, threads: options.threads))
                 report.embeddedFiles.append(file.part.name)
             }
             var entries: [ContainerHeader.Tensor] = []
@@ -67,12 +65,9 @@ public enum Quantizer {
                 let entry: ContainerHeader.Tensor
                 switch (scheme, options.method) {
                 case (.raw, _):
-                    let part = ContainerPart(name: "data", dtype: tensor.info.dtype, shape: tensor.info.shape)
-                    try writer.beginPart(part)
-                    let length = UInt64(tensor.info.byteCount)
-                    try streamBytes(of: tensor.stored.file, from: tensor.stored.offset, length: length, into: try writer.reserve(length),
-                                    buffers: buffers, threads: options.threads) { writer.hash($0) }
-                    entry = ContainerHeader.Tensor(info: tensor.info, scheme: .raw, parameters: .raw, parts: [try writer.endPart()])
+                    let part = try writer.copyPart(ContainerPart(name: "data", dtype: tensor.info.dtype, shape: tensor.info.shape),
+                                                   from: tensor.stored.file, at: tensor.stored.offset, buffers: buffers, threads: options.threads)
+                    entry = ContainerHeader.Tensor(info: tensor.info, scheme: .raw, parameters: .raw, parts: [part])
                 case (_, let method):
                     entry = try quantize(tensor.stored, file: tensor.stored.file.path, method: method, writer: writer,
                                          buffers: buffers, threads: options.threads, allowNonfinite: options.allowNonfinite)

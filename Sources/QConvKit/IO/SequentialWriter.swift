@@ -59,12 +59,11 @@ public final class SequentialWriter {
     /// Appends `length` bytes of `file` starting at `offset`.
     ///
     /// The kernel copies them (`sendfile`), without a round trip through user
-    /// memory, which is much cheaper than `read` + `write`. When `inspect` is
-    /// given, the bytes are also read into `buffer` and shown to it (to
-    /// compute a checksum on the way). Falls back to `read` + `write` where
-    /// `sendfile` cannot copy between these files.
-    public func append(contentsOf file: ReadableFile, offset: UInt64, length: UInt64, buffer: UnsafeMutableRawBufferPointer,
-                       inspect: ((UnsafeRawBufferPointer) -> Void)? = nil) throws {
+    /// memory, which is much cheaper than `read` + `write` (bytes that must be
+    /// checksummed on the way go through `streamBytes` instead). Falls back to
+    /// `read` + `write` through `buffer` where `sendfile` cannot copy between
+    /// these files.
+    public func append(contentsOf file: ReadableFile, offset: UInt64, length: UInt64, buffer: UnsafeMutableRawBufferPointer) throws {
         try flush()
         let step = UInt64(min(buffer.count, Self.bufferSize))
         var done: UInt64 = 0
@@ -82,10 +81,6 @@ public final class SequentialWriter {
                     sent += result
                 }
                 if sent == n {
-                    if let inspect {
-                        try file.read(at: offset + done, into: chunk)
-                        inspect(UnsafeRawBufferPointer(chunk))
-                    }
                     position += UInt64(n)
                     done += UInt64(n)
                     continue
@@ -94,7 +89,6 @@ public final class SequentialWriter {
                 kernelCopies = false
             }
             try file.read(at: offset + done, into: chunk)
-            inspect?(UnsafeRawBufferPointer(chunk))
             try writeFully(UnsafeRawBufferPointer(chunk))
             position += UInt64(n)
             done += UInt64(n)

@@ -61,12 +61,11 @@ public final class SafeTensorsWriter {
         return try output.reserve(length)
     }
 
-    /// Appends a stored tensor's bytes, copied by the kernel; `inspect` sees them on the way.
-    public func copy(_ tensor: StoredTensor, buffer: UnsafeMutableRawBufferPointer,
-                     inspect: ((UnsafeRawBufferPointer) -> Void)? = nil) throws {
+    /// Appends a stored tensor's bytes, copied by the kernel.
+    public func copy(_ tensor: StoredTensor, buffer: UnsafeMutableRawBufferPointer) throws {
         let length = UInt64(tensor.info.byteCount)
         precondition(written + length <= expectedDataLength, "more tensor data than the header announced")
-        try output.append(contentsOf: tensor.file, offset: tensor.offset, length: length, buffer: buffer, inspect: inspect)
+        try output.append(contentsOf: tensor.file, offset: tensor.offset, length: length, buffer: buffer)
         written += length
     }
 
