@@ -7,30 +7,22 @@
 /// matches. Patterns are regular expressions searched anywhere in the name.
 public struct TensorSelection {
     public var all: Bool
-    public let onlyPatterns: [String]
-    public let skipPatterns: [String]
-    private let only: [Regex<AnyRegexOutput>]
-    private let skip: [Regex<AnyRegexOutput>]
+    public var onlyPatterns: [String] { only.patterns }
+    public var skipPatterns: [String] { skip.patterns }
+    private let only: NamePatterns
+    private let skip: NamePatterns
 
     public init(all: Bool = false, only: [String] = [], skip: [String] = []) throws {
         self.all = all
-        onlyPatterns = only
-        skipPatterns = skip
-        self.only = try only.map(Self.compile)
-        self.skip = try skip.map(Self.compile)
-    }
-
-    private static func compile(_ pattern: String) throws -> Regex<AnyRegexOutput> {
-        do { return try Regex(pattern) } catch {
-            throw UsageError("invalid regular expression '\(pattern)': \(error)")
-        }
+        self.only = try NamePatterns(only)
+        self.skip = try NamePatterns(skip)
     }
 
     public func shouldQuantize(_ tensor: TensorInfo) -> Bool {
         guard tensor.dtype.isDecodableToFloat, tensor.elementCount > 0 else { return false }
         let name = tensor.name
-        if skip.contains(where: { name.contains($0) }) { return false }
-        if !only.isEmpty { return only.contains { name.contains($0) } }
+        if skip.matches(name) { return false }
+        if !only.isEmpty { return only.matches(name) }
         if all { return true }
         return tensor.shape.count >= 2 && !Self.isLeftUnquantizedByDefault(name)
     }
@@ -52,5 +44,27 @@ public struct TensorSelection {
             "only": .array(onlyPatterns.map { .string($0) }),
             "skip": .array(skipPatterns.map { .string($0) }),
         ])
+    }
+}
+
+/// `--only` / `--skip` patterns: regular expressions searched anywhere in a
+/// tensor name, compiled once; a name matches when one of them matches.
+public struct NamePatterns {
+    /// The patterns as the user wrote them.
+    public let patterns: [String]
+    private let compiled: [Regex<AnyRegexOutput>]
+
+    /// - Throws: `UsageError` for a pattern that is not a regular expression.
+    public init(_ patterns: [String]) throws {
+        self.patterns = patterns
+        compiled = try patterns.map { pattern in
+            do { return try Regex(pattern) } catch { throw UsageError("invalid regular expression '\(pattern)': \(error)") }
+        }
+    }
+
+    public var isEmpty: Bool { compiled.isEmpty }
+
+    public func matches(_ name: String) -> Bool {
+        compiled.contains { name.contains($0) }
     }
 }

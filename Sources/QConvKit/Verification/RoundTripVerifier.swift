@@ -42,10 +42,8 @@ public enum RoundTripVerifier {
     static let tileElements = 1 << 14
 
     public static func compare(original: Checkpoint, converted: ConvertedCheckpoint, options: Options) throws -> VerificationReport {
-        let patterns = try options.only.map { pattern -> Regex<AnyRegexOutput> in
-            do { return try Regex(pattern) } catch { throw UsageError("invalid regular expression '\(pattern)': \(error)") }
-        }
-        func selected(_ name: String) -> Bool { patterns.isEmpty || patterns.contains { name.contains($0) } }
+        let patterns = try NamePatterns(options.only)
+        func selected(_ name: String) -> Bool { patterns.isEmpty || patterns.matches(name) }
 
         // Both sides must hold the same tensors with the same shapes.
         let originalNames = Set(original.tensors.map(\.name))
