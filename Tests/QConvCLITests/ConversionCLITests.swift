@@ -37,6 +37,10 @@ final class ConversionCLITests: XCTestCase {
             } else {
                 XCTAssertEqual(got.map(\.bitPattern), expected.map(\.bitPattern), "\(file): dequantized values differ from bitsandbytes")
             }
+            // The file's order and __metadata__ come back too.
+            XCTAssertEqual(output.tensors.map(\.name), reference.tensors.map(\.name), file)
+            XCTAssertEqual(output.metadata?.map(\.key), reference.metadata?.map(\.key), file)
+            XCTAssertEqual(output.metadata?.map(\.value), reference.metadata?.map(\.value), file)
             // Every other tensor of the file came back bit for bit.
             for tensor in reference.tensors where tensor.name != "input" {
                 XCTAssertEqual(try output.tensor(named: tensor.name)!.stored.allBytes(), try tensor.stored.allBytes(), "\(file): \(tensor.name)")
@@ -108,6 +112,27 @@ final class ConversionCLITests: XCTestCase {
         XCTAssertEqual(Set(rows.compactMap { $0["scheme"] as? String }), ["nf4", "raw"])
         let bits = rows.first { $0["scheme"] as? String == "nf4" }!["bits_per_weight"] as! Double
         XCTAssertEqual(bits, 4.13, accuracy: 0.05, "4 bits plus double-quantized block constants")
+        // Every row's bits per weight counts all its parts; k_proj [64,128]: 4096 codes
+        // + 128 absmax codes + 1 nested absmax (4 bytes) = 4228 bytes for 8192 weights.
+        for row in rows {
+            XCTAssertEqual(row["bits_per_weight"] as? Double, Double(row["bytes"] as! Int) * 8 / Double(row["parameters"] as! Int), "\(row["name"]!)")
+        }
+        let kProj = try XCTUnwrap(rows.first { $0["name"] as? String == "model.layers.0.self_attn.k_proj.weight" })
+        XCTAssertEqual(kProj["bytes"] as? Int, 4228)
+        XCTAssertEqual(kProj["bits_per_weight"] as? Double, 4.12890625)
+        // The container summary: schemes, source size, bits per weight overall and over quantized tensors.
+        let containerSummary = try XCTUnwrap(summary["container"] as? [String: Any])
+        XCTAssertEqual(containerSummary["schemes"] as? [String: Int], ["raw": 7, "nf4": 14])
+        XCTAssertEqual(containerSummary["source_tensor_bytes"] as? Int, 1_567_232)
+        let nf4Rows = rows.filter { $0["scheme"] as? String == "nf4" }
+        let nf4Bytes = nf4Rows.reduce(0) { $0 + ($1["bytes"] as! Int) }, nf4Parameters = nf4Rows.reduce(0) { $0 + ($1["parameters"] as! Int) }
+        XCTAssertEqual(nf4Parameters, 325_632)
+        XCTAssertEqual(containerSummary["quantized_bits_per_weight"] as! Double, Double(nf4Bytes) * 8 / Double(nf4Parameters), accuracy: 1e-12)
+        XCTAssertEqual(containerSummary["bits_per_weight"] as! Double, Double(summary["tensor_bytes"] as! Int) * 8 / 391_808, accuracy: 1e-12)
+        let text = try runQConv(["inspect", directory.file("model.qc")]).stdout
+        XCTAssertTrue(text.contains("schemes      raw: 7, nf4: 14"), text)
+        XCTAssertTrue(text.contains("size         1.57 MB source -> "), text)
+        XCTAssertTrue(text.contains("bits/weight  4.128 quantized tensors, 8.835 overall"), text)
 
         let dequant = try runQConv(["dequant", directory.file("model.qc"), directory.file("restored"), "--max-shard-size", "400kB", "--quiet"])
         XCTAssertEqual(dequant.status, 0, dequant.stderr)
@@ -116,13 +141,93 @@ final class ConversionCLITests: XCTestCase {
         XCTAssertEqual(restored.auxiliaryFiles, ["config.json"])
         let original = try Checkpoint(path: sample)
         XCTAssertEqual(Set(restored.tensors.map(\.name)), Set(original.tensors.map(\.name)))
+        XCTAssertEqual(restored.metadata?.map(\.key), original.metadata?.map(\.key))
+        XCTAssertEqual(restored.metadata?.map(\.value), original.metadata?.map(\.value))
+        // The sharded output holds what a single-file dequant writes, tensor for tensor.
+        XCTAssertEqual(try runQConv(["dequant", directory.file("model.qc"), directory.file("single.safetensors"), "--quiet"]).status, 0)
+        let single = try Checkpoint(path: directory.file("single.safetensors"))
+        XCTAssertEqual(single.tensors.map(\.name), original.tensors.map(\.name), "the source's order")
+        let unquantized: Set = ["model.embed_tokens.weight", "lm_head.weight", "model.norm.weight",
+                                "model.layers.0.input_layernorm.weight", "model.layers.0.post_attention_layernorm.weight",
+                                "model.layers.1.input_layernorm.weight", "model.layers.1.post_attention_layernorm.weight"]
         for tensor in original.tensors {
             let back = try XCTUnwrap(restored.tensor(named: tensor.name))
             XCTAssertEqual(back.info, tensor.info)
-            if tensor.info.shape.count < 2 || TensorSelection.isLeftUnquantizedByDefault(tensor.name) {
+            XCTAssertEqual(try back.stored.allBytes(), try XCTUnwrap(single.tensor(named: tensor.name)).stored.allBytes(), tensor.name)
+            if unquantized.contains(tensor.name) {
                 XCTAssertEqual(try back.stored.allBytes(), try tensor.stored.allBytes(), "\(tensor.name) is bit-identical")
+            } else {
+                XCTAssertNotEqual(try back.stored.allBytes(), try tensor.stored.allBytes(), "\(tensor.name) was quantized")
             }
         }
+        // --dtype converts every float tensor, the raw ones too.
+        XCTAssertEqual(try runQConv(["dequant", directory.file("model.qc"), directory.file("bf16.safetensors"), "--dtype", "bf16", "--quiet"]).status, 0)
+        let bf16 = try Checkpoint(path: directory.file("bf16.safetensors"))
+        XCTAssertEqual(bf16.tensors.count, 21)
+        XCTAssertEqual(Set(bf16.tensors.map(\.info.dtype)), [.bf16])
+        let embedding = try original.tensor(named: "model.embed_tokens.weight")!.stored.allFloats()
+        let embeddingBF16 = try bf16.tensor(named: "model.embed_tokens.weight")!.stored.allFloats()
+        XCTAssertEqual(embeddingBF16.map(\.bitPattern), embedding.map { FloatConversion.float(fromBFloat16: FloatConversion.bfloat16Bits(from: $0)).bitPattern })
+    }
+
+    /// An all-raw container turns back into the same file, byte for byte.
+    func testAllRawRoundTripIsByteIdentical() throws {
+        let directory = TemporaryDirectory()
+        let file = Fixtures.path("quant/nf4_one_block.safetensors")
+        XCTAssertEqual(try runQConv(["to-nf4", file, directory.file("raw.qc"), "--skip", ".", "--quiet"]).status, 0)
+        XCTAssertEqual(try runQConv(["dequant", directory.file("raw.qc"), directory.file("back.safetensors"), "--quiet"]).status, 0)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: directory.file("back.safetensors"))), try Data(contentsOf: URL(fileURLWithPath: file)))
+    }
+
+    /// What transformers leaves unquantized, by name: GPT-2's 2-D `wte`/`wpe`
+    /// embeddings stay raw, its `c_attn`/`c_proj`/`c_fc` weights are quantized.
+    func testDefaultSelectionOfAGPT2Model() throws {
+        let directory = TemporaryDirectory()
+        let result = try runQConv(["to-nf4", Fixtures.path("lora/lora_gpt2_fan_in_fan_out_bias/base"), directory.file("q.qc"), "--json"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let report = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
+        let schemes = Dictionary(uniqueKeysWithValues: (report["tensors"] as! [[String: Any]]).map { ($0["name"] as! String, $0["scheme"] as! String) })
+        XCTAssertEqual(schemes["transformer.wte.weight"], "raw")
+        XCTAssertEqual(schemes["transformer.wpe.weight"], "raw")
+        XCTAssertEqual(schemes.filter { $0.value == "nf4" }.keys.sorted(), schemes.keys.filter {
+            $0.hasSuffix(".weight") && ($0.contains(".attn.c_") || $0.contains(".mlp.c_"))
+        }.sorted())
+        XCTAssertFalse(schemes.filter { $0.value == "nf4" }.isEmpty)
+        XCTAssertTrue(schemes.filter { $0.key.contains(".ln_") }.values.allSatisfy { $0 == "raw" })
+    }
+
+    /// `--skip` applies after `--only`.
+    func testSkipIsAppliedAfterOnly() throws {
+        let directory = TemporaryDirectory()
+        let result = try runQConv(["to-nf4", Fixtures.sample("sharded_llama"), directory.file("q.qc"), "--only", "q_proj", "--skip", #"layers\.1\."#, "--json"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let report = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
+        let quantized = (report["tensors"] as! [[String: Any]]).filter { $0["scheme"] as? String == "nf4" }.map { $0["name"] as! String }
+        XCTAssertEqual(quantized, ["model.layers.0.self_attn.q_proj.weight"])
+    }
+
+    /// The thread count changes how work is shared, never the bytes written or the figures.
+    func testOutputDoesNotDependOnTheThreadCount() throws {
+        let directory = TemporaryDirectory()
+        let sample = Fixtures.sample("sharded_llama")
+        func bytes(_ name: String) throws -> Data { try Data(contentsOf: URL(fileURLWithPath: directory.file(name))) }
+        for threads in ["1", "2", "3"] {
+            for command in ["to-nf4", "to-fp4", "to-int8"] {
+                XCTAssertEqual(try runQConv([command, sample, directory.file("\(command)-\(threads).qc"), "--threads", threads, "--quiet"]).status, 0)
+            }
+            XCTAssertEqual(try runQConv(["dequant", directory.file("to-nf4-1.qc"), directory.file("d-\(threads).safetensors"), "--threads", threads, "--quiet"]).status, 0)
+        }
+        for command in ["to-nf4", "to-fp4", "to-int8"] {
+            XCTAssertEqual(try bytes("\(command)-1.qc"), try bytes("\(command)-2.qc"), command)
+            XCTAssertEqual(try bytes("\(command)-1.qc"), try bytes("\(command)-3.qc"), command)
+        }
+        XCTAssertEqual(try bytes("d-1.safetensors"), try bytes("d-2.safetensors"))
+        XCTAssertEqual(try bytes("d-1.safetensors"), try bytes("d-3.safetensors"))
+        func overall(_ threads: String) throws -> NSDictionary {
+            let result = try runQConv(["verify", sample, directory.file("to-int8-1.qc"), "--json", "--threads", threads])
+            return ((try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any])["overall"] as! NSDictionary)
+        }
+        XCTAssertEqual(try overall("1"), try overall("2"))
     }
 
     func testVerifyReportsNF4AndInt8AndHonoursThresholds() throws {
@@ -135,6 +240,9 @@ final class ConversionCLITests: XCTestCase {
             XCTAssertEqual(result.status, 0, result.stderr)
             let report = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
             XCTAssertEqual(report["exact_tensor_count"] as? Int, 7, "raw tensors are identical")
+            // The overall figures are over the quantized tensors only.
+            XCTAssertEqual(report["compared_tensor_count"] as? Int, 14)
+            XCTAssertEqual((report["overall"] as! [String: Any])["element_count"] as? Int, 325_632)
             return (report["overall"] as! [String: Any])["rel_rmse"] as! Double
         }
         let nf4 = try relativeRMSE("nf4.qc")
@@ -150,6 +258,10 @@ final class ConversionCLITests: XCTestCase {
         XCTAssertEqual(loose.stdout, "")
         let inline = try runQConv(["to-int8", sample, directory.file("v.qc"), "--verify", "--min-sqnr", "100", "--quiet"])
         XCTAssertEqual(inline.status, 1, "--verify applies the thresholds")
+        let summary = try runQConv(["to-int8", sample, directory.file("w.qc"), "--verify"])
+        XCTAssertEqual(summary.status, 0, summary.stderr)
+        XCTAssertTrue(summary.stdout.contains("verified  \(directory.file("w.qc")) against \(sample)"), summary.stdout)
+        XCTAssertTrue(summary.stdout.contains("tensors   21: 14 approximated, 7 identical") && summary.stdout.contains("result    passed"), summary.stdout)
     }
 
     func testVerifyRefusesMismatchedCheckpoints() throws {

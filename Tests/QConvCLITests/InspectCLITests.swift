@@ -354,6 +354,24 @@ final class InspectCLITests: XCTestCase {
         }
     }
 
+    /// Without --stats only the header is read: a 64 GiB file (sparse, so it
+    /// costs no disk) inspects like a small one, and exactly as declared.
+    func testInspectReadsOnlyTheHeaderOfAHugeFile() throws {
+        let directory = TemporaryDirectory()
+        let path = directory.file("huge.safetensors")
+        let elements: UInt64 = 16 << 30, bytes = elements * 4
+        let header = #"{"w":{"dtype":"F32","shape":[\#(elements)],"data_offsets":[0,\#(bytes)]}}"#
+        writeFile(path, craftSafetensors(header: header))
+        let handle = try XCTUnwrap(FileHandle(forWritingAtPath: path))
+        try handle.truncate(atOffset: 8 + UInt64(header.utf8.count) + bytes)
+        try handle.close()
+        let result = try runQConv(["inspect", path, "--json"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let report = try json(result.stdout)
+        XCTAssertEqual(report["parameter_count"] as? Int, Int(elements))
+        XCTAssertEqual(report["tensor_bytes"] as? Int, Int(bytes))
+    }
+
     /// transformers' on-disk layout of bitsandbytes checkpoints reads as what it
     /// is: packed 4-bit weights are U8 `[n/2, 1]` tensors with their absmax,
     /// quant_map and quant_state companions; int8 weights are I8 with an F32 SCB.

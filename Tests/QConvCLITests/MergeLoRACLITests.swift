@@ -130,6 +130,16 @@ final class MergeLoRACLITests: XCTestCase {
                   + "F16/BF16 differing \(agreement.differing16) of \(agreement.compared16) (max \(agreement.maxULP) ulp)")
             XCTAssertEqual(FileManager.default.contents(atPath: out + "/config.json"),
                            FileManager.default.contents(atPath: casePath(name, "base/config.json")), "\(name): config.json copied")
+            // Every tensor the adapter does not change is copied byte for byte.
+            let plan = try LoRAMergePlan(adapter: try LoRAAdapter(path: casePath(name, "adapter")),
+                                         baseTensors: try Checkpoint(path: casePath(name, "base")).tensors.map(\.info), baseDescription: name)
+            let changed = Set(plan.changes.map(\.output.name))
+            XCTAssertFalse(changed.isEmpty, name)
+            let base = try SafeTensorsFile(path: casePath(name, "base/model.safetensors")), ours = try SafeTensorsFile(path: merged)
+            for tensor in base.tensors where !changed.contains(tensor.name) {
+                let copy = try XCTUnwrap(ours.entry(named: tensor.name), "\(name): \(tensor.name)")
+                XCTAssertEqual(try ours.bytes(of: copy), try base.bytes(of: tensor), "\(name): \(tensor.name) copied as it was")
+            }
 
             // A file for a file, with the same bytes.
             let single = folder.file("single.safetensors")

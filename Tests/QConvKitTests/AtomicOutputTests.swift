@@ -136,6 +136,18 @@ final class AtomicOutputTests: XCTestCase {
             }
             XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: locked), [])
         }
+        // A folder where even root may not create files: sysfs.
+        if FileManager.default.fileExists(atPath: "/sys/kernel") {
+            for isFolder in [false, true] {
+                XCTAssertThrowsError(try makeWriter("/sys/qconv-test-out", folder: isFolder)) { error in
+                    XCTAssertEqual((error as? QConvError)?.category, .io, "\(error)")
+                    // EACCES for a file, EPERM for a folder.
+                    XCTAssertTrue("\(error)".contains("/sys/qconv-test-out: cannot create: ")
+                                  && ("\(error)".contains("Permission denied") || "\(error)".contains("Operation not permitted")), "\(error)")
+                }
+            }
+            XCTAssertFalse(try FileManager.default.contentsOfDirectory(atPath: "/sys").contains { $0.contains("qconv") })
+        }
     }
 
     /// A real I/O failure while the data is flushed: the file size limit makes
