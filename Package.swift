@@ -10,7 +10,9 @@ import PackageDescription
 // (and is how to depend on QConvKit by version: SwiftPM refuses unsafe flags there).
 #if arch(x86_64)
 let portable = Context.environment["QCONV_PORTABLE"].map { !$0.isEmpty && $0 != "0" } ?? false
-let kernelSettings: [SwiftSetting] = portable ? [] : [.unsafeFlags(["-target-cpu", "haswell"]), .define("QCONV_X86_64_V3")]
+// QCONV_HARDWARE_HALF: F16C converts halves, and Swift has Float16 (not on macOS x86-64).
+let kernelSettings: [SwiftSetting] = portable ? [] : [.unsafeFlags(["-target-cpu", "haswell"]), .define("QCONV_X86_64_V3"),
+                                                      .define("QCONV_HARDWARE_HALF", .when(platforms: [.linux]))]
 let frontEndSettings: [SwiftSetting] = portable ? [] : [.define("QCONV_X86_64_V3")]
 #else
 let kernelSettings: [SwiftSetting] = []

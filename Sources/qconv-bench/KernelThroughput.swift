@@ -2,9 +2,11 @@ import QConvKit
 
 /// Single-thread throughput of the hot kernels, in elements (or bytes) per second.
 /// `qconv-bench --kernels` prints it; it helps tell a slow kernel from slow I/O.
+/// The kernels run on one 16K-element tile in the core's cache, which is how
+/// the conversions call them.
 enum KernelThroughput {
     static func run() {
-        let n = 1 << 22
+        let n = 1 << 14
         var random = SplitMix64(seed: 7)
         var floats = [Float](repeating: 0, count: n)
         for i in 0..<n { floats[i] = 0.02 * random.nextGaussian() }
@@ -16,7 +18,7 @@ enum KernelThroughput {
         var scales = [Float](repeating: 0, count: n / 1024 + 1)
         var outliers = [UInt16](repeating: 0, count: 1)
 
-        print("\n### Kernel throughput (one thread, \(n) elements)\n")
+        print("\n### Kernel throughput (one thread, a tile of \(n) elements in cache)\n")
         print("| kernel | M elements/s |")
         print("|---|---:|")
         func report(_ name: String, _ body: () -> Void) {
@@ -53,6 +55,10 @@ enum KernelThroughput {
                                             Int8Vectorwise.quantize(rows: source, rowCount: rows, columns: 1024, selection: .none,
                                                                     codes: codes, rowScales: UnsafeMutableBufferPointer(rebasing: scales[0..<rows]),
                                                                     outlierValues: UnsafeMutableBufferPointer(rebasing: outliers[0..<0]))
+                                        }
+                                        report("int8 outlier scan, 1024 columns") {
+                                            var scan = OutlierScan(columns: 1024)
+                                            scan.add(source)
                                         }
                                         report("int8 dequantize, 1024 columns") {
                                             Int8Vectorwise.dequantize(codes: UnsafeBufferPointer(codes), rowScales: UnsafeBufferPointer(rebasing: scales[0..<rows]),

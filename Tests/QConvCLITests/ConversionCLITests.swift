@@ -328,6 +328,23 @@ final class ConversionCLITests: XCTestCase {
         }
     }
 
+    /// A NaN in a later tile of a chunk is found and named by its index in the
+    /// whole tensor.
+    func testNonFiniteWeightBeyondTheFirstTileIsNamedByItsIndex() throws {
+        let directory = TemporaryDirectory()
+        var values = [Float16](repeating: 0.01, count: 64 * 1024)
+        values[40 * 1024 + 7] = .infinity
+        let data = values.withUnsafeBytes { Array($0) }
+        writeFile(directory.file("inf.safetensors"), craftSafetensors(
+            header: #"{"w":{"dtype":"F16","shape":[64,1024],"data_offsets":[0,131072]}}"#, data: data))
+        for command in ["to-nf4", "to-int8"] {
+            let result = try runQConv([command, directory.file("inf.safetensors"), directory.file("out.qc")])
+            XCTAssertEqual(result.status, 3, command)
+            XCTAssertTrue(result.stderr.contains("tensor 'w'") && result.stderr.contains("element 40967"), result.stderr)
+            XCTAssertEqual(directory.contents(), ["inf.safetensors"], "\(command) left no output")
+        }
+    }
+
     func testOptionsAreChecked() throws {
         let sample = Fixtures.sample("sharded_llama")
         let directory = TemporaryDirectory()

@@ -7,9 +7,10 @@ final class FloatConversionTests: XCTestCase {
 
     private static func isHalfNaN(_ h: UInt16) -> Bool { h & 0x7C00 == 0x7C00 && h & 0x03FF != 0 }
 
-    /// A float32 NaN carrying the half's sign and payload in its top mantissa bits.
+    /// A quiet float32 NaN carrying the half's sign and payload in its top
+    /// mantissa bits (what x86's F16C conversion returns).
     private static func widenedNaN(_ h: UInt16) -> UInt32 {
-        UInt32(h & 0x8000) << 16 | 0x7F80_0000 | UInt32(h & 0x03FF) << 13
+        UInt32(h & 0x8000) << 16 | 0x7FC0_0000 | UInt32(h & 0x03FF) << 13
     }
 
     /// Round-to-nearest-even of float32 bits to bfloat16, by integer arithmetic.
@@ -191,6 +192,17 @@ final class FloatConversionTests: XCTestCase {
         for h in Self.allPatterns {
             XCTAssertEqual(halves[Int(h)].bitPattern, FloatConversion.float(fromHalf: h).bitPattern, "f16 \(h)")
             XCTAssertEqual(bfloats[Int(h)].bitPattern, FloatConversion.float(fromBFloat16: h).bitPattern, "bf16 \(h)")
+        }
+    }
+
+    func testBulkRoundTripThroughHalfEqualsScalar() {
+        var values = Self.encodeInputs
+        values.withUnsafeMutableBufferPointer { FloatConversion.roundTrip($0.baseAddress!, count: $0.count, through: .f16) }
+        for (value, rounded) in zip(Self.encodeInputs, values) {
+            let expected = FloatConversion.float(fromHalf: FloatConversion.halfBits(from: value))
+            if rounded.bitPattern != expected.bitPattern {
+                return XCTFail("f16 round trip of \(String(value.bitPattern, radix: 16)): bulk \(String(rounded.bitPattern, radix: 16)), scalar \(String(expected.bitPattern, radix: 16))")
+            }
         }
     }
 

@@ -172,6 +172,54 @@ final class Int8VectorwiseTests: XCTestCase {
         XCTAssertEqual(outlierValues, whole.outlierValues)
     }
 
+    /// The fused pass 1 gives what a scan plus plain quantization give, for
+    /// row lengths around the vector widths and rows with NaN, infinities,
+    /// zeros and negative zeros.
+    func testQuantizeScanningEqualsScanPlusPlainQuantization() {
+        for columns in [1, 7, 8, 15, 16, 17, 33, 100] {
+            let rows = 6
+            var input = randomHalfValues(count: rows * columns, scale: 0.05, seed: UInt64(columns))
+            input[columns / 2] = .nan
+            input[columns + columns - 1] = -.infinity
+            for c in 0..<columns { input[2 * columns + c] = c % 2 == 0 ? 0 : -0.0 }
+            input[3 * columns] = 65504
+            input[4 * columns + columns / 3] = .infinity
+            input[4 * columns] = .nan
+            let plain = Quantized(input, rows: rows, columns: columns, criterion: .none)
+            var scan = OutlierScan(columns: columns)
+            var codes = [Int8](repeating: 99, count: rows * columns)
+            var scales = [Float](repeating: -1, count: rows)
+            input.withUnsafeBufferPointer { source in
+                codes.withUnsafeMutableBufferPointer { codes in
+                    scales.withUnsafeMutableBufferPointer { scales in
+                        Int8Vectorwise.quantizeScanning(rows: source, rowCount: rows, columns: columns, scan: &scan, codes: codes, rowScales: scales)
+                    }
+                }
+            }
+            XCTAssertEqual(codes, plain.codes, "\(columns) columns")
+            XCTAssertEqual(scales.map(\.bitPattern), plain.rowScales.map(\.bitPattern), "\(columns) columns")
+            XCTAssertEqual(scan, plain.scan, "\(columns) columns")
+        }
+    }
+
+    /// The row maxima behind SCB: NaN wins, elements at or above the
+    /// threshold are left out (infinity too), and the threshold itself counts as above.
+    func testRowScaleExcludesFromTheThresholdAndKeepsNaN() {
+        func scale(_ row: [Float], _ criterion: OutlierCriterion) -> Float {
+            Quantized(row, rows: 1, columns: row.count, criterion: criterion).rowScales[0]
+        }
+        let row: [Float] = [0.5, -3, 2, -0.0, 7, 1, -6, 2.5, 0.25, -1]  // longer than one vector
+        XCTAssertEqual(scale(row, .none), 7)
+        XCTAssertEqual(scale(row, .absolute(6)), 3)
+        XCTAssertEqual(scale(row, .absolute(3)), 2.5)
+        XCTAssertEqual(scale(row, .absolute(100)), 7)
+        XCTAssertEqual(scale(row + [.infinity], .absolute(6)), 3)
+        XCTAssertEqual(scale(row + [-.infinity], .none), .infinity)
+        XCTAssertTrue(scale(row + [.nan], .absolute(6)).isNaN)
+        XCTAssertTrue(scale([.nan], .none).isNaN)
+        XCTAssertEqual(scale([-0.0, 0], .none).bitPattern, 0)
+    }
+
     // MARK: - Criteria and scan
 
     func testCriterionThresholds() {

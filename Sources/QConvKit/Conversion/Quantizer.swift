@@ -196,40 +196,48 @@ public enum Quantizer {
             stride(from: chunk.lowerBound, to: chunk.upperBound, by: rowsPerTile).map { $0..<min(chunk.upperBound, $0 + rowsPerTile) }
         }
 
-        /// Reads rows as bitsandbytes sees them, float16 values, into their
-        /// place in the slot's chunk buffer (the chunk starting at row `chunkStart`).
-        func readRows(_ range: Range<Int>, chunkStart: Int, slot: Int) throws -> UnsafeMutablePointer<Float> {
-            let floats = buffers.floats(slot).baseAddress! + (range.lowerBound - chunkStart) * columns
-            try tensor.readFloats(range.lowerBound * columns..<range.upperBound * columns, into: floats, scratch: buffers.scratch(slot))
-            if info.dtype != .f16 { FloatConversion.roundTrip(floats, count: range.count * columns, through: .f16) }
-            return floats
+        /// Reads the rows of a tile as bitsandbytes sees them, float16 values,
+        /// to the start of the slot's float buffer, which stays in the core's
+        /// cache from tile to tile.
+        func readRows(_ tile: Range<Int>, slot: Int) throws {
+            let floats = buffers.floats(slot).baseAddress!
+            try tensor.readFloats(tile.lowerBound * columns..<tile.upperBound * columns, into: floats, scratch: buffers.scratch(slot))
+            if info.dtype != .f16 { FloatConversion.roundTrip(floats, count: tile.count * columns, through: .f16) }
         }
 
         var rowScales = [Float](repeating: 0, count: rows)
         var firstBad = [Int?](repeating: nil, count: buffers.slots)
 
-        /// Quantizes the rows of `tile` (within the chunk starting at row
-        /// `chunkStart`) from the values `readRows` left in the slot's buffer;
-        /// without outlier columns, returns the chunk-relative index of a
-        /// non-finite value instead when that must be refused.
+        /// The slot's buffers for the rows of `tile`, within the chunk starting
+        /// at row `chunkStart`: the values `readRows` read, and the tile's
+        /// place in the chunk's codes.
+        func tileBuffers(_ tile: Range<Int>, chunkStart: Int, slot: Int) -> (values: UnsafeBufferPointer<Float>, codes: UnsafeMutableBufferPointer<Int8>) {
+            let count = tile.count * columns
+            let codes = buffers.bytes(slot).baseAddress!.assumingMemoryBound(to: Int8.self) + (tile.lowerBound - chunkStart) * columns
+            return (UnsafeBufferPointer(start: buffers.floats(slot).baseAddress!, count: count), UnsafeMutableBufferPointer(start: codes, count: count))
+        }
+
+        /// The chunk-relative index of a NaN or infinity in the rows of
+        /// `tile` quantized without outlier columns, when it must be refused:
+        /// then no element is left out of a row's absmax, so it shows in the
+        /// row's scale.
+        func refusedNonFinite(_ tile: Range<Int>, chunkStart: Int, slot: Int, rowScales: UnsafeMutableBufferPointer<Float>) -> Int? {
+            guard !allowNonfinite, !FiniteChecks.allFinite(UnsafeBufferPointer(rebasing: UnsafeBufferPointer(rowScales)[tile])) else { return nil }
+            let values = tileBuffers(tile, chunkStart: chunkStart, slot: slot).values
+            return FiniteChecks.firstNonFinite(values).map { (tile.lowerBound - chunkStart) * columns + $0 }
+        }
+
+        /// Quantizes the rows of `tile` from the values `readRows` left in the
+        /// slot's buffer; returns what `refusedNonFinite` finds when there are
+        /// no outlier columns.
         func quantizeTile(_ tile: Range<Int>, chunkStart: Int, slot: Int, selection: OutlierSelection,
                           rowScales: UnsafeMutableBufferPointer<Float>, outlierValues: UnsafeMutableBufferPointer<UInt16>) -> Int? {
-            let offset = (tile.lowerBound - chunkStart) * columns
-            let count = tile.count * columns
-            let values = UnsafeBufferPointer(start: buffers.floats(slot).baseAddress! + offset, count: count)
+            let (values, codes) = tileBuffers(tile, chunkStart: chunkStart, slot: slot)
             let k = selection.columns.count
-            Int8Vectorwise.quantize(rows: values, rowCount: tile.count, columns: columns, selection: selection,
-                                    codes: UnsafeMutableBufferPointer(start: buffers.bytes(slot).baseAddress!.assumingMemoryBound(to: Int8.self) + offset, count: count),
+            Int8Vectorwise.quantize(rows: values, rowCount: tile.count, columns: columns, selection: selection, codes: codes,
                                     rowScales: UnsafeMutableBufferPointer(rebasing: rowScales[tile]),
                                     outlierValues: UnsafeMutableBufferPointer(rebasing: outlierValues[tile.lowerBound * k..<tile.upperBound * k]))
-            // Without outlier columns no element is left out of a row's absmax,
-            // so a NaN or infinity shows in the row's scale.
-            if !allowNonfinite, selection == .none,
-               !FiniteChecks.allFinite(UnsafeBufferPointer(rebasing: UnsafeBufferPointer(rowScales)[tile])),
-               let bad = FiniteChecks.firstNonFinite(values) {
-                return offset + bad
-            }
-            return nil
+            return selection == .none ? refusedNonFinite(tile, chunkStart: chunkStart, slot: slot, rowScales: rowScales) : nil
         }
 
         /// The chunk's codes, as the slot holds them.
@@ -267,11 +275,12 @@ public enum Quantizer {
                             scans[slot] = OutlierScan(columns: columns)
                             firstBad[slot] = nil
                             for tile in tiles(of: range) {
-                                let floats = try readRows(tile, chunkStart: range.lowerBound, slot: slot)
-                                scans[slot].add(UnsafeBufferPointer(start: floats, count: tile.count * columns))
+                                try readRows(tile, slot: slot)
+                                let (values, codes) = tileBuffers(tile, chunkStart: range.lowerBound, slot: slot)
+                                Int8Vectorwise.quantizeScanning(rows: values, rowCount: tile.count, columns: columns, scan: &scans[slot],
+                                                                codes: codes, rowScales: UnsafeMutableBufferPointer(rebasing: rowScales[tile]))
                                 if firstBad[slot] == nil {
-                                    firstBad[slot] = quantizeTile(tile, chunkStart: range.lowerBound, slot: slot, selection: .none,
-                                                                  rowScales: rowScales, outlierValues: UnsafeMutableBufferPointer(start: nil, count: 0))
+                                    firstBad[slot] = refusedNonFinite(tile, chunkStart: range.lowerBound, slot: slot, rowScales: rowScales)
                                 }
                             }
                             if firstBad[slot] == nil { try codes.write(chunkCodes(c, slot: slot), at: range.lowerBound * columns) }
@@ -297,7 +306,7 @@ public enum Quantizer {
                             let range = rowRange(c)
                             firstBad[slot] = nil
                             for tile in tiles(of: range) {
-                                _ = try readRows(tile, chunkStart: range.lowerBound, slot: slot)
+                                try readRows(tile, slot: slot)
                                 firstBad[slot] = quantizeTile(tile, chunkStart: range.lowerBound, slot: slot, selection: selection,
                                                               rowScales: rowScales, outlierValues: outlierValues)
                                 if firstBad[slot] != nil { return }

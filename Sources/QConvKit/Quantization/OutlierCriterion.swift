@@ -92,9 +92,8 @@ public struct OutlierScan: Equatable, Sendable {
     /// Row length of the matrix.
     public let columnCount: Int
     /// Bit patterns of each column's largest `|a|`, NaN ignored. Non-negative
-    /// floats order like their bit patterns (non-negative Int32s), so integer
-    /// SIMD max does the work.
-    private var columnAbsMaxBits: [Int32]
+    /// floats order like their bit patterns, so an integer max does the work.
+    private var columnAbsMaxBits: [UInt32]
     /// Sum of squares of the finite elements (for the RMS).
     public private(set) var sumOfSquares: Double = 0
     /// Number of finite elements seen.
@@ -105,11 +104,11 @@ public struct OutlierScan: Equatable, Sendable {
     public init(columns: Int) {
         precondition(columns >= 0, "negative column count")
         columnCount = columns
-        columnAbsMaxBits = [Int32](repeating: 0, count: columns)
+        columnAbsMaxBits = [UInt32](repeating: 0, count: columns)
     }
 
     /// Largest `|a|` of each column (NaN ignored, infinity counted).
-    public var columnAbsMax: [Float] { columnAbsMaxBits.map { Float(bitPattern: UInt32($0)) } }
+    public var columnAbsMax: [Float] { columnAbsMaxBits.map { Float(bitPattern: $0) } }
 
     /// Root mean square of the finite elements; 0 before any.
     public var rms: Double { finiteCount == 0 ? 0 : (sumOfSquares / Double(finiteCount)).squareRoot() }
@@ -118,39 +117,64 @@ public struct OutlierScan: Equatable, Sendable {
     public mutating func add(_ rows: UnsafeBufferPointer<Float>) {
         guard columnCount > 0, let base = rows.baseAddress else { return }
         precondition(rows.count % columnCount == 0, "OutlierScan.add: \(rows.count) values are not whole rows of \(columnCount)")
-        let count = rows.count / columnCount
-        let lanes = SIMD8<Float>.scalarCount
-        let infinityBits = SIMD8<Int32>(repeating: Int32(Float.infinity.bitPattern))
-        var sum = 0.0
-        var nonFinite = 0
+        for row in 0..<rows.count / columnCount { _ = addRow(base + row * columnCount) }
+    }
+
+    /// Adds one row of `columnCount` values and returns its largest `|a|`,
+    /// NaN when it holds one: the row's plain int8 scale, which
+    /// `Int8Vectorwise.quantizeScanning` uses without another pass.
+    @inline(__always)
+    mutating func addRow(_ row: UnsafePointer<Float>) -> Float {
+        let count = columnCount
+        let infinityBits = Float.infinity.bitPattern
+        // A plain loop over the bits: LLVM vectorizes it (integer max keeps
+        // NaN, the largest pattern, in the row's maximum), as it does not
+        // Swift SIMD code with masks.
+        var rowMaximum: UInt32 = 0
         columnAbsMaxBits.withUnsafeMutableBufferPointer { maxima in
-            let maxBase = UnsafeMutableRawPointer(maxima.baseAddress!)
-            for row in 0..<count {
-                let source = UnsafeRawPointer(base + row * columnCount)
-                var squares = SIMD8<Double>()
-                var nonFiniteLanes = SIMD8<Int32>()
-                var column = 0
-                while column < columnCount {
-                    // Padding lanes load as 0: finite, no square, no new maximum.
-                    let width = min(lanes, columnCount - column)
-                    let values = Int8Vectorwise.loadPadded(source, from: column, width: width, as: Float.self)
-                    var magnitude = Int8Vectorwise.magnitudeBits(values)
-                    let isNonFinite = magnitude .>= infinityBits
-                    magnitude.replace(with: 0, where: magnitude .> infinityBits)  // NaN
-                    let running = Int8Vectorwise.loadPadded(UnsafeRawPointer(maxBase), from: column, width: width, as: Int32.self)
-                    Int8Vectorwise.storePrefix(Int8Vectorwise.larger(running, magnitude), into: maxBase, at: column, width: width)
-                    let kept = Int8Vectorwise.widen(values.replacing(with: 0, where: isNonFinite))
-                    squares += kept * kept
-                    nonFiniteLanes &+= SIMD8<Int32>().replacing(with: 1, where: isNonFinite)
-                    column += width
-                }
-                sum += squares.sum()
-                nonFinite += Int(nonFiniteLanes.wrappedSum())
+            let maxima = maxima.baseAddress!
+            for column in 0..<count {
+                let magnitude = row[column].bitPattern & 0x7FFF_FFFF
+                rowMaximum = max(rowMaximum, magnitude)
+                maxima[column] = max(maxima[column], magnitude > infinityBits ? 0 : magnitude)
             }
         }
-        sumOfSquares += sum
-        finiteCount += rows.count - nonFinite
-        rowCount += count
+        rowCount += 1
+        if rowMaximum < infinityBits {
+            sumOfSquares += Self.sumOfSquares(row, count: count)
+            finiteCount += count
+        } else {
+            // Rare: leave the NaNs and infinities out, one by one.
+            var sum = 0.0
+            for column in 0..<count where row[column].isFinite {
+                sum += Double(row[column]) * Double(row[column])
+                finiteCount += 1
+            }
+            sumOfSquares += sum
+        }
+        return Float(bitPattern: rowMaximum)
+    }
+
+    /// Sum of squares of finite values in Double, 16 lanes at a time: two
+    /// accumulators, so that the additions do not wait on each other.
+    @inline(__always)
+    static func sumOfSquares(_ values: UnsafePointer<Float>, count: Int) -> Double {
+        let raw = UnsafeRawPointer(values)
+        var low = SIMD8<Double>(), high = SIMD8<Double>()
+        var index = 0
+        while index &+ 16 <= count {
+            let a = SIMDLanes.widen(raw.loadUnaligned(fromByteOffset: index &* 4, as: SIMD8<Float>.self))
+            let b = SIMDLanes.widen(raw.loadUnaligned(fromByteOffset: (index &+ 8) &* 4, as: SIMD8<Float>.self))
+            low += a * a
+            high += b * b
+            index &+= 16
+        }
+        var tail = 0.0
+        while index < count {
+            tail += Double(values[index]) * Double(values[index])
+            index &+= 1
+        }
+        return (low + high).sum() + tail
     }
 
     /// Folds in the statistics of other rows of the same matrix.
@@ -167,7 +191,7 @@ public struct OutlierScan: Equatable, Sendable {
     /// The outlier columns `criterion` picks from the rows seen so far.
     public func selection(_ criterion: OutlierCriterion) -> OutlierSelection {
         guard let threshold = criterion.threshold(rms: rms) else { return .none }
-        let columns = columnAbsMaxBits.indices.filter { Float(bitPattern: UInt32(columnAbsMaxBits[$0])) >= threshold }
+        let columns = columnAbsMaxBits.indices.filter { Float(bitPattern: columnAbsMaxBits[$0]) >= threshold }
         return columns.isEmpty ? .none : OutlierSelection(threshold: threshold, columns: columns)
     }
 }

@@ -51,8 +51,8 @@ public struct ErrorMetrics: Equatable, Sendable {
         while index < count {
             // Padding lanes are 0 in both tensors and contribute nothing.
             let width = min(lanes, count - index)
-            let x = Int8Vectorwise.widen(Int8Vectorwise.loadPadded(UnsafeRawPointer(a), from: index, width: width, as: Float.self))
-            let y = Int8Vectorwise.widen(Int8Vectorwise.loadPadded(UnsafeRawPointer(b), from: index, width: width, as: Float.self))
+            let x = SIMDLanes.widen(SIMDLanes.loadPadded(UnsafeRawPointer(a), from: index, width: width, as: Float.self))
+            let y = SIMDLanes.widen(SIMDLanes.loadPadded(UnsafeRawPointer(b), from: index, width: width, as: Float.self))
             let error = x - y
             // Multiply and add, not `addProduct`: without an FMA instruction in
             // the baseline target that becomes a libm call per lane.
@@ -64,7 +64,7 @@ public struct ErrorMetrics: Equatable, Sendable {
             // `maxAbsoluteError` checks.
             // Compared with a vector, not the scalar 0: that overload is generic
             // and compiles lane by lane.
-            largest = Int8Vectorwise.larger(largest, error.replacing(with: -error, where: error .< zero))
+            largest = SIMDLanes.larger(largest, error.replacing(with: -error, where: error .< zero))
             index += width
         }
         elementCount += count
