@@ -239,8 +239,9 @@ final class LoRAMergeTests: XCTestCase {
     // MARK: - The float-buffer API
 
     func testRowRangesGiveTheWholeTensorsResult() throws {
-        // 9 rows x 11 columns exercises the 4-row blocks, single rows and the tails of 8-wide vectors.
-        let rows = 9, columns = 11, rank = 3
+        // 9 rows x 37 columns exercises the 4-row blocks (two 16-column
+        // panels and a tail), single rows (8-wide vectors and a tail), bit for bit alike.
+        let rows = 9, columns = 37, rank = 3
         func pattern(_ n: Int, _ k: Float) -> [Float] { (0..<n).map { Float(($0 * 7) % 13) * k - 0.3 } }
         let config = #"{"peft_type": "LORA", "r": 3, "lora_alpha": 5}"#
         let adapter = try makeAdapter(config, [

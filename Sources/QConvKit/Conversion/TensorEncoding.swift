@@ -7,9 +7,10 @@ public enum TensorEncoding {
     /// in the core's cache between decoding and encoding.
     static let tileElements = 1 << 14
 
-    /// Buffers for `write`: a few chunks per thread.
+    /// Buffers for `write`: a few chunks per thread, with room for tiles of
+    /// sources that read several long rows at once (a merge's `down_proj`).
     public static func makeBuffers(threads: Int) -> ChunkBuffers {
-        ChunkBuffers(slots: max(2, threads * 2), floats: tileElements, bytes: chunkElements * 4, scratch: tileElements * 8)
+        ChunkBuffers(slots: max(2, threads * 2), floats: tileElements * 2, bytes: chunkElements * 4, scratch: tileElements * 16)
     }
 
     /// Writes `source` encoded as `dtype` (F32, F16, BF16 or F64) into `region`

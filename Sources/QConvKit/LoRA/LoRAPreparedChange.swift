@@ -29,6 +29,9 @@ public final class LoRAPreparedChange: @unchecked Sendable {
     private let coefficients: [Float]
     /// r rows of the row length: `A` for linear, `B^T` otherwise.
     private let basis: [Float]
+    /// `basis` laid out for `LoRAKernels.addDelta4` (`LoRAKernels.panels`);
+    /// empty where that kernel is not used.
+    private let basisPanels: [Float]
     private let magnitude: [Float]
     private let biasDelta: [Float]
     /// The replacement's values rounded to the output dtype; empty when not decoded.
@@ -39,6 +42,11 @@ public final class LoRAPreparedChange: @unchecked Sendable {
     public let holdsReplacement: Bool
     /// The dtype the embedding delta is rounded through (F16/BF16 outputs).
     private let deltaRounding: DType?
+
+    /// Rows of a linear change merged in one call of the kernel, which shares
+    /// each load of the basis between them; reads of whole groups of them are
+    /// the fastest.
+    public static let rowsPerKernelCall = 4
 
     /// Whether `apply(to:rows:)` cannot be used (DoRA with norms across rows);
     /// use the two passes or `applyToWholeTensor` then.
@@ -89,6 +97,8 @@ public final class LoRAPreparedChange: @unchecked Sendable {
         self.biasDelta = biasDelta
         let dtype = change.output.dtype
         deltaRounding = change.kind == .embedding && !change.isDoRA && dtype != .f32 ? dtype : nil
+        let usesFourRowKernel = !basis.isEmpty && !change.isDoRA && deltaRounding == nil
+        basisPanels = usesFourRowKernel ? LoRAKernels.panels(basis, rank: rank, columns: change.columnCount) : []
     }
 
     /// Copies the decoded replacement's rows over `values`, if there is one.
@@ -127,10 +137,12 @@ public final class LoRAPreparedChange: @unchecked Sendable {
                 var row = rows.lowerBound
                 if !change.isDoRA && deltaRounding == nil {
                     // Four rows at a time share each load of the basis.
-                    while row + 4 <= rows.upperBound {
-                        LoRAKernels.addDelta4(coefficients + row * rank, basis, rank: rank, columns: columns, scale: scale,
-                                              into: values + (row - rows.lowerBound) * columns)
-                        row += 4
+                    basisPanels.withUnsafeBufferPointer { panels in
+                        while row + Self.rowsPerKernelCall <= rows.upperBound {
+                            LoRAKernels.addDelta4(coefficients + row * rank, basis, panels: panels.baseAddress!, rank: rank, columns: columns,
+                                                  scale: scale, into: values + (row - rows.lowerBound) * columns)
+                            row += Self.rowsPerKernelCall
+                        }
                     }
                 }
                 for row in row..<rows.upperBound {
@@ -295,29 +307,55 @@ enum LoRAKernels {
         }
     }
 
+    /// Columns per block of `panels`.
+    static let panelColumns = 16
+
+    /// `basis` (`rank` rows of `columns`) in the order `addDelta4` reads it:
+    /// blocks of 16 columns, each holding its `rank` rows of 16 one after the
+    /// other, so that the kernel's loads are sequential. Columns past the
+    /// last whole block are left out (the kernel reads them from `basis`).
+    static func panels(_ basis: [Float], rank: Int, columns: Int) -> [Float] {
+        let blocks = columns / panelColumns
+        var panels = [Float](repeating: 0, count: max(1, blocks * rank * panelColumns))
+        for block in 0..<blocks {
+            for k in 0..<rank {
+                for lane in 0..<panelColumns {
+                    panels[(block * rank + k) * panelColumns + lane] = basis[k * columns + block * panelColumns + lane]
+                }
+            }
+        }
+        return panels
+    }
+
     /// `addDelta` for four consecutive rows (weights `rank` apart, rows
-    /// `columns` apart), with the same arithmetic per value.
-    static func addDelta4(_ weights: UnsafePointer<Float>, _ basis: UnsafePointer<Float>, rank: Int, columns: Int, scale: Float, into rows: UnsafeMutablePointer<Float>) {
+    /// `columns` apart), with the same arithmetic per value. Sixteen columns
+    /// at a time: eight independent sums keep both adders busy, and each load
+    /// of the basis (from `panels`) serves four rows.
+    static func addDelta4(_ weights: UnsafePointer<Float>, _ basis: UnsafePointer<Float>, panels: UnsafePointer<Float>,
+                          rank: Int, columns: Int, scale: Float, into rows: UnsafeMutablePointer<Float>) {
         let s = Vector(repeating: scale)
         let w0 = weights, w1 = w0 + rank, w2 = w1 + rank, w3 = w2 + rank
         let r0 = rows, r1 = r0 + columns, r2 = r1 + columns, r3 = r2 + columns
         var j = 0
-        while j + 8 <= columns {
-            var sum0 = Vector(), sum1 = Vector(), sum2 = Vector(), sum3 = Vector()
-            var p = basis + j
+        var p = panels
+        while j + panelColumns <= columns {
+            var low0 = Vector(), low1 = Vector(), low2 = Vector(), low3 = Vector()
+            var high0 = Vector(), high1 = Vector(), high2 = Vector(), high3 = Vector()
             for k in 0..<rank {
-                let b = load(p)
-                sum0 += Vector(repeating: w0[k]) * b
-                sum1 += Vector(repeating: w1[k]) * b
-                sum2 += Vector(repeating: w2[k]) * b
-                sum3 += Vector(repeating: w3[k]) * b
-                p += columns
+                let low = load(p), high = load(p + 8)
+                let c0 = Vector(repeating: w0[k]), c1 = Vector(repeating: w1[k])
+                let c2 = Vector(repeating: w2[k]), c3 = Vector(repeating: w3[k])
+                low0 += c0 * low; high0 += c0 * high
+                low1 += c1 * low; high1 += c1 * high
+                low2 += c2 * low; high2 += c2 * high
+                low3 += c3 * low; high3 += c3 * high
+                p += panelColumns
             }
-            store(load(r0 + j) + sum0 * s, r0 + j)
-            store(load(r1 + j) + sum1 * s, r1 + j)
-            store(load(r2 + j) + sum2 * s, r2 + j)
-            store(load(r3 + j) + sum3 * s, r3 + j)
-            j += 8
+            store(load(r0 + j) + low0 * s, r0 + j); store(load(r0 + j + 8) + high0 * s, r0 + j + 8)
+            store(load(r1 + j) + low1 * s, r1 + j); store(load(r1 + j + 8) + high1 * s, r1 + j + 8)
+            store(load(r2 + j) + low2 * s, r2 + j); store(load(r2 + j + 8) + high2 * s, r2 + j + 8)
+            store(load(r3 + j) + low3 * s, r3 + j); store(load(r3 + j + 8) + high3 * s, r3 + j + 8)
+            j += panelColumns
         }
         while j < columns {
             r0[j] += combination(w0, basis, rank: rank, columns: columns, column: j) * scale

@@ -2,7 +2,7 @@
 /// like any other tensor: the merge plugs into the same pipelines as
 /// `dequant` (write safetensors) and `to-nf4` (quantize into a container).
 ///
-/// Ranges are whole rows (and whole 4-bit blocks or int8 rows of the base).
+/// Ranges are whole groups of `LoRAPreparedChange.rowsPerKernelCall` rows (and whole 4-bit blocks or int8 rows of the base).
 /// Nothing of the tensor is kept in memory between reads:
 /// - a replacement the prepared change did not decode (`holdsReplacement`
 ///   false) is read from the adapter range by range, like the base;
@@ -41,9 +41,12 @@ public final class MergedTensorSource: FloatTensorSource {
 
     public var info: TensorInfo { prepared.change.output }
 
+    /// Whole groups of rows that the merge's kernel takes at once (four rows
+    /// share each load of the basis), so that a read of a long row, such as a
+    /// tile of `down_proj`, does not fall back to one row at a time.
     public var alignment: Int {
-        let columns = max(1, prepared.columnCount)
-        return leastCommonMultiple(columns, source?.alignment ?? 1)
+        let rows = max(1, prepared.columnCount) * LoRAPreparedChange.rowsPerKernelCall
+        return leastCommonMultiple(rows, source?.alignment ?? 1)
     }
 
     public func scratchBytes(for count: Int) -> Int { source?.scratchBytes(for: count) ?? 0 }
