@@ -110,6 +110,25 @@ final class AtomicOutputTests: XCTestCase {
         XCTAssertEqual(folder.contents(), ["a.bin"])
     }
 
+    /// `--force` over a link to a folder, or over a folder holding such a
+    /// link, replaces the link: what it points to is not touched.
+    func testReplacingAFolderNeverDeletesWhatALinkPointsTo() throws {
+        let folder = TemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: folder.file("victim"), withIntermediateDirectories: false)
+        writeFile(folder.file("victim/keep.txt"), [7])
+        try FileManager.default.createSymbolicLink(atPath: folder.file("linked"), withDestinationPath: folder.file("victim"))
+        try FileManager.default.createDirectory(atPath: folder.file("holder"), withIntermediateDirectories: false)
+        try FileManager.default.createSymbolicLink(atPath: folder.file("holder/inner"), withDestinationPath: folder.file("victim"))
+        for name in ["linked", "holder"] {
+            let output = try AtomicOutput(destination: folder.file(name), kind: .directory, overwrite: true, inputs: [])
+            writeFile(output.path(for: "new.json"), [1])
+            try output.commit()
+            XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: folder.file(name)), ["new.json"], name)
+            XCTAssertEqual(read(folder.file("victim/keep.txt")), [7], name)
+        }
+        XCTAssertEqual(folder.contents().sorted(), ["holder", "linked", "victim"])
+    }
+
     /// A destination that cannot be created: a folder without write permission
     /// (when not running as root, which ignores permissions), and always a
     /// destination whose parent is a regular file or missing.

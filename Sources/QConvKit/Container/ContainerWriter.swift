@@ -71,10 +71,6 @@ public final class ContainerWriter {
         try writer.write(bytes)
     }
 
-    public func write(_ bytes: [UInt8]) throws {
-        try bytes.withUnsafeBytes { try write($0) }
-    }
-
     /// Writes `part` with the `part.expectedLength` bytes of `file` at
     /// `offset` as they are (a raw tensor, an embedded file, a part copied
     /// from another container), read and written on all cores by

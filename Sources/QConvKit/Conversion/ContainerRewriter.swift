@@ -4,8 +4,8 @@
 ///
 /// Changed tensors are decoded, transformed and quantized again with the
 /// scheme and parameters they had (a raw tensor is stored raw again, in its
-/// new dtype). Every other part and embedded file is copied byte for byte
-/// (by the kernel), its checksum checked on the way.
+/// new dtype). Every other part and embedded file is copied byte for byte,
+/// its checksum checked on the way.
 public enum ContainerRewriter {
     public struct Options {
         public var threads: Int

@@ -1,8 +1,9 @@
 /// Decodes one tensor of a container back to float32, range by range.
 ///
 /// Creating a decoder checks the checksum of every part of the tensor (the
-/// large codes part is streamed through xxHash64 in bounded chunks) and loads
-/// and validates the small side data (`SideData`): 4-bit absmax values
+/// large codes part is streamed through xxHash64 in bounded chunks; with
+/// `checkingInOrder`, it is left to the reads, which check it as they pass)
+/// and loads and validates the small side data (`SideData`): 4-bit absmax values
 /// (undoing double quantization), int8 row scales and outlier columns.
 public final class ContainerTensorDecoder: FloatTensorSource {
     /// A tensor's side parts (every part after the first), read whole,

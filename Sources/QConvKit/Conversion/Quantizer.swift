@@ -336,18 +336,19 @@ public enum Quantizer {
         .nonFiniteValue(file: file, tensor: tensor, index: index, value: value.isNaN ? "NaN" : "\(value)")
     }
 
-    /// The error for element `bad` of `rows`, found non-finite after rounding
-    /// to float16: the slot's rows are read again without the rounding (the
-    /// chunk is not written, so its buffer is free), and a finite source value
-    /// is reported as overflowing float16 rather than as the infinity it became.
+    /// The error for element `bad` of `rows` (chunk-relative), found
+    /// non-finite after rounding to float16: the chunk's rows are read again
+    /// without the rounding into the slot's buffer (the chunk is not written,
+    /// so it is free), and a finite source value is reported as overflowing
+    /// float16 rather than as the infinity it became.
     static func int8NonFinite(_ tensor: FloatTensorSource, file: String, rows: Range<Int>, bad: Int,
                               buffers: ChunkBuffers, slot: Int) throws -> ConversionError {
         let columns = tensor.info.matrixShape.columns
         let index = rows.lowerBound * columns + bad
         let floats = buffers.floats(slot).baseAddress!
-        if tensor.info.dtype != .f16 {
-            try tensor.readFloats(rows.lowerBound * columns..<rows.upperBound * columns, into: floats, scratch: buffers.scratch(slot))
-            if floats[bad].isFinite { return .float16Overflow(file: file, tensor: tensor.info.name, index: index, value: "\(floats[bad])") }
+        try tensor.readFloats(rows.lowerBound * columns..<rows.upperBound * columns, into: floats, scratch: buffers.scratch(slot))
+        if tensor.info.dtype != .f16, floats[bad].isFinite {
+            return .float16Overflow(file: file, tensor: tensor.info.name, index: index, value: "\(floats[bad])")
         }
         return nonFinite(tensor.info.name, file: file, index: index, floats[bad])
     }

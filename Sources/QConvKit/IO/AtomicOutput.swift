@@ -36,16 +36,20 @@ public final class AtomicOutput {
             throw IOError("create", path: destination, code: ENOENT, detail: "folder '\(directory)' does not exist")
         }
         let base = FileSystem.baseName(of: destination)
-        var path = ""
+        var created: String?
         for attempt in 0..<100 {
-            path = FileSystem.join(directory, ".\(base).qconv-tmp-\(getpid())-\(attempt)")
+            let path = FileSystem.join(directory, ".\(base).qconv-tmp-\(getpid())-\(attempt)")
             if kind == .file {
                 let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-                if fd >= 0 { close(fd); break }
+                if fd >= 0 { close(fd); created = path; break }
             } else if mkdir(path, 0o755) == 0 {
+                created = path
                 break
             }
             if errno != EEXIST { throw IOError("create", path: destination) }
+        }
+        guard let path = created else {
+            throw IOError("create", path: destination, code: EEXIST, detail: "100 temporary names beside it are taken")
         }
         temporaryPath = path
         TemporaryFileRegistry.register(path, isDirectory: kind == .directory)

@@ -93,10 +93,12 @@ public enum FileSystem {
     }
 
     /// Removes a file or a directory tree; missing paths are not an error.
+    /// A symbolic link is removed itself, never what it points to (`lstat`).
     public static func removeItem(_ path: String) {
-        switch kind(of: path) {
-        case .missing: return
-        case .directory:
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return }
+        switch info.st_mode & S_IFMT {
+        case S_IFDIR:
             for name in (try? contents(of: path)) ?? [] { removeItem(join(path, name)) }
             rmdir(path)
         default:

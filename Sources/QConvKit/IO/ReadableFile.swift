@@ -71,10 +71,4 @@ public final class ReadableFile: @unchecked Sendable {
             done += UInt64(n)
         }
     }
-
-    /// Tells the kernel the given range will not be read again, so that page
-    /// cache pages do not pile up in long conversions.
-    public func dropFromCache(offset: UInt64, length: UInt64) {
-        _ = posix_fadvise(descriptor, off_t(offset), off_t(length), Int32(POSIX_FADV_DONTNEED))
-    }
 }

@@ -17,13 +17,14 @@ public enum FiniteChecks {
     }
 
     /// The number of NaN and infinite values among `count` encoded values of
-    /// `dtype` (F32, F16 or BF16): those whose exponent bits are all ones.
+    /// `dtype` (F32, F16, BF16 or F64): those whose exponent bits are all ones.
     /// This catches a float32 that was finite but overflowed F16 on encoding.
     public static func nonFiniteCount(encoded: UnsafeRawPointer, dtype: DType, count: Int) -> Int {
         switch dtype {
         case .f32: return specialCount(encoded.assumingMemoryBound(to: UInt32.self), exponent: 0x7F80_0000, count: count)
         case .f16: return specialCount(encoded.assumingMemoryBound(to: UInt16.self), exponent: 0x7C00, count: count)
         case .bf16: return specialCount(encoded.assumingMemoryBound(to: UInt16.self), exponent: 0x7F80, count: count)
+        case .f64: return specialCount(encoded.assumingMemoryBound(to: UInt64.self), exponent: 0x7FF0_0000_0000_0000, count: count)
         default: return 0
         }
     }

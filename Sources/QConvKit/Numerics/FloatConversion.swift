@@ -1,7 +1,7 @@
 /// Every conversion between stored number formats and float32, in one place.
 ///
-/// Scalar functions are exact bit-level definitions; the bulk functions run the
-/// same arithmetic on 8 lanes at once and are what hot loops call. Rounding is
+/// Scalar functions are exact bit-level definitions; the bulk functions give
+/// the same bits for whole buffers and are what hot loops call. Rounding is
 /// to nearest, ties to even, as torch does it, so qconv writes the bytes torch
 /// would write.
 public enum FloatConversion {

@@ -4,7 +4,7 @@
 /// Prefer a plain loop over scalars where LLVM vectorizes it (conversions,
 /// maxima, int8 rounding): that is faster than Swift SIMD code with masks,
 /// which often compiles lane by lane. These helpers are for what it does not
-/// vectorize: sums in Double, whose order must stay fixed.
+/// vectorize: sums and maxima in Double, whose order must stay fixed.
 enum SIMDLanes {
     /// Loads `width` (1...8) scalars starting at element `index`, zero-padded to 8 lanes.
     @inline(__always)

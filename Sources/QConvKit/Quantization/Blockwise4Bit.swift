@@ -48,7 +48,7 @@ public enum Blockwise4Bit {
             let fullBlocks = count / blockSize
             for block in 0..<fullBlocks {
                 let start = block * blockSize
-                let maximum = absoluteMaximum(values + start, count: blockSize)
+                let maximum = Magnitudes.absoluteMaximum(values + start, count: blockSize)
                 absmax[block] = maximum
                 encoder.encode(values + start, count: blockSize, scaling: .multiply(by: 1 / clampedScale(maximum)),
                                into: packed + start / 2)
@@ -56,7 +56,7 @@ public enum Blockwise4Bit {
             let start = fullBlocks * blockSize
             let rest = count - start
             if rest > 0 {
-                let scale = clampedScale(absoluteMaximum(values + start, count: rest))
+                let scale = clampedScale(Magnitudes.absoluteMaximum(values + start, count: rest))
                 absmax[fullBlocks] = scale
                 encoder.encode(values + start, count: rest, scaling: .divide(by: scale), into: packed + start / 2)
             }
@@ -87,9 +87,22 @@ public enum Blockwise4Bit {
                 let source = packed + start / 2
                 let destination = UnsafeMutableRawPointer(output + start)
                 // Blocks have even length except possibly the last, whose final
-                // byte then carries one element and the padding.
-                for j in 0..<length / 2 {
-                    destination.storeBytes(of: pairs[Int(source[j])] * scale, toByteOffset: j * 8, as: SIMD2<Float>.self)
+                // byte then carries one element and the padding. Four bytes per
+                // step: a loop of one is slow on the benchmark machine, and how
+                // slow depends on where the code lands.
+                let byteCount = length / 2
+                var j = 0
+                while j &+ 4 <= byteCount {
+                    let offset = j &* 8
+                    destination.storeBytes(of: pairs[Int(source[j])] * scale, toByteOffset: offset, as: SIMD2<Float>.self)
+                    destination.storeBytes(of: pairs[Int(source[j &+ 1])] * scale, toByteOffset: offset &+ 8, as: SIMD2<Float>.self)
+                    destination.storeBytes(of: pairs[Int(source[j &+ 2])] * scale, toByteOffset: offset &+ 16, as: SIMD2<Float>.self)
+                    destination.storeBytes(of: pairs[Int(source[j &+ 3])] * scale, toByteOffset: offset &+ 24, as: SIMD2<Float>.self)
+                    j &+= 4
+                }
+                while j < byteCount {
+                    destination.storeBytes(of: pairs[Int(source[j])] * scale, toByteOffset: j &* 8, as: SIMD2<Float>.self)
+                    j &+= 1
                 }
                 if length % 2 == 1 {
                     output[start + length - 1] = pairs[Int(source[length / 2])].x * scale.x
@@ -113,32 +126,6 @@ public enum Blockwise4Bit {
     @inline(__always)
     static func clampedScale(_ maximum: Float) -> Float {
         maximum < smallestScale ? smallestScale : maximum
-    }
-
-    /// max |x| as torch's max reduction gives it: NaN wins over everything.
-    ///
-    /// Compares the bit patterns of |x| as integers: their order is the order
-    /// of the magnitudes, and every NaN pattern is above infinity's.
-    @inline(__always)
-    static func absoluteMaximum(_ values: UnsafePointer<Float>, count: Int) -> Float {
-        // Without the sign bit the patterns fit Int32, whose comparison SSE2 has.
-        let magnitudeMask = SIMD16<Int32>(repeating: 0x7FFF_FFFF)
-        var lanesMaximum = SIMD16<Int32>(repeating: 0)
-        var i = 0
-        while i + lanes <= count {
-            let bits = UnsafeRawPointer(values + i).loadUnaligned(as: SIMD16<Int32>.self) & magnitudeMask
-            lanesMaximum.replace(with: bits, where: bits .> lanesMaximum)
-            i += lanes
-        }
-        // Folded by hand: the stdlib's `max()` of a SIMD16 is a call per block.
-        let half = lanesMaximum.lowHalf.replacing(with: lanesMaximum.highHalf, where: lanesMaximum.highHalf .> lanesMaximum.lowHalf)
-        let quarter = half.lowHalf.replacing(with: half.highHalf, where: half.highHalf .> half.lowHalf)
-        var maximum = max(max(quarter[0], quarter[1]), max(quarter[2], quarter[3]))
-        while i < count {
-            maximum = max(maximum, Int32(bitPattern: values[i].bitPattern & 0x7FFF_FFFF))
-            i += 1
-        }
-        return Float(bitPattern: UInt32(bitPattern: maximum))
     }
 }
 

@@ -117,21 +117,11 @@ public enum Int8Vectorwise {
 
     /// Largest `|a|` of a row, skipping elements with `|a| >= threshold`
     /// (none when the threshold is NaN). NaN elements are never skipped and
-    /// make the result NaN, as torch's max does: non-negative floats, NaN
-    /// included (largest), order like their bit patterns.
+    /// make the result NaN, as torch's max does.
     @inline(__always)
     static func rowAbsMax(_ source: UnsafePointer<Float>, count: Int, excludingFrom threshold: Float) -> Float {
-        // Two maxima, of every element and of those below the threshold, with
-        // the comparison done as a sign mask: LLVM vectorizes a max reduction
-        // only without a select in it.
-        let limit = Int32(bitPattern: threshold.bitPattern & 0x7FFF_FFFF)
-        var every: UInt32 = 0, below: UInt32 = 0
-        for column in 0..<count {
-            let magnitude = source[column].bitPattern & 0x7FFF_FFFF
-            every = max(every, magnitude)
-            below = max(below, magnitude & UInt32(bitPattern: (Int32(bitPattern: magnitude) &- limit) >> 31))
-        }
-        return Float(bitPattern: threshold.isNaN || every > Float.infinity.bitPattern ? every : below)
+        threshold.isNaN ? Magnitudes.absoluteMaximum(source, count: count)
+            : Magnitudes.absoluteMaximum(source, count: count, below: threshold)
     }
 
     /// Writes `round-half-even(a * s)` as Int8 for a row whose scale (SCB) is `absmax`.
