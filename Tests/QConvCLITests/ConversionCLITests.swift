@@ -256,6 +256,12 @@ final class ConversionCLITests: XCTestCase {
         let loose = try runQConv(["verify", sample, directory.file("nf4.qc"), "--max-rel-rmse", "0.5", "--min-cosine", "0.9", "--min-sqnr", "10", "--quiet"])
         XCTAssertEqual(loose.status, 0, loose.stderr)
         XCTAssertEqual(loose.stdout, "")
+        // A single container gets an integrity check, which would ignore comparison options: refused.
+        for extra in [["--max-rel-rmse", "0.001"], ["--only", "q_proj"], ["--tensors", "--json"]] {
+            let ignored = try runQConv(["verify", directory.file("nf4.qc")] + extra)
+            XCTAssertEqual(ignored.status, 2, "\(extra): \(ignored.stderr)")
+            XCTAssertTrue(ignored.stderr.contains("need ORIGINAL and CONVERTED"), ignored.stderr)
+        }
         let inline = try runQConv(["to-int8", sample, directory.file("v.qc"), "--verify", "--min-sqnr", "100", "--quiet"])
         XCTAssertEqual(inline.status, 1, "--verify applies the thresholds")
         let summary = try runQConv(["to-int8", sample, directory.file("w.qc"), "--verify"])

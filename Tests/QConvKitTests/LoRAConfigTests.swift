@@ -130,6 +130,14 @@ final class LoRAConfigTests: XCTestCase {
         XCTAssertEqual(replaced.description, "prefix 'language_model.' replaced by 'model.'")
     }
 
+    /// Names without the removed prefix (here `lm_head`) keep their name, in
+    /// choosing the mapping as in the merge.
+    func testKeyMappingKeepsNamesWithoutTheRemovedPrefix() {
+        let base: Set = ["layers.0.q_proj.weight", "layers.1.q_proj.weight", "lm_head.weight"]
+        let mapping = LoRAKeyMapping.resolve(adapterNames: ["model.layers.0.q_proj.weight", "lm_head.weight"], baseNames: base)
+        XCTAssertEqual(mapping, LoRAKeyMapping(removedPrefix: "model.", addedPrefix: ""))
+    }
+
     func testKeyMappingWithoutFullMatchKeepsTheBestOne() {
         let base: Set = ["model.layers.0.q_proj.weight", "model.layers.1.q_proj.weight"]
         let mapping = LoRAKeyMapping.resolve(adapterNames: ["layers.0.q_proj.weight", "layers.1.q_proj.weight", "layers.9.q_proj.weight"], baseNames: base)

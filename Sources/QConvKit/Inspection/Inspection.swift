@@ -1,5 +1,6 @@
 /// The entry point of `qconv inspect`: picks the reader by looking at the file.
 public enum Inspection {
+    /// Reports what `path` (a container, a safetensors file or a model folder) holds.
     ///
     /// - Parameter quiet: no progress line while `statistics` streams the tensors.
     public static func inspect(path: String, statistics: Bool, threads: Int, quiet: Bool = true) throws -> InspectionReport {
@@ -52,14 +53,18 @@ extension InspectionReport {
             quantizedBitsPerWeight: quantizedElements > 0
                 ? Double(quantized.reduce(UInt64(0)) { $0 + $1.storedBytes }) * 8 / Double(quantizedElements) : 0)
         if statistics {
-            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
-            defer { buffer.deallocate() }
-            var results: [TensorStatistics?] = []
-            for tensor in container.tensors {
-                guard tensor.info.dtype.isDecodableToFloat else { results.append(nil); continue }
-                let decoder = try ContainerTensorDecoder(container: container, tensor: tensor, buffer: buffer)
-                results.append(try TensorStatistics.compute(decoder))
-                progress?.advance(by: UInt64(tensor.info.byteCount), item: tensor.name)
+            var results = [TensorStatistics?](repeating: nil, count: container.tensors.count)
+            try results.withUnsafeMutableBufferPointer { slots in
+                try parallelFor(container.tensors.count, threads: threads) { i in
+                    let tensor = container.tensors[i]
+                    // Every tensor counts towards the progress total, decoded or not.
+                    defer { progress?.advance(by: UInt64(tensor.info.byteCount), item: tensor.name) }
+                    guard tensor.info.dtype.isDecodableToFloat else { return }
+                    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+                    defer { buffer.deallocate() }
+                    let decoder = try ContainerTensorDecoder(container: container, tensor: tensor, buffer: buffer)
+                    slots[i] = try TensorStatistics.compute(decoder)
+                }
             }
             for i in report.tensors.indices { report.tensors[i].statistics = results[i] }
         }

@@ -48,10 +48,11 @@ public struct LoRAKeyMapping: Equatable, Hashable, Sendable, CustomStringConvert
     /// Candidates come from lining an adapter name up with every base name
     /// that ends with one of its component-wise suffixes.
     public static func resolve(adapterNames: [String], baseNames: Set<String>) -> LoRAKeyMapping {
+        // A name without the removed prefix stays as it is, as the merge
+        // plan looks it up (`PlanBuilder.base(for:)`).
         func matched(_ mapping: LoRAKeyMapping) -> Int {
             adapterNames.reduce(0) { count, name in
-                guard let base = mapping.baseName(for: name) else { return count }
-                return count + (baseNames.contains(base) ? 1 : 0)
+                count + (baseNames.contains(mapping.baseName(for: name) ?? name) ? 1 : 0)
             }
         }
         if adapterNames.isEmpty || matched(.identity) == adapterNames.count { return .identity }

@@ -44,6 +44,10 @@ enum VerifyCommand: Command {
 
     static func run(_ arguments: ParsedArguments, console: Console) throws -> Int32 {
         if arguments.positionals.count == 1 {
+            // An integrity check compares nothing: options that shape a comparison would be ignored.
+            if try VerifyThresholds.parse(arguments).isActive || !arguments.values("--only").isEmpty || arguments.flag("--tensors") {
+                throw arguments.usageError("thresholds, --only and --tensors need ORIGINAL and CONVERTED; a single CONTAINER gets an integrity check")
+            }
             let report = try IntegrityCheck.check(try ContainerFile(path: arguments.positionals[0]))
             if arguments.flag("--json") {
                 console.printJSON(report.json)
