@@ -41,6 +41,15 @@ public struct ConversionReport {
     /// The tensors that were quantized (not stored raw).
     public var quantized: [Tensor] { tensors.filter { $0.scheme != .raw } }
 
+    /// Elements of every tensor.
+    public var parameterCount: Int { tensors.reduce(0) { $0 + $1.info.elementCount } }
+    /// Elements of the quantized tensors.
+    public var quantizedParameterCount: Int { quantized.reduce(0) { $0 + $1.info.elementCount } }
+    /// int8: outlier columns kept in FP16, and columns, over the quantized tensors.
+    public var outlierColumnCounts: (outliers: Int, columns: Int) {
+        (quantized.reduce(0) { $0 + ($1.outlierColumns ?? 0) }, quantized.reduce(0) { $0 + $1.info.matrixShape.columns })
+    }
+
     /// Bits per weight over the quantized tensors only.
     public var quantizedBitsPerWeight: Double {
         let q = quantized
@@ -73,8 +82,8 @@ public struct ConversionReport {
         object.append("tensor_count", .int(tensors.count))
         object.append("quantized_tensor_count", .int(quantized.count))
         object.append("raw_tensor_count", .int(tensors.count - quantized.count))
-        object.append("parameter_count", .int(tensors.reduce(0) { $0 + $1.info.elementCount }))
-        object.append("quantized_parameter_count", .int(quantized.reduce(0) { $0 + $1.info.elementCount }))
+        object.append("parameter_count", .int(parameterCount))
+        object.append("quantized_parameter_count", .int(quantizedParameterCount))
         object.append("source_bytes", .uint(sourceBytes))
         object.append("output_bytes", .uint(outputBytes))
         object.append("size_ratio", .double(sourceBytes > 0 ? Double(outputBytes) / Double(sourceBytes) : 0))

@@ -18,7 +18,8 @@ public enum LoRAMergeError: QConvError, Equatable {
     case invalidPattern(file: String, field: String, key: String, reason: String)
     /// A tensor name that is none of the kinds PEFT LoRA adapters store.
     case unknownTensorKind(file: String, tensor: String)
-    /// A module with only one of its two LoRA factors.
+    /// A module missing a tensor it needs: one of its two LoRA factors, or
+    /// DoRA's magnitude vector.
     case incompleteModule(file: String, module: String, missing: String)
     /// A tensor the config says cannot be there (e.g. `lora_magnitude_vector` without `use_dora`).
     case unexpectedTensor(file: String, tensor: String, reason: String)
@@ -88,7 +89,8 @@ public enum LoRAFitProblem: Equatable, Sendable, CustomStringConvertible {
     case rankMismatch(adapterTensor: String, shape: [Int], configRank: Int)
     /// A convolution whose kernel is not 1x1: its delta is a convolution of the factors.
     case unsupportedConvKernel(baseTensor: String, shape: [Int])
-    /// A base tensor to change whose dtype cannot be decoded and written back (only F32, F16, BF16 can).
+    /// A base tensor to change whose dtype qconv does not merge into (only F32,
+    /// F16 and BF16: F64 would lose precision in the float32 arithmetic).
     case unsupportedBaseDType(baseTensor: String, dtype: DType)
     /// An adapter tensor that cannot be decoded to float.
     case unsupportedAdapterDType(adapterTensor: String, dtype: DType)

@@ -71,8 +71,14 @@ public struct VerificationReport {
     /// Tensors that broke a threshold or changed when they should not have.
     public var failures: [Tensor] { tensors.filter { !$0.violations.isEmpty } }
 
+    /// Tensors whose values were approximated (and compared as numbers).
+    public var approximatedTensorCount: Int { tensors.filter { !$0.isExactByConstruction }.count }
+    /// Tensors that must be, and were checked to be, bit-identical.
+    public var identicalTensorCount: Int { tensors.filter { $0.identical == true }.count }
+
     /// Overall figures over the tensors whose values were approximated
-    /// (quantized ones for a container; every float tensor for safetensors),
+    /// (quantized ones for a container, and raw ones a merge rewrote; every
+    /// float tensor for safetensors),
     /// weighted by element count.
     public var overall: ErrorSummary {
         ErrorSummary(tensors.filter { !$0.isExactByConstruction }.compactMap(\.metrics))
@@ -84,8 +90,8 @@ public struct VerificationReport {
         object.append("original", .string(original))
         object.append("converted", .string(converted))
         object.append("tensor_count", .int(tensors.count))
-        object.append("compared_tensor_count", .int(tensors.filter { !$0.isExactByConstruction }.count))
-        object.append("exact_tensor_count", .int(tensors.filter { $0.identical == true }.count))
+        object.append("compared_tensor_count", .int(approximatedTensorCount))
+        object.append("exact_tensor_count", .int(identicalTensorCount))
         object.append("overall", Self.json(overall))
         object.append("thresholds", thresholds.json)
         object.append("passed", .bool(failures.isEmpty))

@@ -68,14 +68,13 @@ enum QuantizeOptions {
             ["wrote", report.output],
             ["method", method],
             ["tensors", "\(report.tensors.count) (\(quantized.count) quantized, \(report.tensors.count - quantized.count) kept as they were)"],
-            ["parameters", "\(Format.grouped(quantized.reduce(0) { $0 + $1.info.elementCount })) quantized of \(Format.grouped(report.tensors.reduce(0) { $0 + $1.info.elementCount }))"],
+            ["parameters", "\(Format.grouped(report.quantizedParameterCount)) quantized of \(Format.grouped(report.parameterCount))"],
             ["size", "\(Format.bytes(report.sourceBytes)) -> \(Format.bytes(report.outputBytes)) (\(Format.fixed(report.sourceBytes > 0 ? Double(report.outputBytes) * 100 / Double(report.sourceBytes) : 0, 1))%)"],
             ["bits/weight", "\(Format.fixed(report.quantizedBitsPerWeight, 3)) over quantized tensors"],
         ]
         if case .int8 = report.method {
-            let outliers = quantized.reduce(0) { $0 + ($1.outlierColumns ?? 0) }
-            let columns = quantized.reduce(0) { $0 + $1.info.matrixShape.columns }
-            rows.append(["outliers", "\(outliers) of \(columns) columns kept in FP16"])
+            let counts = report.outlierColumnCounts
+            rows.append(["outliers", "\(counts.outliers) of \(counts.columns) columns kept in FP16"])
         }
         if !report.embeddedFiles.isEmpty { rows.append(["files", report.embeddedFiles.joined(separator: ", ")]) }
         rows.append(["time", "\(Format.fixed(report.seconds, 2)) s"])

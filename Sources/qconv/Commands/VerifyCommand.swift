@@ -92,11 +92,9 @@ enum VerifyCommand: Command {
 
     static func renderSummary(_ report: VerificationReport) -> String {
         let o = report.overall
-        let compared = report.tensors.filter { !$0.isExactByConstruction }.count
-        let exact = report.tensors.filter { $0.identical == true }.count
         return Format.table([
             ["verified", "\(report.converted) against \(report.original)"],
-            ["tensors", "\(report.tensors.count): \(compared) approximated, \(exact) identical"],
+            ["tensors", "\(report.tensors.count): \(report.approximatedTensorCount) approximated, \(report.identicalTensorCount) identical"],
             ["overall", "rel RMSE \(Format.number(o.relativeRMSE)), SQNR \(decibels(o.sqnrDecibels)) dB, cosine \(Format.fixed(o.cosineSimilarity, 6)), max abs err \(Format.number(o.maxAbsoluteError)), RMSE \(Format.number(o.rmse)) over \(Format.grouped(o.elementCount)) elements"],
             ["result", report.failures.isEmpty ? "passed" : "FAILED: \(report.failures.count) tensor\(report.failures.count == 1 ? "" : "s") out of bounds"],
         ])
