@@ -126,7 +126,10 @@ func timeAgainstCopy(_ name: String, _ command: [String], output: String, copySo
                targetRatio: targetRatio, targetRSS: targetRSS, failed: failed)
 }
 
-func printTable(_ rows: [Row], title: String) {
+/// - Parameter judged: whether the targets apply (they are set for the
+///   1.07 GB model; on the quick model the start-up cost of each command
+///   weighs more, so its ratios are shown but not judged).
+func printTable(_ rows: [Row], title: String, judged: Bool = true) {
     print("\n### \(title)\n")
     print("| command | median time | `cp` (same run) | ratio to `cp` | peak RSS | target | met |")
     print("|---|---:|---:|---:|---:|---|---|")
@@ -134,7 +137,8 @@ func printTable(_ rows: [Row], title: String) {
         var target: [String] = []
         if let ratio = row.targetRatio { target.append("≤ \(fixed(ratio, 1)) × cp") }
         if let rss = row.targetRSS { target.append("≤ \(megabytes(rss))") }
-        print("| \(row.command) | \(fixed(row.seconds, 3)) s | \(fixed(row.copySeconds, 3)) s | \(fixed(row.ratio, 2)) | \(megabytes(row.peakRSS)) | \(target.joined(separator: ", ")) | \(row.met ? "yes" : "NO") |")
+        let met = !judged && !row.failed ? "- (1.07 GB model only)" : row.met ? "yes" : "NO"
+        print("| \(row.command) | \(fixed(row.seconds, 3)) s | \(fixed(row.copySeconds, 3)) s | \(fixed(row.ratio, 2)) | \(megabytes(row.peakRSS)) | \(target.joined(separator: ", ")) | \(met) |")
     }
 }
 
@@ -211,7 +215,7 @@ func run() throws {
                                   targetRatio: nil, targetRSS: nil)
     inspect.failed = inspect.failed || inspect.seconds >= 0.05
     rows.append(inspect)
-    printTable(rows, title: "qconv against cp")
+    printTable(rows, title: "qconv against cp", judged: !settings.quick)
     print("\n`qconv inspect` target: under 50 ms: \(fixed(inspect.seconds * 1000, 1)) ms, \(inspect.seconds < 0.05 ? "met" : "NOT met").")
 
     if settings.usePeers ?? !settings.quick {
