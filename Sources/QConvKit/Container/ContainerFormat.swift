@@ -78,7 +78,24 @@ public enum ContainerScheme: String, CaseIterable, Sendable {
     /// Row-wise int8 with FP16 outlier columns (LLM.int8).
     case int8
 
-    public var isFourBit: Bool { self == .nf4 || self == .fp4 }
+    /// The codebook of a 4-bit scheme; nil for the others.
+    public var fourBitFormat: FourBitFormat? {
+        switch self {
+        case .nf4: return .nf4
+        case .fp4: return .fp4
+        case .raw, .int8: return nil
+        }
+    }
+}
+
+extension FourBitFormat {
+    /// The container scheme that stores this format.
+    public var scheme: ContainerScheme {
+        switch self {
+        case .nf4: return .nf4
+        case .fp4: return .fp4
+        }
+    }
 }
 
 /// One contiguous region of the data section: a part of a tensor, or an embedded file.

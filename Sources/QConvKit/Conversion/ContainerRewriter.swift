@@ -28,8 +28,9 @@ public enum ContainerRewriter {
     ///   rule cannot be read (never re-quantized with a guessed rule).
     public static func method(for tensor: ContainerHeader.Tensor, in container: ContainerFile) throws -> QuantizationMethod? {
         switch (tensor.scheme, tensor.parameters) {
-        case let (.nf4, .fourBit(blockSize, offset)): return .fourBit(.nf4, blockSize: blockSize, doubleQuant: offset != nil)
-        case let (.fp4, .fourBit(blockSize, offset)): return .fourBit(.fp4, blockSize: blockSize, doubleQuant: offset != nil)
+        case let (scheme, .fourBit(blockSize, offset)):
+            guard let format = scheme.fourBitFormat else { return nil }
+            return .fourBit(format, blockSize: blockSize, doubleQuant: offset != nil)
         case let (.int8, .int8(_, rule, _)):
             return .int8(outliers: try ContainerHeader.outlierCriterion(rule, file: container.path, tensor: tensor.name))
         default: return nil

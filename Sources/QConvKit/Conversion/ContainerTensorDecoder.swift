@@ -175,13 +175,16 @@ public final class ContainerTensorDecoder: FloatTensorSource {
         case .raw:
             try container.stored(tensor.parts[0], of: tensor.name).readFloats(range, into: destination, scratch: scratch)
         case let .fourBit(blockSize, _):
+            guard let format = tensor.scheme.fourBitFormat else {
+                preconditionFailure("\(tensor.name): the header parser gives 4-bit parameters only to a 4-bit scheme")
+            }
             let codes = container.stored(tensor.parts[0], of: tensor.name)
             let byteRange = range.lowerBound / 2..<(range.upperBound + 1) / 2
             let raw = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<byteRange.count])
             try codes.readBytes(at: byteRange.lowerBound, into: raw)
             side.absmax.withUnsafeBufferPointer { absmax in
                 Blockwise4Bit.dequantize(packed: raw.baseAddress!.assumingMemoryBound(to: UInt8.self), count: range.count,
-                                         blockSize: blockSize, format: tensor.scheme == .nf4 ? .nf4 : .fp4,
+                                         blockSize: blockSize, format: format,
                                          absmax: absmax.baseAddress! + range.lowerBound / blockSize, into: destination,
                                          fp4NegativeZero: fp4NegativeZero)
             }

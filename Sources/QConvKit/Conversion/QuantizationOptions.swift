@@ -7,8 +7,7 @@ public enum QuantizationMethod: Sendable {
 
     public var scheme: ContainerScheme {
         switch self {
-        case .fourBit(.nf4, _, _): return .nf4
-        case .fourBit(.fp4, _, _): return .fp4
+        case let .fourBit(format, _, _): return format.scheme
         case .int8: return .int8
         }
     }

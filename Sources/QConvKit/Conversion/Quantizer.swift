@@ -128,7 +128,7 @@ public enum Quantizer {
         let tile = max(unit, tileElements / unit * unit)
         var absmax = [Float](repeating: 0, count: (n + blockSize - 1) / blockSize)
         var firstBad = [(index: Int, value: Float)?](repeating: nil, count: buffers.slots)
-        var layout = ContainerLayout.parts(for: info, scheme: format == .nf4 ? .nf4 : .fp4,
+        var layout = ContainerLayout.parts(for: info, scheme: format.scheme,
                                            parameters: .fourBit(blockSize: blockSize, offset: doubleQuant ? 0 : nil))
         try writer.beginPart(layout[0])
         let codes = try writer.reserve(UInt64(Blockwise4Bit.packedByteCount(elementCount: n)))
@@ -170,7 +170,7 @@ public enum Quantizer {
         } else {
             layout[1] = try absmax.withUnsafeBytes { try writer.writePart(layout[1], bytes: $0) }
         }
-        return ContainerHeader.Tensor(info: info, scheme: format == .nf4 ? .nf4 : .fp4,
+        return ContainerHeader.Tensor(info: info, scheme: format.scheme,
                                       parameters: .fourBit(blockSize: blockSize, offset: offset), parts: layout)
     }
 
