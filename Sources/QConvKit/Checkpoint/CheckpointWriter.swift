@@ -150,20 +150,21 @@ public final class CheckpointWriter {
     /// Sets aside the next tensor's `length` bytes (in the shard that holds
     /// it) for positioned writes from any thread.
     public func reserve(_ length: UInt64) throws -> OutputRegion {
-        while remainingInShard == 0 && length > 0 { try openNextShard() }
-        precondition(length <= remainingInShard, "a tensor's bytes cannot span shards")
-        remainingInShard -= length
-        return try current!.reserve(length)
+        try shard(forNext: length).reserve(length)
     }
 
     /// Copies a stored tensor's bytes as they are (the kernel copies them).
     /// The tensor must be the next one.
     public func copy(_ tensor: StoredTensor, buffer: UnsafeMutableRawBufferPointer) throws {
-        let length = UInt64(tensor.info.byteCount)
+        try shard(forNext: UInt64(tensor.info.byteCount)).copy(tensor, buffer: buffer)
+    }
+
+    /// The shard that holds the next tensor, of `length` bytes, with its room taken.
+    private func shard(forNext length: UInt64) throws -> SafeTensorsWriter {
         while remainingInShard == 0 && length > 0 { try openNextShard() }
         precondition(length <= remainingInShard, "a tensor's bytes cannot span shards")
-        try current!.copy(tensor, buffer: buffer)
         remainingInShard -= length
+        return current!
     }
 
     /// Finishes every shard, writes the index and moves the output into place.

@@ -120,9 +120,11 @@ public final class ContainerTensorDecoder: FloatTensorSource {
     ///   - buffer: scratch for streaming checksums (any size > 0).
     ///   - checkingInOrder: leave the bulk part's checksum to the caller, which
     ///     must call `checkBytes(before:buffer:)` as it consumes the tensor in
-    ///     order and `finishChecks(buffer:)` before using the result: one read
-    ///     of the part instead of two (`dequant`, `verify`). Output written from
-    ///     the values meanwhile is discarded when the check fails.
+    ///     order and `finishChecks(buffer:)` before using the result
+    ///     (`dequant`, `verify`): the calling thread hashes the part while the
+    ///     workers decode it, instead of in a pass before them (its bytes are
+    ///     still read twice, the second time from the page cache). Output
+    ///     written from the values meanwhile is discarded when the check fails.
     public init(container: ContainerFile, tensor: ContainerHeader.Tensor, buffer: UnsafeMutableRawBufferPointer,
                 checkingInOrder: Bool = false) throws {
         self.container = container

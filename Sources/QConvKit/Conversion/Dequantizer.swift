@@ -56,8 +56,9 @@ public enum Dequantizer {
     public static func dequantize(_ container: ContainerFile, to destination: String, options: Options,
                                   transform: TensorTransform? = nil) throws -> Report {
         let started = monotonicSeconds()
-        let outputs = container.tensors.map { tensor -> TensorInfo in
-            let changed = transform?.output(for: tensor.info)
+        // What the transform makes of each tensor (nil: left as it is).
+        let changes = container.tensors.map { transform?.output(for: $0.info) }
+        let outputs = zip(container.tensors, changes).map { tensor, changed -> TensorInfo in
             let dtype = changed.map { options.dtype ?? $0.dtype } ?? outputDType(tensor, requested: options.dtype)
             return TensorInfo(name: tensor.name, dtype: dtype, shape: changed?.shape ?? tensor.info.shape)
         }
@@ -78,8 +79,8 @@ public enum Dequantizer {
                     try writer.addFile(named: file.name, bytes: try container.readPart(file, of: file.name))
                 }
             }
-            for (tensor, output) in zip(container.tensors, outputs) {
-                let changed = transform.flatMap { $0.output(for: tensor.info) } != nil
+            for (index, (tensor, output)) in zip(container.tensors, outputs).enumerated() {
+                let changed = changes[index] != nil
                 if tensor.scheme == .raw && output.dtype == tensor.info.dtype && !changed {
                     try copyChecked(tensor, of: container, into: writer, buffers: buffers, threads: options.threads)
                 } else {
@@ -123,5 +124,4 @@ public enum Dequantizer {
         let actual = hasher.digest()
         guard actual == part.checksum else { throw container.checksumError(part, tensor: tensor.name, actual: actual) }
     }
-
 }

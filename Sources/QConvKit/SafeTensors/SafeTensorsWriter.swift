@@ -49,23 +49,26 @@ public final class SafeTensorsWriter {
 
     /// Appends tensor data; tensors follow each other with no separator.
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
-        precondition(written + UInt64(bytes.count) <= expectedDataLength, "more tensor data than the header announced")
+        take(UInt64(bytes.count))
         try output.write(bytes)
-        written += UInt64(bytes.count)
     }
 
     /// Sets aside the next `length` bytes of tensor data for positioned writes.
     public func reserve(_ length: UInt64) throws -> OutputRegion {
-        precondition(written + length <= expectedDataLength, "more tensor data than the header announced")
-        written += length
+        take(length)
         return try output.reserve(length)
     }
 
     /// Appends a stored tensor's bytes, copied by the kernel.
     public func copy(_ tensor: StoredTensor, buffer: UnsafeMutableRawBufferPointer) throws {
         let length = UInt64(tensor.info.byteCount)
-        precondition(written + length <= expectedDataLength, "more tensor data than the header announced")
+        take(length)
         try output.append(contentsOf: tensor.file, offset: tensor.offset, length: length, buffer: buffer)
+    }
+
+    /// Counts `length` more bytes of tensor data, within what the header announced.
+    private func take(_ length: UInt64) {
+        precondition(written + length <= expectedDataLength, "more tensor data than the header announced")
         written += length
     }
 
