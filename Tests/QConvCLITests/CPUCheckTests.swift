@@ -9,6 +9,7 @@ final class CPUCheckTests: XCTestCase {
         let message = try XCTUnwrap(CPUCheck.problem(flags: ["fpu", "sse2", "avx"]))
         XCTAssertTrue(message.contains("avx2") && message.contains("f16c") && !message.contains("avx,"), message)
         XCTAssertTrue(message.contains("QCONV_PORTABLE=1"), message)
+        XCTAssertTrue(message.contains("lacks avx2, fma, f16c, bmi1, bmi2, abm, movbe\n"), "every missing flag, in order: \(message)")
         XCTAssertNil(CPUCheck.problem(flags: Set(CPUCheck.required + ["sse2"])))
         // Flags that cannot be read are not a reason to refuse.
         XCTAssertNil(CPUCheck.problem(flags: nil))
@@ -16,6 +17,7 @@ final class CPUCheckTests: XCTestCase {
 
     /// The machine the tests run on runs the kernels (or the suite would have crashed).
     func testThisMachineHasWhatTheBuildNeeds() {
+        XCTAssertTrue(CPUCheck.cpuFlags()?.contains("sse2") == true, "the flags are read from /proc/cpuinfo")
         XCTAssertNil(CPUCheck.problem())
     }
 }

@@ -230,6 +230,45 @@ final class ConversionCLITests: XCTestCase {
         XCTAssertEqual(try overall("1"), try overall("2"))
     }
 
+    /// The same on a tensor of five 1M-element chunks with outlier columns, so
+    /// that several workers share it, slots are reused, int8's outlier scans
+    /// are merged across chunks and its second pass runs.
+    func testMultiChunkOutputDoesNotDependOnTheThreadCount() throws {
+        let directory = TemporaryDirectory()
+        let rows = 4352, columns = 1024
+        var values = [Float16](repeating: 0, count: rows * columns)
+        for i in values.indices { values[i] = Float16(Float((i &* 7919) % 2001 - 1000) * 1e-5) }
+        for row in stride(from: 3, to: rows, by: 997) { values[row * columns + 5] = 0.75; values[row * columns + 900] = -1.5 }
+        let data = values.withUnsafeBytes { Array($0) }
+        let input = directory.file("big.safetensors")
+        writeFile(input, craftSafetensors(header: #"{"layer.weight":{"dtype":"F16","shape":[4352,1024],"data_offsets":[0,\#(data.count)]}}"#, data: data))
+        func bytes(_ name: String) throws -> Data { try Data(contentsOf: URL(fileURLWithPath: directory.file(name))) }
+        for threads in ["1", "2", "3", "8"] {
+            for command in ["to-nf4", "to-int8"] {
+                let result = try runQConv([command, input, directory.file("\(command)-\(threads).qc"), "--threads", threads, "--json"])
+                XCTAssertEqual(result.status, 0, result.stderr)
+                if command == "to-int8" {
+                    let report = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
+                    let tensor = (report["tensors"] as! [[String: Any]])[0]
+                    XCTAssertEqual(tensor["outlier_columns"] as? Int, 2, "the second pass runs")
+                }
+            }
+            XCTAssertEqual(try runQConv(["dequant", directory.file("to-int8-1.qc"), directory.file("d-\(threads).safetensors"), "--threads", threads, "--quiet"]).status, 0)
+        }
+        for threads in ["2", "3", "8"] {
+            for command in ["to-nf4", "to-int8"] {
+                XCTAssertEqual(try bytes("\(command)-1.qc"), try bytes("\(command)-\(threads).qc"), "\(command) --threads \(threads)")
+            }
+            XCTAssertEqual(try bytes("d-1.safetensors"), try bytes("d-\(threads).safetensors"), "dequant --threads \(threads)")
+        }
+        func overall(_ threads: String) throws -> NSDictionary {
+            let result = try runQConv(["verify", input, directory.file("to-int8-1.qc"), "--json", "--threads", threads])
+            XCTAssertEqual(result.status, 0, result.stderr)
+            return ((try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any])["overall"] as! NSDictionary)
+        }
+        XCTAssertEqual(try overall("1"), try overall("3"))
+    }
+
     func testVerifyReportsNF4AndInt8AndHonoursThresholds() throws {
         let directory = TemporaryDirectory()
         let sample = Fixtures.sample("sharded_llama")
@@ -349,6 +388,20 @@ final class ConversionCLITests: XCTestCase {
             XCTAssertTrue(result.stderr.contains("tensor 'w'") && result.stderr.contains("element 40967 is inf;"), result.stderr)
             XCTAssertEqual(directory.contents(), ["inf.safetensors"], "\(command) left no output")
         }
+        // In the second 1M-element chunk, third tile of it, whatever the thread count.
+        var later = [Float16](repeating: 0.01, count: 1100 * 1024)
+        later[1_089_543] = -.infinity
+        let laterData = later.withUnsafeBytes { Array($0) }
+        writeFile(directory.file("later.safetensors"), craftSafetensors(
+            header: #"{"w":{"dtype":"F16","shape":[1100,1024],"data_offsets":[0,\#(laterData.count)]}}"#, data: laterData))
+        for command in ["to-nf4", "to-int8"] {
+            for threads in ["1", "4"] {
+                let result = try runQConv([command, directory.file("later.safetensors"), directory.file("out.qc"), "--threads", threads])
+                XCTAssertEqual(result.status, 3, "\(command) --threads \(threads)")
+                XCTAssertTrue(result.stderr.contains("element 1089543 is -inf;"), result.stderr)
+            }
+        }
+        XCTAssertEqual(directory.contents().sorted(), ["inf.safetensors", "later.safetensors"])
     }
 
     func testOptionsAreChecked() throws {

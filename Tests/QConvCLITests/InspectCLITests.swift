@@ -382,14 +382,17 @@ final class InspectCLITests: XCTestCase {
         let packed = try XCTUnwrap(byName["model.layers.0.self_attn.q_proj.weight"])
         XCTAssertEqual(packed["dtype"] as? String, "U8")
         XCTAssertEqual((packed["shape"] as? [Int])?.last, 1)
+        XCTAssertEqual(packed["shape"] as? [Int], [8192, 1], "128 x 128 weights, two per byte")
         for suffix in [".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", ".quant_state.bitsandbytes__nf4"] {
             XCTAssertNotNil(byName["model.layers.0.self_attn.q_proj.weight" + suffix], suffix)
         }
         XCTAssertEqual(nf4["tensor_count"] as? Int, nf4Tensors.count)
+        XCTAssertEqual(nf4Tensors.count, 91, "every tensor of the file, quantization state included")
         let int8 = try json(try runQConv(["inspect", Fixtures.path("models/hf_bnb_int8"), "--tensors", "--json"]).stdout)
         let int8Tensors = try XCTUnwrap(int8["tensors"] as? [[String: Any]])
         XCTAssertEqual(int8Tensors.first { $0["name"] as? String == "model.layers.0.self_attn.q_proj.weight" }?["dtype"] as? String, "I8")
         XCTAssertEqual(int8Tensors.first { $0["name"] as? String == "model.layers.0.self_attn.q_proj.SCB" }?["dtype"] as? String, "F32")
+        XCTAssertEqual(int8Tensors.count, 49)
     }
 
     /// `inspect --tensors` of an int8 container shows each tensor's outlier

@@ -199,6 +199,17 @@ final class Int8VectorwiseTests: XCTestCase {
             XCTAssertEqual(codes, plain.codes, "\(columns) columns")
             XCTAssertEqual(scales.map(\.bitPattern), plain.rowScales.map(\.bitPattern), "\(columns) columns")
             XCTAssertEqual(scan, plain.scan, "\(columns) columns")
+            // Against a plain loop: column maxima ignore NaN and keep
+            // infinities, and the squares count the finite values only.
+            var maxima = [Float](repeating: 0, count: columns)
+            var squares = 0.0, finite = 0
+            for (i, value) in input.enumerated() {
+                if !value.isNaN { maxima[i % columns] = max(maxima[i % columns], abs(value)) }
+                if value.isFinite { squares += Double(value) * Double(value); finite += 1 }
+            }
+            XCTAssertEqual(scan.columnAbsMax, maxima, "\(columns) columns")
+            XCTAssertEqual(scan.finiteCount, finite, "\(columns) columns")
+            XCTAssertEqual(scan.rms, (squares / Double(finite)).squareRoot(), accuracy: 1e-12 * scan.rms, "\(columns) columns")
         }
     }
 
@@ -216,6 +227,17 @@ final class Int8VectorwiseTests: XCTestCase {
         XCTAssertEqual(scale(row + [.infinity], .absolute(6)), 3)
         XCTAssertEqual(scale(row + [-.infinity], .none), .infinity)
         XCTAssertTrue(scale(row + [.nan], .absolute(6)).isNaN)
+        // Rows long enough for the vectorized loop, with what matters in its
+        // body (index 70) and in its tail (index 99).
+        for at in [70, 99] {
+            var long = [Float](repeating: 0.125, count: 100)
+            long[at] = -4
+            long[at - 1] = 9  // left out by abs:6
+            XCTAssertEqual(scale(long, .none), 9, "at \(at)")
+            XCTAssertEqual(scale(long, .absolute(6)), 4, "at \(at)")
+            long[at - 2] = .nan
+            XCTAssertTrue(scale(long, .absolute(6)).isNaN, "at \(at)")
+        }
         XCTAssertTrue(scale([.nan], .none).isNaN)
         XCTAssertEqual(scale([-0.0, 0], .none).bitPattern, 0)
     }
