@@ -177,6 +177,18 @@ final class ConversionCLITests: XCTestCase {
         XCTAssertEqual(try runQConv(["to-nf4", file, directory.file("raw.qc"), "--skip", ".", "--quiet"]).status, 0)
         XCTAssertEqual(try runQConv(["dequant", directory.file("raw.qc"), directory.file("back.safetensors"), "--quiet"]).status, 0)
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: directory.file("back.safetensors"))), try Data(contentsOf: URL(fileURLWithPath: file)))
+
+        // Raw tensors of several 256 KB pieces, copied on several threads, come back byte for byte.
+        let large = (0..<(1_300_000 + 3)).map { UInt8(truncatingIfNeeded: $0 &* 2654435761 >> 13) }
+        writeFile(directory.file("large.safetensors"), craftSafetensors(
+            header: #"{"b":{"dtype":"U8","shape":[1300003],"data_offsets":[0,1300003]},"a":{"dtype":"U8","shape":[5],"data_offsets":[1300003,1300008]}}"#,
+            data: large + [1, 2, 3, 4, 5]))
+        XCTAssertEqual(try runQConv(["to-nf4", directory.file("large.safetensors"), directory.file("large.qc"), "--threads", "2", "--quiet"]).status, 0)
+        XCTAssertEqual(try runQConv(["dequant", directory.file("large.qc"), directory.file("large-back.safetensors"), "--threads", "2", "--quiet"]).status, 0)
+        let back = try Checkpoint(path: directory.file("large-back.safetensors"))
+        XCTAssertEqual(back.tensors.map(\.name), ["b", "a"], "the source's order")
+        XCTAssertEqual(try back.tensor(named: "b")!.stored.allBytes(), large)
+        XCTAssertEqual(try back.tensor(named: "a")!.stored.allBytes(), [1, 2, 3, 4, 5])
     }
 
     /// What transformers leaves unquantized, by name: GPT-2's 2-D `wte`/`wpe`
@@ -501,9 +513,6 @@ final class ConversionCLITests: XCTestCase {
         return (codes, scales, outlierColumns, restored)
     }
 
-    /// 1-D, scalar, rank-3 and single-row tensors through `to-int8 --all` and
-    /// `dequant --dtype f32`: the container holds bitsandbytes' CB, SCB and
-    /// outlier columns, and the values are bitsandbytes' (outliers in FP16).
     /// An F64 source comes back as F64 (each tensor in its source dtype), the
     /// float32 dequantized values widened exactly; `--dtype f32` still narrows.
     func testF64SourceComesBackAsF64() throws {
@@ -520,8 +529,18 @@ final class ConversionCLITests: XCTestCase {
         XCTAssertEqual(narrow.info.dtype, .f32)
         let doubles = try wide.stored.allBytes().withUnsafeBytes { raw in (0..<256).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: Double.self) } }
         XCTAssertEqual(doubles, try narrow.stored.allFloats().map(Double.init))
+        // The F64 source was read as the values it holds: the same values stored
+        // as F32 (exact either way) quantize to the same result.
+        writeTensors(directory.file("in32.safetensors"), [("w", [4, 64], randomValues(256, scale: 0.1, seed: 9))], dtype: "F32")
+        XCTAssertEqual(try runQConv(["to-nf4", directory.file("in32.safetensors"), directory.file("q32.qc"), "--all", "--quiet"]).status, 0)
+        XCTAssertEqual(try runQConv(["dequant", directory.file("q32.qc"), directory.file("from32.safetensors"), "--quiet"]).status, 0)
+        let fromF32 = try XCTUnwrap(try Checkpoint(path: directory.file("from32.safetensors")).tensor(named: "w"))
+        XCTAssertEqual(try fromF32.stored.allFloats().map(\.bitPattern), try narrow.stored.allFloats().map(\.bitPattern))
     }
 
+    /// 1-D, scalar, rank-3 and single-row tensors through `to-int8 --all` and
+    /// `dequant --dtype f32`: the container holds bitsandbytes' CB, SCB and
+    /// outlier columns, and the values are bitsandbytes' (outliers in FP16).
     func testInt8SmallShapesMatchBitsandbytes() throws {
         let directory = TemporaryDirectory()
         var vector = randomValues(10, scale: 0.45, seed: 1)

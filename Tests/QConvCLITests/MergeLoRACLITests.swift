@@ -136,6 +136,14 @@ final class MergeLoRACLITests: XCTestCase {
             let changed = Set(plan.changes.map(\.output.name))
             XCTAssertFalse(changed.isEmpty, name)
             let base = try SafeTensorsFile(path: casePath(name, "base/model.safetensors")), ours = try SafeTensorsFile(path: merged)
+            // The plan is checked against PEFT: what PEFT changed is planned, and not everything is.
+            let peft = try SafeTensorsFile(path: casePath(name, "merged/model.safetensors"))
+            for tensor in base.tensors {
+                if let reference = peft.entry(named: tensor.name), try peft.bytes(of: reference) != (try base.bytes(of: tensor)) {
+                    XCTAssertTrue(changed.contains(tensor.name), "\(name): PEFT changed \(tensor.name), the plan does not")
+                }
+            }
+            XCTAssertLessThan(changed.count, base.tensors.count, "\(name): some tensors are left as they are")
             for tensor in base.tensors where !changed.contains(tensor.name) {
                 let copy = try XCTUnwrap(ours.entry(named: tensor.name), "\(name): \(tensor.name)")
                 XCTAssertEqual(try ours.bytes(of: copy), try base.bytes(of: tensor), "\(name): \(tensor.name) copied as it was")

@@ -238,6 +238,20 @@ final class LoRAMergeTests: XCTestCase {
 
     // MARK: - The float-buffer API
 
+    /// An adapter whose module names carry a `model.` the base lacks, next to
+    /// one (`lm_head`) that both spell alike: the mapping removes the prefix,
+    /// and the name without it is looked up as it is.
+    func testPrefixMappingKeepsNamesWithoutThePrefix() throws {
+        let adapter = try makeAdapter(r1, [
+            ("model.layers.0.q_proj.lora_A.weight", .f32, [1, 3], [1, 0, -1]), ("model.layers.0.q_proj.lora_B.weight", .f32, [2, 1], [1, 2]),
+            ("lm_head.lora_A.weight", .f32, [1, 3], [1, 0, -1]), ("lm_head.lora_B.weight", .f32, [2, 1], [1, 2]),
+        ])
+        let infos = ["layers.0.q_proj.weight", "lm_head.weight"].map { TensorInfo(name: $0, dtype: .f32, shape: [2, 3]) }
+        let plan = try LoRAMergePlan(adapter: adapter, baseTensors: infos, baseDescription: "test")
+        XCTAssertNotNil(plan.change(for: "layers.0.q_proj.weight"))
+        XCTAssertNotNil(plan.change(for: "lm_head.weight"))
+    }
+
     func testRowRangesGiveTheWholeTensorsResult() throws {
         // 9 rows x 37 columns exercises the 4-row blocks (two 16-column
         // panels and a tail), single rows (8-wide vectors and a tail), bit for bit alike.
