@@ -28,14 +28,16 @@ let package = Package(
     targets: [
         // All logic: formats, kernels, the container, verification, LoRA merging.
         .target(name: "QConvKit", swiftSettings: kernelSettings),
+        // Typed command-line options and their parser, shared by the two executables (no QConvKit inside).
+        .target(name: "QConvCommandLine"),
         // The command-line front end: parses arguments, calls QConvKit, prints.
-        .executableTarget(name: "qconv", dependencies: ["QConvKit"], swiftSettings: frontEndSettings),
+        .executableTarget(name: "qconv", dependencies: ["QConvKit", "QConvCommandLine"], swiftSettings: frontEndSettings),
         // The benchmark harness (not part of `swift test`).
-        .executableTarget(name: "qconv-bench", dependencies: ["QConvKit"], swiftSettings: kernelSettings),
+        .executableTarget(name: "qconv-bench", dependencies: ["QConvKit", "QConvCommandLine"], swiftSettings: kernelSettings),
         // Fixture paths, temporary folders and a runner for the built binary.
         .target(name: "QConvTestSupport", path: "Tests/Support"),
         .testTarget(name: "QConvKitTests", dependencies: ["QConvKit", "QConvTestSupport"], swiftSettings: kernelSettings),
-        .testTarget(name: "QConvCLITests", dependencies: ["qconv", "QConvKit", "QConvTestSupport"]),
+        .testTarget(name: "QConvCLITests", dependencies: ["qconv", "QConvKit", "QConvCommandLine", "QConvTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,8 +1,9 @@
 import Glibc
+import QConvCommandLine
 import QConvKit
 
 /// Every subcommand, in the order `qconv --help` lists them.
-let commands: [Command.Type] = [
+let commands: [any Command.Type] = [
     InspectCommand.self,
     ToNF4Command.self,
     ToFP4Command.self,
@@ -36,10 +37,11 @@ func topLevelHelp() -> String {
 }
 
 func runMain() -> Int32 {
+    Interrupts.install()
     let arguments = Array(CommandLine.arguments.dropFirst())
     guard let first = arguments.first else {
         fputs(topLevelHelp() + "\n", stderr)
-        return 2
+        return UsageError.exitCode
     }
     switch first {
     case "--help", "-h", "help":
@@ -57,7 +59,7 @@ func runMain() -> Int32 {
     }
     guard let command = commands.first(where: { $0.spec.name == first }) else {
         Console.error("unknown command '\(first)'\nsee 'qconv --help'")
-        return 2
+        return UsageError.exitCode
     }
     let rest = Array(arguments.dropFirst())
     if rest.contains("--help") || rest.contains("-h") {
@@ -65,18 +67,13 @@ func runMain() -> Int32 {
         return 0
     }
     do {
-        let parsed = try ParsedArguments.parse(rest, spec: command.spec)
-        var console = Console()
-        console.quiet = parsed.flag("--quiet")
-        let status = try command.run(parsed, console: console)
+        let status = try command.main(rest)
         fflush(stdout)
         return status
-    } catch let error as QConvError {
-        Console.error(error.description)
-        return error.category.exitCode
     } catch {
-        Console.error("\(error)")
-        return 3
+        let (text, code) = ErrorWording.message(for: error)
+        Console.error(text)
+        return code
     }
 }
 

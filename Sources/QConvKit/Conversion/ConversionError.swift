@@ -1,21 +1,32 @@
-/// Why a conversion refused a tensor.
+/// Why a conversion refused a tensor's values (exit 3).
 public enum ConversionError: QConvError, Equatable {
-    /// A NaN or infinity in a tensor to be quantized (allowed with `--allow-nonfinite`).
+    /// A NaN or infinity in a tensor to be quantized (allowed when the caller allows non-finite values).
     case nonFiniteValue(file: String, tensor: String, index: Int, value: String)
     /// A finite F32/BF16/F64 value that int8 quantization cannot take: it rounds
     /// values to float16 first (as bitsandbytes quantizes float16 weights), and
     /// `|value| >= 65520` becomes infinite there.
     case float16Overflow(file: String, tensor: String, index: Int, value: String)
+    /// Values computed for a tensor (a merge's) that are NaN or infinite once
+    /// written in the output dtype (a finite float32 can overflow F16).
+    case nonFiniteResults(tensor: String, count: Int)
+    /// A source to quantize that holds quantized tensors already (a qconv
+    /// container): quantizing its dequantized values again would add the
+    /// errors of both.
+    case alreadyQuantized(path: String, tensor: String, scheme: String)
 
     public var category: ErrorCategory { .invalidInput }
 
     public var description: String {
         switch self {
         case let .nonFiniteValue(file, tensor, index, value):
-            return "\(file): tensor '\(tensor)': element \(index) is \(value); quantizing needs finite values (pass --allow-nonfinite to quantize anyway)"
+            return "\(file): tensor '\(tensor)': element \(index) is \(value); quantizing needs finite values"
         case let .float16Overflow(file, tensor, index, value):
             return "\(file): tensor '\(tensor)': element \(index) is \(value), which overflows float16 (largest finite value 65504); "
-                + "int8 quantization rounds values to float16 first, as bitsandbytes quantizes float16 weights (keep the tensor unquantized with --skip)"
+                + "int8 quantization rounds values to float16 first, as bitsandbytes quantizes float16 weights"
+        case let .alreadyQuantized(path, tensor, scheme):
+            return "\(path): holds quantized tensors already (tensor '\(tensor)' is \(scheme)); dequantize it to convert it again"
+        case let .nonFiniteResults(tensor, count):
+            return "tensor '\(tensor)': \(count) value\(count == 1 ? " is" : "s are") NaN or infinite"
         }
     }
 }

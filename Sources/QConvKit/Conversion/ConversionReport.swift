@@ -5,15 +5,20 @@ public struct ConversionReport {
         /// The source tensor.
         public var info: TensorInfo
         /// How it was stored.
-        public var scheme: ContainerScheme
-        /// Bytes of all its parts in the container.
-        public var storedBytes: UInt64
+        public var scheme: TensorScheme
+
+        public init(info: TensorInfo, scheme: TensorScheme) {
+            self.info = info
+            self.scheme = scheme
+        }
+
+        /// Bytes of all its parts.
+        public var storedBytes: UInt64 { scheme.parts(for: info).reduce(0) { $0 + $1.byteCount } }
         /// int8 only: the number of outlier columns kept in FP16.
-        public var outlierColumns: Int?
-        /// int8 only: the element threshold T the outlier rule resolved to for
-        /// this tensor (|w| >= T marks a column; rounded to float16), as the
-        /// container records it; nil when no column was split off.
-        public var outlierThreshold: Double? = nil
+        public var outlierColumns: Int? {
+            if case .int8(let p) = scheme { return p.outlierColumnCount }
+            return nil
+        }
 
         /// Bits stored per element (all parts).
         public var bitsPerWeight: Double {
@@ -23,7 +28,7 @@ public struct ConversionReport {
 
     /// The source checkpoint's path.
     public var input: String
-    /// The container written.
+    /// The model written.
     public var output: String
     /// The quantization method and its options.
     public var method: QuantizationMethod
@@ -39,7 +44,7 @@ public struct ConversionReport {
     public var seconds: Double = 0
 
     /// The tensors that were quantized (not stored raw).
-    public var quantized: [Tensor] { tensors.filter { $0.scheme != .raw } }
+    public var quantized: [Tensor] { tensors.filter { $0.scheme.isQuantized } }
 
     /// Elements of every tensor.
     public var parameterCount: Int { tensors.reduce(0) { $0 + $1.info.elementCount } }
@@ -57,13 +62,13 @@ public struct ConversionReport {
         return elements > 0 ? Double(q.reduce(0) { $0 + $1.storedBytes }) * 8 / Double(elements) : 0
     }
 
-    /// The `--json` report of docs/CLI.md.
+    /// The JSON report of docs/CLI.md.
     public var json: JSONValue {
         var object = JSONObject()
         object.append("command", .string(method.commandName))
         object.append("input", .string(input))
         object.append("output", .string(output))
-        object.append("scheme", .string(method.scheme.rawValue))
+        object.append("scheme", .string(method.schemeName))
         switch method {
         case let .fourBit(_, blockSize, doubleQuant):
             object.append("block_size", .int(blockSize))
@@ -95,12 +100,12 @@ public struct ConversionReport {
             row.append("name", .string(tensor.info.name))
             row.append("dtype", .string(tensor.info.dtype.rawValue))
             row.append("shape", .array(tensor.info.shape.map { .int($0) }))
-            row.append("scheme", .string(tensor.scheme.rawValue))
+            row.append("scheme", .string(tensor.scheme.name))
             row.append("source_bytes", .int(tensor.info.byteCount))
             row.append("stored_bytes", .uint(tensor.storedBytes))
             row.append("bits_per_weight", .double(tensor.bitsPerWeight))
             if let outliers = tensor.outlierColumns { row.append("outlier_columns", .int(outliers)) }
-            if tensor.scheme == .int8 { row.append("outlier_threshold", tensor.outlierThreshold.map { .double($0) } ?? .null) }
+            if case .int8(let p) = tensor.scheme { row.append("outlier_threshold", p.outlierThreshold.map { .double($0) } ?? .null) }
             return .object(row)
         }))
         return .object(object)

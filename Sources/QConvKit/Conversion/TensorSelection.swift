@@ -1,9 +1,9 @@
 /// Which tensors a conversion quantizes; the rest are stored raw.
 ///
 /// Default: floating-point tensors of rank >= 2, except embeddings, `lm_head`
-/// and norms, which is what transformers leaves unquantized. `--all` takes
-/// every floating-point tensor. `--only` patterns replace that choice with the
-/// float tensors whose names match one of them; `--skip` patterns then remove
+/// and norms, which is what transformers leaves unquantized. `all` takes
+/// every floating-point tensor. `only` patterns replace that choice with the
+/// float tensors whose names match one of them; `skip` patterns then remove
 /// matches. Patterns are regular expressions searched anywhere in the name.
 public struct TensorSelection {
     public var all: Bool
@@ -47,18 +47,19 @@ public struct TensorSelection {
     }
 }
 
-/// `--only` / `--skip` patterns: regular expressions searched anywhere in a
-/// tensor name, compiled once; a name matches when one of them matches.
+/// Name patterns (a selection's `only` and `skip`, `verify`'s filter):
+/// regular expressions searched anywhere in a tensor name, compiled once; a
+/// name matches when one of them matches.
 public struct NamePatterns {
     /// The patterns as the user wrote them.
     public let patterns: [String]
     private let compiled: [Regex<AnyRegexOutput>]
 
-    /// - Throws: `UsageError` for a pattern that is not a regular expression.
+    /// - Throws: `NamePatternError` for a pattern that is not a regular expression.
     public init(_ patterns: [String]) throws {
         self.patterns = patterns
         compiled = try patterns.map { pattern in
-            do { return try Regex(pattern) } catch { throw UsageError("invalid regular expression '\(pattern)': \(error)") }
+            do { return try Regex(pattern) } catch { throw NamePatternError(pattern: pattern, reason: "\(error)") }
         }
     }
 
@@ -67,4 +68,13 @@ public struct NamePatterns {
     public func matches(_ name: String) -> Bool {
         compiled.contains { name.contains($0) }
     }
+}
+
+/// A name pattern that is not a regular expression (exit 2).
+public struct NamePatternError: QConvError, Equatable {
+    public let pattern: String
+    public let reason: String
+
+    public var category: ErrorCategory { .usage }
+    public var description: String { "invalid regular expression '\(pattern)': \(reason)" }
 }

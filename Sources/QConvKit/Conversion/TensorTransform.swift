@@ -1,7 +1,6 @@
-/// A change applied to some tensors while a container is rewritten
-/// (`ContainerRewriter`) or dequantized (`Dequantizer`): how `merge-lora`
-/// merges an adapter into a quantized base without either pipeline knowing
-/// about LoRA.
+/// A change applied to some tensors while a model is rewritten
+/// (`ModelRewriter`) or dequantized (`Dequantizer`): how `merge-lora` merges
+/// an adapter into any base without either pipeline knowing about LoRA.
 public protocol TensorTransform {
     /// Files the transform reads, which the output must not overwrite.
     var inputFiles: [String] { get }
@@ -10,8 +9,17 @@ public protocol TensorTransform {
     func output(for tensor: TensorInfo) -> TensorInfo?
     /// The values to write instead of `base` (the tensor's stored values).
     func values(for tensor: TensorInfo, base: FloatTensorSource, threads: Int) throws -> FloatTensorSource
-    /// Whether transformed tensors may hold NaN or infinity (`--allow-nonfinite`).
+    /// Whether transformed tensors may hold NaN or infinity.
     var allowsNonFinite: Bool { get }
-    /// The error for `count` NaN or infinite values in a transformed tensor.
-    func nonFiniteError(tensor: String, count: Int) -> Error
+}
+
+extension TensorTransform {
+    /// The values of `tensor` after the transform, starting from its stored
+    /// values as `dequant` writes them (rounded to its dtype once when it is
+    /// quantized; see `DTypeRoundedSource`).
+    func transformedValues(of tensor: ModelTensor, threads: Int) throws -> FloatTensorSource {
+        var base = try tensor.values()
+        if tensor.scheme.isQuantized { base = DTypeRoundedSource(base, through: tensor.info.dtype) }
+        return try values(for: tensor.info, base: base, threads: threads)
+    }
 }

@@ -4,12 +4,12 @@ import Glibc
 /// beside it and renamed into place only when the command succeeds.
 ///
 /// A failed or interrupted run leaves nothing behind: `discard()` (also run on
-/// deinit and on SIGINT/SIGTERM/SIGHUP) removes the temporary file or folder.
-/// SIGXFSZ is ignored, so that a write past the file size limit (`ulimit -f`)
-/// fails with EFBIG, an I/O error whose cleanup runs, instead of killing the
-/// process. The destination itself is never touched before `commit()`.
+/// deinit) removes the temporary file or folder, and every temporary path is
+/// listed in `TemporaryOutputs`, which a front end empties when the process
+/// is told to stop (SIGINT, SIGTERM). The destination itself is never touched
+/// before `commit()`.
 public final class AtomicOutput {
-    public enum Kind { case file, directory }
+    public enum Kind: Sendable { case file, directory }
 
     /// The path the user asked for.
     public let destination: String
@@ -22,9 +22,11 @@ public final class AtomicOutput {
     /// Checks the destination and creates the temporary file or folder.
     ///
     /// - Parameters:
-    ///   - overwrite: replace an existing destination (`--force`).
+    ///   - overwrite: replace an existing destination.
     ///   - inputs: paths the command reads; the destination may be none of
     ///     them, nor a folder that holds one of them, even with `overwrite`.
+    /// - Throws: `OutputError` for a destination that may not be written,
+    ///   `IOError` when the temporary output cannot be created.
     public init(destination: String, kind: Kind, overwrite: Bool, inputs: [String]) throws {
         self.destination = destination
         self.kind = kind
@@ -33,29 +35,35 @@ public final class AtomicOutput {
 
         let directory = FileSystem.directoryName(of: destination)
         guard FileSystem.kind(of: directory) == .directory else {
-            throw IOError("create", path: destination, code: ENOENT, detail: "folder '\(directory)' does not exist")
+            throw IOError("create", path: destination, reason: .other("folder '\(directory)' does not exist"))
         }
-        let base = FileSystem.baseName(of: destination)
-        var created: String?
-        for attempt in 0..<100 {
-            let path = FileSystem.join(directory, ".\(base).qconv-tmp-\(getpid())-\(attempt)")
-            if kind == .file {
-                let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-                if fd >= 0 { close(fd); created = path; break }
-            } else if mkdir(path, 0o755) == 0 {
-                created = path
-                break
-            }
-            if errno != EEXIST { throw IOError("create", path: destination) }
-        }
-        guard let path = created else {
-            throw IOError("create", path: destination, code: EEXIST, detail: "100 temporary names beside it are taken")
-        }
-        temporaryPath = path
-        TemporaryFileRegistry.register(path, isDirectory: kind == .directory)
+        temporaryPath = try Self.createTemporary(beside: destination, in: directory, kind: kind)
     }
 
     deinit { if !finished { discard() } }
+
+    /// Creates `.NAME.qconv-tmp-PID-N` beside the destination, with the first free N.
+    private static func createTemporary(beside destination: String, in directory: String, kind: Kind) throws -> String {
+        let base = FileSystem.baseName(of: destination)
+        for attempt in 0..<100 {
+            let path = FileSystem.join(directory, ".\(base).qconv-tmp-\(getpid())-\(attempt)")
+            let created: Bool
+            if kind == .file {
+                let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+                created = fd >= 0
+                if created { close(fd) }
+            } else {
+                created = mkdir(path, 0o755) == 0
+            }
+            if created {
+                TemporaryOutputs.register(path, isDirectory: kind == .directory)
+                return path
+            }
+            let error = Errno.current
+            if error != .fileExists { throw IOError("create", path: destination, errno: error) }
+        }
+        throw IOError("create", path: destination, reason: .other("100 temporary names beside it are taken"))
+    }
 
     /// Opens the temporary file for writing (file outputs). Its errors name
     /// the destination, which is what the user asked for.
@@ -70,7 +78,7 @@ public final class AtomicOutput {
     public func path(for name: String) -> String {
         precondition(kind == .directory, "path(for:) is for folder outputs")
         let path = FileSystem.join(temporaryPath, name)
-        TemporaryFileRegistry.register(path, isDirectory: false)
+        TemporaryOutputs.register(path, isDirectory: false)
         return path
     }
 
@@ -79,7 +87,7 @@ public final class AtomicOutput {
         precondition(!finished, "commit() called twice")
         var displaced: String?
         if FileSystem.exists(destination) {
-            guard overwrite else { throw Self.existsError(destination) }
+            guard overwrite else { throw OutputError.exists(path: destination) }
             if FileSystem.kind(of: destination) == .directory || kind == .directory {
                 // rename(2) cannot replace a non-empty folder: move the old one aside first.
                 let aside = temporaryPath + "-old"
@@ -93,7 +101,7 @@ public final class AtomicOutput {
             throw error
         }
         finished = true
-        TemporaryFileRegistry.unregister(prefix: temporaryPath)
+        TemporaryOutputs.unregister(prefix: temporaryPath)
         if let displaced { FileSystem.removeItem(displaced) }
     }
 
@@ -102,11 +110,7 @@ public final class AtomicOutput {
         guard !finished else { return }
         finished = true
         FileSystem.removeItem(temporaryPath)
-        TemporaryFileRegistry.unregister(prefix: temporaryPath)
-    }
-
-    static func existsError(_ destination: String) -> UsageError {
-        UsageError("\(destination): output already exists; pass --force to replace it")
+        TemporaryOutputs.unregister(prefix: temporaryPath)
     }
 
     static func checkDestination(_ destination: String, kind: Kind, overwrite: Bool, inputs: [String]) throws {
@@ -117,85 +121,39 @@ public final class AtomicOutput {
             var path = FileSystem.canonicalPath(input)
             while true {
                 if FileSystem.identity(of: path) == target {
-                    throw UsageError("\(destination): refusing to write over an input (\(input))")
+                    throw OutputError.wouldOverwriteInput(path: destination, input: input)
                 }
                 let parent = FileSystem.directoryName(of: path)
                 if parent == path { break }
                 path = parent
             }
         }
-        guard overwrite else { throw existsError(destination) }
+        guard overwrite else { throw OutputError.exists(path: destination) }
         let existing = FileSystem.kind(of: destination)
-        if kind == .file && existing == .directory {
-            throw UsageError("\(destination): is a folder; the output of this command is a file")
-        }
-        if kind == .directory && existing != .directory {
-            throw UsageError("\(destination): is a file; the output of this command is a folder")
-        }
+        if kind == .file && existing == .directory { throw OutputError.folderWhereFileGoes(path: destination) }
+        if kind == .directory && existing != .directory { throw OutputError.fileWhereFolderGoes(path: destination) }
     }
 }
 
-/// Temporary outputs that a signal handler must remove before the process dies.
-///
-/// Kept as C strings in a fixed table so the handler only calls
-/// async-signal-safe functions (`unlink`, `rmdir`).
-enum TemporaryFileRegistry {
-    private static let capacity = 4096
-    nonisolated(unsafe) private static var entries = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>.allocate(capacity: capacity)
-    nonisolated(unsafe) private static var isDirectory = UnsafeMutablePointer<Bool>.allocate(capacity: capacity)
-    nonisolated(unsafe) private static var count = 0
-    nonisolated(unsafe) private static var installed = false
+/// Why an output may not be written where it was asked for (exit 2).
+public enum OutputError: QConvError, Equatable {
+    /// The destination exists and replacing it was not asked for.
+    case exists(path: String)
+    /// The destination is one of the inputs, or a folder holding one.
+    case wouldOverwriteInput(path: String, input: String)
+    /// The destination is a folder; the output is a file.
+    case folderWhereFileGoes(path: String)
+    /// The destination is a file; the output is a folder.
+    case fileWhereFolderGoes(path: String)
 
-    static func register(_ path: String, isDirectory directory: Bool) {
-        installHandlersOnce()
-        guard count < capacity else { return }
-        isDirectory[count] = directory
-        entries[count] = strdup(path)
-        count += 1
-    }
+    public var category: ErrorCategory { .usage }
 
-    static func unregister(prefix: String) {
-        var kept = 0
-        for i in 0..<count {
-            guard let entry = entries[i] else { continue }
-            if String(cString: entry).hasPrefix(prefix) {
-                free(entry)
-            } else {
-                entries[kept] = entry
-                isDirectory[kept] = isDirectory[i]
-                kept += 1
-            }
-        }
-        count = kept
-    }
-
-    private static func installHandlersOnce() {
-        guard !installed else { return }
-        installed = true
-        for signalNumber in [SIGINT, SIGTERM, SIGHUP] {
-            signal(signalNumber) { received in
-                TemporaryFileRegistry.removeAllForSignal()
-                signal(received, SIG_DFL)
-                raise(received)
-            }
-        }
-        // Past the file size limit, write(2) then fails with EFBIG (an IOError,
-        // after which the temporary output is discarded) instead of the
-        // process dying of SIGXFSZ with the temporary file left behind.
-        signal(SIGXFSZ, SIG_IGN)
-    }
-
-    private static func removeAllForSignal() {
-        // Files first (newest first), then folders, which are empty by then.
-        var i = count - 1
-        while i >= 0 {
-            if let entry = entries[i], !isDirectory[i] { unlink(entry) }
-            i -= 1
-        }
-        i = count - 1
-        while i >= 0 {
-            if let entry = entries[i], isDirectory[i] { rmdir(entry) }
-            i -= 1
+    public var description: String {
+        switch self {
+        case let .exists(path): return "\(path): output already exists"
+        case let .wouldOverwriteInput(path, input): return "\(path): refusing to write over an input (\(input))"
+        case let .folderWhereFileGoes(path): return "\(path): is a folder; the output of this command is a file"
+        case let .fileWhereFolderGoes(path): return "\(path): is a file; the output of this command is a folder"
         }
     }
 }

@@ -15,11 +15,11 @@ public func streamBytes(of file: ReadableFile, from offset: UInt64, length: UInt
         let start = UInt64(chunk) * step
         return UnsafeMutableRawBufferPointer(rebasing: buffers.bytes(slot)[0..<Int(min(step, length - start))])
     }
-    try processChunksInBatches(chunkCount: count, slots: buffers.slots, threads: threads, compute: { chunk, slot in
+    try computeChunksInOrder(count: count, slots: buffers.slots, threads: threads, compute: { chunk, slot in
         let bytes = piece(chunk, slot)
         try file.read(at: offset + UInt64(chunk) * step, into: bytes)
         try region.write(UnsafeRawBufferPointer(bytes), at: chunk * Int(step))
-    }, emit: { chunk, slot in
+    }, inOrder: { chunk, slot in
         try inOrder?(UnsafeRawBufferPointer(piece(chunk, slot)))
     })
 }

@@ -21,7 +21,7 @@ public final class ReadableFile: @unchecked Sendable {
         }
         if (info.st_mode & S_IFMT) == S_IFDIR {
             close(fd)
-            throw IOError("read", path: path, code: EISDIR)
+            throw IOError("read", path: path, errno: .isDirectory)
         }
         descriptor = fd
         size = UInt64(info.st_size)
@@ -43,7 +43,7 @@ public final class ReadableFile: @unchecked Sendable {
                 throw IOError("read", path: path)
             }
             if n == 0 {
-                throw IOError("read", path: path, code: 0, detail: "file ended at byte \(offset + UInt64(done)), expected \(buffer.count - done) more bytes (was it truncated while qconv ran?)")
+                throw IOError("read", path: path, reason: .other("file ended at byte \(offset + UInt64(done)), expected \(buffer.count - done) more bytes (was it truncated while qconv ran?)"))
             }
             done += n
         }

@@ -12,14 +12,14 @@ public struct InspectionReport {
         public var dtype: String
         public var shape: [Int]
         public var parameters: Int
-        /// Bytes stored for this tensor (all parts, for a container).
+        /// Bytes stored for this tensor (all parts, for a quantized format).
         public var bytes: UInt64
         public var file: String
-        /// Container only: the scheme, its bits per weight, outlier columns (int8).
-        public var scheme: String?
-        public var bitsPerWeight: Double?
-        public var outlierColumns: Int?
-        public var statistics: TensorStatistics?
+        /// Quantized formats only: the scheme, its bits per weight, outlier columns (int8).
+        public var scheme: String? = nil
+        public var bitsPerWeight: Double? = nil
+        public var outlierColumns: Int? = nil
+        public var statistics: TensorStatistics? = nil
     }
 
     public struct DTypeTotal {
@@ -85,47 +85,8 @@ public struct InspectionReport {
         return order.map { ($0, totals[$0]!) }
     }
 
-    /// Reads a safetensors checkpoint's headers; with `statistics`, streams
-    /// every float tensor as well.
-    public static func inspect(_ checkpoint: Checkpoint, statistics: Bool = false, threads: Int = 1,
-                               progress: Progress? = nil) throws -> InspectionReport {
-        let format: String
-        switch checkpoint.layout {
-        case .file: format = "safetensors"
-        case .folder: format = "safetensors-folder"
-        case .shardedFolder: format = "safetensors-sharded-folder"
-        }
-        var report = InspectionReport(path: checkpoint.path, format: format)
-        report.files = checkpoint.shards.map { shard in
-            File(name: FileSystem.baseName(of: shard.path), bytes: shard.file.size, tensorCount: shard.tensors.count)
-        }
-        report.auxiliaryFiles = checkpoint.auxiliaryFiles
-        report.metadata = checkpoint.metadata ?? []
-        report.tensors = checkpoint.tensors.map { tensor in
-            Tensor(name: tensor.name, dtype: tensor.info.dtype.rawValue, shape: tensor.info.shape,
-                   parameters: tensor.info.elementCount, bytes: UInt64(tensor.info.byteCount),
-                   file: checkpoint.shardName(of: tensor))
-        }
-        if statistics {
-            try report.addStatistics(checkpoint.tensors.map(\.stored), threads: threads, progress: progress)
-        }
-        return report
-    }
-
-    /// Computes statistics for `sources` (in the order of `tensors`).
-    public mutating func addStatistics(_ sources: [StoredTensor], threads: Int, progress: Progress? = nil) throws {
-        var results = [TensorStatistics?](repeating: nil, count: sources.count)
-        try results.withUnsafeMutableBufferPointer { slots in
-            try parallelFor(sources.count, threads: threads) { i in
-                slots[i] = try TensorStatistics.compute(sources[i])
-                progress?.advance(by: UInt64(sources[i].info.byteCount), item: sources[i].info.name)
-            }
-        }
-        for i in tensors.indices { tensors[i].statistics = results[i] }
-    }
-
     /// The stable JSON object documented in docs/CLI.md. `tensors` is included
-    /// when `includeTensors` is set (`--tensors` or `--stats`).
+    /// when `includeTensors` is set.
     public func json(includeTensors: Bool) -> JSONValue {
         var object = JSONObject()
         object.append("path", .string(path))

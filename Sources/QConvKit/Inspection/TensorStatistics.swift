@@ -71,7 +71,7 @@ public struct TensorStatistics: Equatable, Sendable {
     public static func compute(_ tensor: FloatTensorSource, chunkElements: Int = 1 << 20) throws -> TensorStatistics? {
         guard tensor.info.dtype.isDecodableToFloat else { return nil }
         let total = tensor.info.elementCount
-        let chunk = tensor.chunkElements(limit: chunkElements)
+        let chunk = ChunkPlan(elementCount: total, unit: tensor.alignment, chunkLimit: chunkElements).chunk
         let floats = UnsafeMutableBufferPointer<Float>.allocate(capacity: Swift.max(1, Swift.min(chunk, total)))
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: Swift.max(1, tensor.scratchBytes(for: floats.count)), alignment: 64)
         defer { floats.deallocate(); scratch.deallocate() }

@@ -27,7 +27,7 @@ public final class LoRAAdapter {
         var weightsPath = FileSystem.join(path, Self.weightsFileName)
         switch FileSystem.kind(of: path) {
         case .missing:
-            throw IOError("open", path: path, code: 2)
+            throw IOError("open", path: path, errno: .noSuchFileOrDirectory)
         case .directory:
             break
         default:

@@ -70,11 +70,11 @@ public enum LoRAMergeError: QConvError, Equatable {
             lines += problems.map(\.description)
             return lines.joined(separator: "\n")
         case let .nonFiniteResult(tensor, count):
-            return "tensor '\(tensor)': the merged values hold \(count) NaN or infinite value\(count == 1 ? "" : "s"); nothing written (pass --allow-nonfinite to write them anyway)"
+            return "tensor '\(tensor)': the merged values hold \(count) NaN or infinite value\(count == 1 ? "" : "s"); nothing written"
         case let .nonFiniteRequantization(tensor, scheme, index, value):
-            return "tensor '\(tensor)': the merged values are not finite: element \(index) is \(value), and quantizing it again to \(scheme) needs finite values; nothing written (pass --allow-nonfinite to write them anyway)"
+            return "tensor '\(tensor)': the merged values are not finite: element \(index) is \(value), and quantizing it again to \(scheme) needs finite values; nothing written"
         case let .requantizationOverflow(tensor, index, value):
-            return "tensor '\(tensor)': merged element \(index) is \(value), which overflows float16 (largest finite value 65504), and int8 quantizes the values rounded to float16; nothing written (pass --allow-nonfinite to write it anyway)"
+            return "tensor '\(tensor)': merged element \(index) is \(value), which overflows float16 (largest finite value 65504), and int8 quantizes the values rounded to float16; nothing written"
         }
     }
 }

@@ -73,7 +73,7 @@ public struct LoRAMergePlan {
     public let adapter: LoRAAdapter
     /// How adapter names were turned into base names.
     public let mapping: LoRAKeyMapping
-    /// The `--scale` multiplier applied to every delta.
+    /// The multiplier applied to every delta (the user's scale).
     public let scaleMultiplier: Double
     /// The changed tensors, in the order of the base tensors given.
     public let changes: [LoRATensorChange]

@@ -9,8 +9,7 @@ public struct LoRAMergeOptions {
     public var threads: Int = defaultThreadCount
     /// Replace an existing destination.
     public var overwrite = false
-    /// Draw a progress line on a terminal.
-    public var showProgress = false
+    public var progress: ProgressHandler?
 
     public init() {}
 }
@@ -54,7 +53,7 @@ public struct LoRAMergeSummary {
         copiedCount = baseTensorCount - changes.count
     }
 
-    /// The `--json` report.
+    /// The JSON report of docs/CLI.md.
     public func json() -> JSONValue {
         var object = JSONObject()
         object.append("base", .string(base))
@@ -87,74 +86,72 @@ public struct LoRAMergeSummary {
     }
 }
 
-/// Merges a PEFT LoRA adapter into a safetensors checkpoint (a file, a model
-/// folder or a sharded folder) and writes a checkpoint of the same shape:
-/// the same shard files with the same tensors, the index, the auxiliary
-/// files, the metadata, and every untouched tensor byte for byte.
+/// Merges a PEFT LoRA adapter into a model of any format qconv reads, as
+/// PEFT's `merge_and_unload()` does, and writes a model of the same shape:
+/// the same format, shard files with the same tensors, index, side files and
+/// metadata, and every untouched tensor byte for byte (`ModelRewriter`); or,
+/// with `dequantize`, a safetensors checkpoint (`Dequantizer`).
 ///
-/// Changed tensors are read through a `MergedTensorSource` and written by the
-/// same pipeline as `dequant` (`TensorEncoding.write`): chunks merged on every
-/// thread a cache-sized tile at a time, written in order while the next are
-/// merged. Memory: the decoded factors of one module and a few chunk buffers
-/// per thread; a replacement tensor is streamed from the adapter, and DoRA
-/// on fan_in_fan_out weights or embeddings (norms across rows) reads the
-/// base twice instead of holding the tensor.
+/// Changed tensors are read through a `MergedTensorSource`: chunks merged on
+/// every thread a cache-sized tile at a time, encoded (or quantized again,
+/// for a quantized base: QLoRA) in order while the next are merged. Memory:
+/// the decoded factors of one module and a few chunk buffers per thread; a
+/// replacement tensor is streamed from the adapter, and DoRA on
+/// fan_in_fan_out weights or embeddings (norms across rows) reads the base
+/// twice instead of holding the tensor.
 public enum LoRAMerger {
-    /// Checks the adapter against the base and lists what would change.
-    public static func plan(base: Checkpoint, adapter: LoRAAdapter, scale: Double = 1) throws -> LoRAMergePlan {
+    /// Checks the adapter against the base's tensors (their source dtypes
+    /// and shapes) and lists what would change.
+    public static func plan(base: Model, adapter: LoRAAdapter, scale: Double = 1) throws -> LoRAMergePlan {
         try LoRAMergePlan(adapter: adapter, baseTensors: base.tensors.map(\.info), scaleMultiplier: scale, baseDescription: base.path)
     }
 
     /// Merges and writes `destination` atomically; nothing is written when the
     /// adapter does not fit or a merged value is not finite.
+    ///
+    /// - Parameters:
+    ///   - dequantize: write safetensors (a file for a `.safetensors`
+    ///     destination, else a model folder) instead of the base's format.
+    ///   - dtype: with `dequantize`, the output dtype of float tensors (nil:
+    ///     each tensor's source dtype).
     @discardableResult
-    public static func merge(base: Checkpoint, adapter: LoRAAdapter, to destination: String, options: LoRAMergeOptions = LoRAMergeOptions()) throws -> LoRAMergeSummary {
+    public static func merge(base: Model, adapter: LoRAAdapter, to destination: String, options: LoRAMergeOptions = LoRAMergeOptions(),
+                             dequantize: Bool = false, dtype: DType? = nil) throws -> LoRAMergeSummary {
         let plan = try self.plan(base: base, adapter: adapter, scale: options.scale)
-        let outputs = base.tensors.map { plan.change(for: $0.name)?.output ?? $0.info }
-
-        let layout: CheckpointWriter.Layout
-        let auxiliary = base.auxiliaryFiles.map { (source: FileSystem.join(base.path, $0), name: $0) }
-        switch base.layout {
-        case .file:
-            layout = .file
-        case .folder, .shardedFolder:
-            var shards: [(fileName: String, tensors: [TensorInfo])] = base.shards.map { (FileSystem.baseName(of: $0.path), []) }
-            for (tensor, output) in zip(base.tensors, outputs) { shards[tensor.shard].tensors.append(output) }
-            layout = .folder(shards: shards)
-        }
-        // A sharded base's index is mirrored: its metadata keys are kept and
-        // total_size follows the merged tensors (a resized vocabulary changes it).
-        let writer = try CheckpointWriter(destination: destination, layout: layout, tensors: outputs, metadata: base.metadata,
-                                          auxiliaryFiles: auxiliary, sourceIndex: base.layout == .shardedFolder ? base.index : nil,
-                                          overwrite: options.overwrite, inputs: base.filePaths + adapter.filePaths)
-        let progress = Progress(label: "merging", total: outputs.reduce(0) { $0 + UInt64($1.byteCount) }, quiet: !options.showProgress)
-        defer { progress.finish() }
+        let transform = LoRATransform(plan: plan, allowNonfinite: options.allowNonfinite)
         do {
-            let buffers = TensorEncoding.makeBuffers(threads: options.threads)
-            for (tensor, info) in zip(base.tensors, outputs) {
-                if let change = plan.change(for: tensor.name) {
-                    try writeMerged(tensor.stored, change: change, plan: plan, into: writer, buffers: buffers, options: options)
-                } else {
-                    try writer.copy(tensor.stored, buffer: buffers.bytes(0))
-                }
-                progress.advance(by: UInt64(info.byteCount), item: tensor.name)
+            if dequantize {
+                _ = try Dequantizer.dequantize(base, to: destination, options: .init(dtype: dtype, threads: options.threads, overwrite: options.overwrite,
+                                                                                     progress: options.progress), transform: transform)
+            } else {
+                // A container's provenance lists the rewritten tensors: `verify`
+                // measures a raw one of them instead of requiring it to be identical.
+                let note: JSONObject = JSONObject([(RoundTripVerifier.mergeProvenanceKey, .object([
+                    "adapter": .string(adapter.path), "scale": .double(options.scale), "tensors_changed": .int(plan.changes.count),
+                    "tensors": .array(plan.changes.map { .string($0.output.name) }),
+                ]))])
+                try ModelRewriter.rewrite(base, to: destination, transform: transform,
+                                          options: .init(threads: options.threads, overwrite: options.overwrite, note: note, progress: options.progress))
             }
-            try writer.commit()
-        } catch {
-            writer.discard()
-            throw error
+        } catch let error as ConversionError {
+            throw mergeError(error, plan: plan, base: base)
         }
         return LoRAMergeSummary(plan: plan, base: base.path, output: destination, baseTensorCount: base.tensors.count)
     }
 
-    /// Merges one tensor and writes it in its output dtype.
-    static func writeMerged(_ base: FloatTensorSource, change: LoRATensorChange, plan: LoRAMergePlan, into writer: CheckpointWriter,
-                            buffers: ChunkBuffers, options: LoRAMergeOptions) throws {
-        let source = try MergedTensorSource(base: base, prepared: try plan.prepare(change, decodeReplacement: false), threads: options.threads)
-        let nonFinite = try TensorEncoding.write(source, as: change.output.dtype, into: try writer.reserve(UInt64(change.output.byteCount)),
-                                                 buffers: buffers, threads: options.threads)
-        if nonFinite > 0 && !options.allowNonfinite {
-            throw LoRAMergeError.nonFiniteResult(tensor: change.output.name, count: nonFinite)
+    /// A conversion error of a merged tensor says so: the encoder saw the
+    /// merged values, not the base's (its error names the base file, as if
+    /// the base were bad).
+    static func mergeError(_ error: ConversionError, plan: LoRAMergePlan, base: Model) -> Error {
+        switch error {
+        case let .nonFiniteResults(tensor, count) where plan.change(for: tensor) != nil:
+            return LoRAMergeError.nonFiniteResult(tensor: tensor, count: count)
+        case let .nonFiniteValue(_, tensor, index, value) where plan.change(for: tensor) != nil:
+            return LoRAMergeError.nonFiniteRequantization(tensor: tensor, scheme: base.tensor(named: tensor)?.scheme.name ?? "?", index: index, value: value)
+        case let .float16Overflow(_, tensor, index, value) where plan.change(for: tensor) != nil:
+            return LoRAMergeError.requantizationOverflow(tensor: tensor, index: index, value: value)
+        case .nonFiniteResults, .nonFiniteValue, .float16Overflow, .alreadyQuantized:
+            return error
         }
     }
 }

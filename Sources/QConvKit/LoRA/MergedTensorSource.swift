@@ -86,11 +86,11 @@ public final class MergedTensorSource: FloatTensorSource {
         let blocksPerRead = readRows / blockRows
         let chunkCount = (rows + readRows - 1) / readRows
         let slots = max(1, min(chunkCount, max(2, threads * 2)))
-        let buffers = ChunkBuffers(slots: slots, floats: readRows * columns, bytes: 0, scratch: max(1, scratchBytes(for: readRows * columns)))
+        let buffers = ChunkBuffers(slots: slots, size: ChunkBuffers.Size(floats: readRows * columns, bytes: 0, scratch: max(1, scratchBytes(for: readRows * columns))))
         let partial = UnsafeMutableBufferPointer<Double>.allocate(capacity: slots * blocksPerRead * columns)
         defer { partial.deallocate() }
         var total = [Double](repeating: 0, count: columns)
-        try processChunksInBatches(chunkCount: chunkCount, slots: slots, threads: threads, compute: { c, slot in
+        try computeChunksInOrder(count: chunkCount, slots: slots, threads: threads, compute: { c, slot in
             let range = c * readRows..<min(rows, (c + 1) * readRows)
             let values = buffers.floats(slot).baseAddress!
             try readStart(range.lowerBound * columns..<range.upperBound * columns, into: values, scratch: buffers.scratch(slot))
@@ -100,7 +100,7 @@ public final class MergedTensorSource: FloatTensorSource {
                 let block = start..<min(range.upperBound, start + blockRows)
                 prepared.accumulateColumnSquares(values + (start - range.lowerBound) * columns, rows: block, into: sums + b * columns)
             }
-        }, emit: { c, slot in
+        }, inOrder: { c, slot in
             let range = c * readRows..<min(rows, (c + 1) * readRows)
             let sums = partial.baseAddress! + slot * blocksPerRead * columns
             let blocks = (range.count + blockRows - 1) / blockRows

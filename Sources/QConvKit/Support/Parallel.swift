@@ -4,7 +4,7 @@ import Glibc
 /// Runs `body(i)` for every `i` in `0..<count` on up to `threads` threads.
 ///
 /// Work is handed out one index at a time from a shared counter, so uneven
-/// chunks (a last partial block, a tensor smaller than the rest) balance
+/// items (a last partial block, a tensor smaller than the rest) balance
 /// themselves. The first error thrown stops further work and is rethrown.
 public func parallelFor(_ count: Int, threads: Int, _ body: (Int) throws -> Void) throws {
     guard count > 0 else { return }
@@ -13,43 +13,20 @@ public func parallelFor(_ count: Int, threads: Int, _ body: (Int) throws -> Void
         for i in 0..<count { try body(i) }
         return
     }
-    let state = ParallelState()
+    let state = Locked<(next: Int, failure: Error?)>((0, nil))
     withoutActuallyEscaping(body) { body in
         DispatchQueue.concurrentPerform(iterations: workers) { _ in
-            while let i = state.next(limit: count) {
-                do { try body(i) } catch { state.fail(error) }
+            while let i = state.withLock({ state -> Int? in
+                guard state.failure == nil, state.next < count else { return nil }
+                state.next += 1
+                return state.next - 1
+            }) {
+                do { try body(i) } catch { state.withLock { if $0.failure == nil { $0.failure = error } } }
             }
         }
     }
-    if let error = state.error { throw error }
+    if let error = state.withLock({ $0.failure }) { throw error }
 }
 
-/// The number of threads to use when the user did not say: every core.
-public var defaultThreadCount: Int { max(1, ProcessInfoShim.activeProcessorCount) }
-
-private final class ParallelState: @unchecked Sendable {
-    private var lock = pthread_mutex_t()
-    private var nextIndex = 0
-    private(set) var error: Error?
-
-    init() { pthread_mutex_init(&lock, nil) }
-    deinit { pthread_mutex_destroy(&lock) }
-
-    func next(limit: Int) -> Int? {
-        pthread_mutex_lock(&lock)
-        defer { pthread_mutex_unlock(&lock) }
-        guard error == nil, nextIndex < limit else { return nil }
-        nextIndex += 1
-        return nextIndex - 1
-    }
-
-    func fail(_ error: Error) {
-        pthread_mutex_lock(&lock)
-        if self.error == nil { self.error = error }
-        pthread_mutex_unlock(&lock)
-    }
-}
-
-enum ProcessInfoShim {
-    static var activeProcessorCount: Int { Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
-}
+/// The number of threads to use when the caller does not say: every online core.
+public var defaultThreadCount: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }

@@ -1,51 +1,48 @@
-import Glibc
-
-/// A one-line progress display on stderr, shown only when stderr is a
-/// terminal and the user did not ask for `--quiet`.
+/// What a long-running library call tells its caller about its progress.
 ///
-/// `advance` may be called from several threads at once.
-public final class Progress: @unchecked Sendable {
-    private var lock = pthread_mutex_t()
-    private let enabled: Bool
+/// The library never draws anything: a command passes a `ProgressHandler`,
+/// and the command-line front end decides whether and how to show it (a line
+/// on a terminal, nothing in a pipe or with `quiet`).
+public enum ProgressEvent: Sendable, Equatable {
+    /// `done` of `total` units (bytes, usually) are finished; `item` is what
+    /// was finished last (a tensor name), for display.
+    case advanced(label: String, done: UInt64, total: UInt64, item: String)
+    /// The work is over (finished or failed): a display clears itself.
+    case finished(label: String)
+}
+
+/// Receives `ProgressEvent`s; called from any thread, one call at a time.
+public typealias ProgressHandler = @Sendable (ProgressEvent) -> Void
+
+/// Counts work done on behalf of a `ProgressHandler`; `advance` may be called
+/// from several threads at once.
+public final class ProgressCounter: Sendable {
     private let label: String
     private let total: UInt64
-    private var done: UInt64 = 0
-    private var lastDraw: UInt64 = 0
-    private var drew = false
+    private let handler: ProgressHandler?
+    private let done = Locked<UInt64>(0)
 
     /// - Parameters:
-    ///   - total: units of work (bytes, usually) for the percentage.
-    ///   - quiet: `--quiet` was given.
-    public init(label: String, total: UInt64, quiet: Bool) {
+    ///   - total: units of work (bytes, usually).
+    ///   - handler: nil counts nothing and reports nothing.
+    public init(label: String, total: UInt64, handler: ProgressHandler?) {
         self.label = label
-        self.total = max(total, 1)
-        enabled = !quiet && isatty(2) != 0
-        pthread_mutex_init(&lock, nil)
+        self.total = total
+        self.handler = handler
     }
 
-    deinit { pthread_mutex_destroy(&lock) }
-
-    /// Records `amount` more units done and redraws at most ten times a second.
+    /// Records `amount` more units done.
     public func advance(by amount: UInt64, item: String = "") {
-        pthread_mutex_lock(&lock)
-        defer { pthread_mutex_unlock(&lock) }
-        done += amount
-        guard enabled else { return }
-        let now = UInt64(monotonicSeconds() * 1000)
-        guard now - lastDraw >= 100 || done >= total else { return }
-        lastDraw = now
-        let percent = min(100, done * 100 / total)
-        var line = "\r\(label) \(percent)% \(item)"
-        if line.count > 100 { line = String(line.prefix(100)) }
-        fputs(line + "\u{1B}[K", stderr)
-        drew = true
+        guard let handler else { return }
+        done.withLock { done in
+            done += amount
+            handler(.advanced(label: label, done: done, total: total, item: item))
+        }
     }
 
-    /// Clears the line so the final report starts on a clean line.
+    /// Tells the handler the work is over.
     public func finish() {
-        pthread_mutex_lock(&lock)
-        defer { pthread_mutex_unlock(&lock) }
-        guard enabled, drew else { return }
-        fputs("\r\u{1B}[K", stderr)
+        guard let handler else { return }
+        done.withLock { _ in handler(.finished(label: label)) }
     }
 }

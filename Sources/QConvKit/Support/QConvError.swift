@@ -5,7 +5,8 @@
 public enum ErrorCategory: Sendable {
     /// A check the user asked for did not pass (e.g. a `verify` threshold). Exit 1.
     case checkFailed
-    /// The command line was wrong (unknown option, missing argument, refused overwrite). Exit 2.
+    /// The request was wrong (an output that exists, a pattern that is not one; for the
+    /// command line: an unknown option, a missing argument). Exit 2.
     case usage
     /// An input file is invalid, corrupt or hostile. Exit 3.
     case invalidInput
@@ -27,12 +28,4 @@ public enum ErrorCategory: Sendable {
 /// the tensor and the rule broken, and a category that selects the exit code.
 public protocol QConvError: Error, CustomStringConvertible {
     var category: ErrorCategory { get }
-}
-
-/// A plain usage error, e.g. an output that exists without `--force`.
-public struct UsageError: QConvError {
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var category: ErrorCategory { .usage }
-    public var description: String { message }
 }

@@ -49,7 +49,7 @@ public enum DType: String, CaseIterable, Sendable {
         }
     }
 
-    /// Types qconv can write from float32 (`dequant --dtype`, merge outputs).
+    /// Types qconv can write from float32 (dequantized and merged outputs).
     public var isEncodableFromFloat: Bool {
         switch self {
         case .f32, .f16, .bf16, .f64: return true

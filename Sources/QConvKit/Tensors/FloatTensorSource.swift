@@ -18,13 +18,6 @@ extension StoredTensor: FloatTensorSource {
     public func scratchBytes(for count: Int) -> Int { count * (info.dtype.byteWidth ?? 8) }
 }
 
-extension FloatTensorSource {
-    /// The largest chunk of at most `limit` elements that keeps ranges aligned.
-    public func chunkElements(limit: Int) -> Int {
-        max(alignment, limit / alignment * alignment)
-    }
-}
-
 /// Another source's values as they would be after writing them in `dtype`
 /// and reading them back (round to nearest even, once).
 ///

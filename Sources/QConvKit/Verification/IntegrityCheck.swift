@@ -1,8 +1,7 @@
 /// `verify CONTAINER`: structure (validated on open), every part's and every
 /// embedded file's checksum, zero padding between regions, and the contents
-/// of every tensor's side parts as the decoder validates them
-/// (`ContainerTensorDecoder.SideData`), so that a container that passes can
-/// be dequantized.
+/// of every tensor's side parts as the decoder validates them (`SideData`),
+/// so that a container that passes can be dequantized.
 public enum IntegrityCheck {
     public struct Report {
         public var path: String
@@ -23,16 +22,19 @@ public enum IntegrityCheck {
         defer { buffer.deallocate() }
         var checked: UInt64 = 0
         var previousEnd: UInt64 = 0
-        func check(_ part: ContainerPart, of tensor: String) throws {
-            try checkPadding(container, from: previousEnd, to: part.offset, buffer: buffer)
-            try container.verifyChecksum(part, of: tensor, buffer: buffer)
-            checked += part.length
-            previousEnd = part.offset + part.length
+        func check(_ region: ContainerRegion, _ bytes: StoredBytes) throws {
+            try checkPadding(container, from: previousEnd, to: region.offset, buffer: buffer)
+            var hasher = XXHash64()
+            try bytes.file.stream(from: bytes.offset, length: bytes.length, buffer: buffer) { hasher.update($0) }
+            try bytes.check(hasher.digest())
+            checked += region.length
+            previousEnd = region.end
         }
-        for file in container.header.files { try check(file, of: file.name) }
-        for tensor in container.tensors {
-            for part in tensor.parts { try check(part, of: tensor.name) }
-            _ = try ContainerTensorDecoder.SideData(container: container, tensor: tensor)
+        for file in container.header.files { try check(file.region, container.bytes(of: file)) }
+        let model = ContainerReader.model(of: container)
+        for (tensor, entry) in zip(model.tensors, container.tensors) {
+            for (part, region) in zip(tensor.parts, entry.parts) { try check(region.region, part.bytes) }
+            _ = try SideData(tensor)
         }
         return Report(path: container.path, tensorCount: container.tensors.count,
                       partCount: container.tensors.reduce(0) { $0 + $1.parts.count },

@@ -1,19 +1,20 @@
 import Glibc
 
 /// `verify ORIGINAL CONVERTED`: streams both sides and measures how much each
-/// tensor changed. Tensors a container stores raw must be byte-identical,
-/// except those its provenance says a merge rewrote (`merge-lora` into a
-/// container records them under `merged_adapter.tensors`): a merged tensor
-/// is not a copy of any original, so it is measured like a quantized one.
+/// tensor changed. Tensors a quantized model stores raw must be
+/// byte-identical, except those its provenance says a merge rewrote
+/// (`merge-lora` into a container records them under `merged_adapter.tensors`):
+/// a merged tensor is not a copy of any original, so it is measured like a
+/// quantized one.
 public enum RoundTripVerifier {
     /// The provenance member `merge-lora` adds to a container it writes.
     public static let mergeProvenanceKey = "merged_adapter"
 
     /// Names of the tensors that merges rewrote, from every `merged_adapter`
-    /// member of the container's provenance (one per merge, in order).
-    public static func mergedTensorNames(in header: ContainerHeader) -> Set<String> {
+    /// member of a provenance (one per merge, in order).
+    public static func mergedTensorNames(in provenance: JSONObject?) -> Set<String> {
         var names = Set<String>()
-        for member in header.provenance.members where member.key == mergeProvenanceKey {
+        for member in provenance?.members ?? [] where member.key == mergeProvenanceKey {
             for value in member.value.objectValue?["tensors"]?.arrayValue ?? [] {
                 if let name = value.stringValue { names.insert(name) }
             }
@@ -26,172 +27,151 @@ public enum RoundTripVerifier {
         /// Compare only tensors whose name matches one of these.
         public var only: [String]
         public var threads: Int
-        /// No progress line (`--quiet`, `--json`, or a check run inside another command's report).
-        public var quiet: Bool
+        public var progress: ProgressHandler?
 
-        public init(thresholds: VerificationThresholds = .init(), only: [String] = [], threads: Int = defaultThreadCount, quiet: Bool = true) {
+        public init(thresholds: VerificationThresholds = .init(), only: [String] = [], threads: Int = defaultThreadCount,
+                    progress: ProgressHandler? = nil) {
             self.thresholds = thresholds
             self.only = only
             self.threads = threads
-            self.quiet = quiet
+            self.progress = progress
         }
     }
 
-    static let chunkElements = 1 << 20
-    /// Elements of each side read and compared at once (64 KB of floats).
-    static let tileElements = 1 << 14
-
-    public static func compare(original: Checkpoint, converted: ConvertedCheckpoint, options: Options) throws -> VerificationReport {
+    /// Compares every tensor of `original` (those `options.only` selects)
+    /// with its counterpart in `converted`.
+    ///
+    /// - Throws: `VerificationError` when the two do not hold the same
+    ///   tensors with the same shapes, the readers' errors (a checksum).
+    public static func compare(original: Model, converted: Model, options: Options) throws -> VerificationReport {
         let patterns = try NamePatterns(options.only)
         func selected(_ name: String) -> Bool { patterns.isEmpty || patterns.matches(name) }
-
         // Both sides must hold the same tensors with the same shapes.
-        let originalNames = Set(original.tensors.map(\.name))
-        for name in converted.tensorNames where !originalNames.contains(name) && selected(name) {
-            throw VerificationError.tensorMissing(file: original.path, tensor: name, presentIn: converted.path)
+        for tensor in converted.tensors where original.tensor(named: tensor.name) == nil && selected(tensor.name) {
+            throw VerificationError.tensorMissing(file: original.path, tensor: tensor.name, presentIn: converted.path)
         }
         let tensors = original.tensors.filter { selected($0.name) }
         if tensors.isEmpty && !patterns.isEmpty { throw VerificationError.nothingSelected(patterns: options.only) }
 
-        let slots = max(2, options.threads * 2)
-        let left = ChunkBuffers(slots: slots, floats: chunkElements, bytes: 0, scratch: chunkElements * 8)
-        let right = ChunkBuffers(slots: slots, floats: chunkElements, bytes: 0, scratch: chunkElements * 8)
-        var mergedRaw = Set<String>()
-        if case .container(let container) = converted { mergedRaw = mergedTensorNames(in: container.header) }
-        var results: [VerificationReport.Tensor] = []
-        let progress = Progress(label: "verify", total: tensors.reduce(0) { $0 + UInt64($1.info.byteCount) }, quiet: options.quiet)
+        let comparison = TensorComparison(threads: options.threads, thresholds: options.thresholds,
+                                          exactRaw: converted.format.storesQuantizedTensors,
+                                          merged: mergedTensorNames(in: converted.provenance))
+        let progress = ProgressCounter(label: "verify", total: tensors.reduce(0) { $0 + UInt64($1.info.byteCount) }, handler: options.progress)
         defer { progress.finish() }
+        var results: [VerificationReport.Tensor] = []
         for tensor in tensors {
-            guard let (info, scheme) = converted.describe(tensor.name) else {
+            guard let other = converted.tensor(named: tensor.name) else {
                 throw VerificationError.tensorMissing(file: converted.path, tensor: tensor.name, presentIn: original.path)
             }
-            guard info.shape == tensor.info.shape else {
-                throw VerificationError.shapeMismatch(tensor: tensor.name, original: tensor.info.shapeDescription, converted: info.shapeDescription)
+            guard other.info.shape == tensor.info.shape else {
+                throw VerificationError.shapeMismatch(tensor: tensor.name, original: tensor.info.shapeDescription, converted: other.info.shapeDescription)
             }
-            var result = VerificationReport.Tensor(name: tensor.name, dtype: tensor.info.dtype, shape: tensor.info.shape,
-                                                   scheme: scheme, metrics: nil, identical: nil, violations: [])
-            let convertedSource: FloatTensorSource?
-            var exactCopy: StoredTensor?
-            /// The container part `exactCopy` is, whose checksum the comparison checks on the way.
-            var checksum: (container: ContainerFile, part: ContainerPart, tensor: String)?
-            switch converted {
-            case .container(let container):
-                guard let stored = container.tensor(named: tensor.name) else { continue }
-                if stored.scheme == .raw {
-                    let raw = container.stored(stored.parts[0], of: stored.name)
-                    if mergedRaw.contains(stored.name) && raw.info.dtype.isDecodableToFloat && tensor.info.dtype.isDecodableToFloat {
-                        // Checksums are checked on the way by the decoder below or here.
-                        try container.verifyChecksum(stored.parts[0], of: stored.name, buffer: left.scratch(0))
-                        convertedSource = raw
-                    } else {
-                        exactCopy = raw
-                        checksum = (container, stored.parts[0], stored.name)
-                        convertedSource = nil
-                    }
-                } else {
-                    // The decoder's checksum is checked on the way (`measure`).
-                    convertedSource = try ContainerTensorDecoder(container: container, tensor: stored, buffer: left.scratch(0), checkingInOrder: true)
-                }
-            case .safetensors(let checkpoint):
-                guard let stored = checkpoint.tensor(named: tensor.name) else { continue }
-                if stored.info.dtype.isDecodableToFloat && tensor.info.dtype.isDecodableToFloat {
-                    convertedSource = stored.stored
-                } else {
-                    exactCopy = stored.stored
-                    convertedSource = nil
-                }
-            }
-            if let exactCopy {
-                let same = try bytesEqual(tensor.stored, exactCopy, checksum: checksum, left: left, right: right, threads: options.threads)
-                    && exactCopy.info.dtype == tensor.info.dtype
-                result.identical = same
-                if !same { result.violations.append("not identical (stored raw, must round-trip exactly)") }
-                if tensor.info.dtype.isDecodableToFloat && exactCopy.info.dtype.isDecodableToFloat {
-                    // Identical bytes are an exact match: no need to compare values.
-                    result.metrics = same ? ErrorMetrics(exactMatchOf: tensor.info.elementCount)
-                        : try measure(tensor.stored, exactCopy, left: left, right: right, threads: options.threads)
-                }
-            } else if let convertedSource {
-                let metrics = try measure(tensor.stored, convertedSource, left: left, right: right, threads: options.threads)
-                result.metrics = metrics
-                result.violations = options.thresholds.violations(of: metrics)
-            }
+            var result = try comparison.compare(tensor, other)
+            result.scheme = converted.format.storesQuantizedTensors ? other.scheme.name : "safetensors"
             results.append(result)
             progress.advance(by: UInt64(tensor.info.byteCount), item: tensor.name)
         }
         return VerificationReport(original: original.path, converted: converted.path, thresholds: options.thresholds, tensors: results)
     }
+}
+
+/// How `RoundTripVerifier` compares one pair of tensors, with the buffers
+/// it reuses for every pair.
+final class TensorComparison {
+    let threads: Int
+    let thresholds: VerificationThresholds
+    /// Raw tensors of the converted side must be copies (it is a quantized format).
+    let exactRaw: Bool
+    /// Raw tensors a merge rewrote, measured instead.
+    let merged: Set<String>
+    let left: ChunkBuffers
+    let right: ChunkBuffers
+
+    init(threads: Int, thresholds: VerificationThresholds, exactRaw: Bool, merged: Set<String>) {
+        self.threads = threads
+        self.thresholds = thresholds
+        self.exactRaw = exactRaw
+        self.merged = merged
+        // Tiles of float32 on each side; raw bytes are compared in pieces of 1 MB.
+        let size = ChunkBuffers.Size(floats: ChunkPlan.defaultTileElements, bytes: 0, scratch: 1 << 20)
+        left = ChunkBuffers(threads: threads, size: size)
+        right = ChunkBuffers(threads: threads, size: size)
+    }
+
+    func compare(_ original: ModelTensor, _ converted: ModelTensor) throws -> VerificationReport.Tensor {
+        var result = VerificationReport.Tensor(name: original.name, dtype: original.info.dtype, shape: original.info.shape,
+                                               scheme: converted.scheme.name, metrics: nil, identical: nil, violations: [])
+        let bothFloat = original.info.dtype.isDecodableToFloat && converted.info.dtype.isDecodableToFloat
+        if case .raw = converted.scheme, let originalBytes = original.rawStored,
+           !bothFloat || (exactRaw && !merged.contains(converted.name)) {
+            let same = try bytesEqual(originalBytes, converted.parts[0]) && converted.info.dtype == original.info.dtype
+            result.identical = same
+            if !same { result.violations.append("not identical (stored raw, must round-trip exactly)") }
+            // Identical bytes are an exact match: no need to compare values.
+            if bothFloat {
+                result.metrics = same ? ErrorMetrics(exactMatchOf: original.info.elementCount)
+                    : try measure(try original.values(), try converted.values(checkingInOrder: true))
+            }
+        } else if bothFloat {
+            let metrics = try measure(try original.values(), try converted.values(checkingInOrder: true))
+            result.metrics = metrics
+            result.violations = thresholds.violations(of: metrics)
+        }
+        return result
+    }
 
     /// Streams both tensors in aligned chunks on all cores and accumulates the error metrics.
-    static func measure(_ original: FloatTensorSource, _ converted: FloatTensorSource,
-                        left: ChunkBuffers, right: ChunkBuffers, threads: Int) throws -> ErrorMetrics {
-        let n = original.info.elementCount
-        let chunk = converted.chunkElements(limit: left.floatCapacity)
-        let tile = min(chunk, converted.chunkElements(limit: tileElements))
-        let (a, b) = chunk <= left.floatCapacity ? (left, right)
-            : (ChunkBuffers(slots: left.slots, floats: chunk, bytes: 0, scratch: chunk * 8),
-               ChunkBuffers(slots: left.slots, floats: chunk, bytes: 0, scratch: chunk * 8))
+    func measure(_ original: FloatTensorSource, _ converted: FloatTensorSource) throws -> ErrorMetrics {
+        let plan = ChunkPlan(elementCount: original.info.elementCount, unit: converted.alignment)
+        let (a, b) = (left.fitting(ChunkBuffers.Size(floats: plan.tile, bytes: 0, scratch: original.scratchBytes(for: plan.tile))),
+                      right.fitting(ChunkBuffers.Size(floats: plan.tile, bytes: 0, scratch: converted.scratchBytes(for: plan.tile))))
         var total = ErrorMetrics()
-        var partial = [ErrorMetrics](repeating: ErrorMetrics(), count: a.slots)
-        // A container decoder that left its checksum to the reader is checked in order, here.
-        let decoder = converted as? ContainerTensorDecoder
-        let checkBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: SequentialWriter.bufferSize, alignment: 64)
-        defer { checkBuffer.deallocate() }
-        try partial.withUnsafeMutableBufferPointer { partial in
-            try processChunksInBatches(chunkCount: (n + chunk - 1) / chunk, slots: a.slots, threads: threads, compute: { c, slot in
-                let range = c * chunk..<min(n, (c + 1) * chunk)
-                let x = a.floats(slot).baseAddress!, y = b.floats(slot).baseAddress!
-                var metrics = ErrorMetrics()
-                // A tile at a time, so that both sides are still in the core's
-                // cache when the metrics read them.
-                for start in stride(from: range.lowerBound, to: range.upperBound, by: tile) {
-                    let tileRange = start..<min(range.upperBound, start + tile)
-                    try original.readFloats(tileRange, into: x, scratch: a.scratch(slot))
-                    try converted.readFloats(tileRange, into: y, scratch: b.scratch(slot))
-                    metrics.add(original: UnsafeBufferPointer(start: x, count: tileRange.count),
-                                reconstructed: UnsafeBufferPointer(start: y, count: tileRange.count))
-                }
-                partial[slot] = metrics
-            }, emit: { c, slot in
-                total.merge(partial[slot])
-                try decoder?.checkBytes(before: min(n, (c + 1) * chunk), buffer: checkBuffer)
-            })
-        }
-        try decoder?.finishChecks(buffer: checkBuffer)
+        let partial = SlotValues(slots: a.slots, initial: ErrorMetrics())
+        // A decoder that left its checksum to the reader is checked in order, here.
+        let checked = converted as? SequentiallyCheckedSource
+        try computeChunksInOrder(count: plan.chunkCount, slots: a.slots, threads: threads, compute: { c, slot in
+            let x = a.floats(slot).baseAddress!, y = b.floats(slot).baseAddress!
+            var metrics = ErrorMetrics()
+            // A tile at a time, so that both sides are still in the core's
+            // cache when the metrics read them.
+            for tile in plan.tiles(of: plan.chunkRange(c)) {
+                try original.readFloats(tile, into: x, scratch: a.scratch(slot))
+                try converted.readFloats(tile, into: y, scratch: b.scratch(slot))
+                metrics.add(original: UnsafeBufferPointer(start: x, count: tile.count), reconstructed: UnsafeBufferPointer(start: y, count: tile.count))
+            }
+            partial[slot] = metrics
+        }, inOrder: { c, slot in
+            total.merge(partial[slot])
+            try checked?.checkBytes(before: plan.chunkRange(c).upperBound)
+        })
+        try checked?.finishChecks()
         return total
     }
 
-    /// Whether two stored tensors hold the same bytes, compared chunk by chunk
-    /// on all cores. With `checksum`, `b` is that container part, and its
-    /// checksum is checked on the way (in order, by the calling thread).
-    static func bytesEqual(_ a: StoredTensor, _ b: StoredTensor, checksum: (container: ContainerFile, part: ContainerPart, tensor: String)?,
-                           left: ChunkBuffers, right: ChunkBuffers, threads: Int) throws -> Bool {
-        let total = b.info.byteCount
-        // 1 MB pieces: the scratch buffers are larger, but touching all of them would only grow the RSS.
-        let step = min(left.scratch(0).count, right.scratch(0).count, 1 << 20)
+    /// Whether a stored tensor and a stored part hold the same bytes,
+    /// compared piece by piece on all cores; the part's checksum, when it has
+    /// one, is checked on the way (in order, by the calling thread).
+    func bytesEqual(_ a: StoredTensor, _ b: StoredPart) throws -> Bool {
+        let total = Int(b.bytes.length)
+        let step = min(left.size.scratch, right.size.scratch)
         let sameLength = a.info.byteCount == total
         var equal = sameLength
-        var chunkEqual = [Bool](repeating: true, count: left.slots)
+        let chunkEqual = SlotValues(slots: left.slots, initial: true)
         var hasher = XXHash64()
-        try chunkEqual.withUnsafeMutableBufferPointer { chunkEqual in
-            try processChunksInBatches(chunkCount: (total + step - 1) / step, slots: left.slots, threads: threads, compute: { c, slot in
-                let range = c * step..<min(total, (c + 1) * step)
-                let y = UnsafeMutableRawBufferPointer(rebasing: right.scratch(slot)[0..<range.count])
-                try b.readBytes(at: range.lowerBound, into: y)
-                guard sameLength else { return }
-                let x = UnsafeMutableRawBufferPointer(rebasing: left.scratch(slot)[0..<range.count])
-                try a.readBytes(at: range.lowerBound, into: x)
-                chunkEqual[slot] = memcmp(x.baseAddress!, y.baseAddress!, range.count) == 0
-            }, emit: { c, slot in
-                let count = min(total, (c + 1) * step) - c * step
-                if checksum != nil { hasher.update(UnsafeRawBufferPointer(rebasing: right.scratch(slot)[0..<count])) }
-                equal = equal && chunkEqual[slot]
-            })
-        }
-        if let (container, part, tensor) = checksum {
-            let actual = hasher.digest()
-            guard actual == part.checksum else { throw container.checksumError(part, tensor: tensor, actual: actual) }
-        }
+        let piece = { (c: Int) in c * step..<min(total, (c + 1) * step) }
+        try computeChunksInOrder(count: divideRoundingUp(total, step), slots: left.slots, threads: threads, compute: { c, slot in
+            let range = piece(c)
+            let y = UnsafeMutableRawBufferPointer(rebasing: right.scratch(slot)[0..<range.count])
+            try b.bytes.file.read(at: b.bytes.offset + UInt64(range.lowerBound), into: y)
+            guard sameLength else { return }
+            let x = UnsafeMutableRawBufferPointer(rebasing: left.scratch(slot)[0..<range.count])
+            try a.readBytes(at: range.lowerBound, into: x)
+            chunkEqual[slot] = memcmp(x.baseAddress!, y.baseAddress!, range.count) == 0
+        }, inOrder: { c, slot in
+            if b.bytes.checksum != nil { hasher.update(UnsafeRawBufferPointer(rebasing: right.scratch(slot)[0..<piece(c).count])) }
+            equal = equal && chunkEqual[slot]
+        })
+        if b.bytes.checksum != nil { try b.bytes.check(hasher.digest()) }
         return equal
     }
 }

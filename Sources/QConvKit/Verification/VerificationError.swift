@@ -4,7 +4,7 @@ public enum VerificationError: QConvError, Equatable {
     case tensorMissing(file: String, tensor: String, presentIn: String)
     /// The two sides disagree on a tensor's shape.
     case shapeMismatch(tensor: String, original: String, converted: String)
-    /// `--only` matched nothing.
+    /// The name patterns that choose the tensors to compare matched nothing.
     case nothingSelected(patterns: [String])
 
     public var category: ErrorCategory { .invalidInput }
@@ -16,7 +16,7 @@ public enum VerificationError: QConvError, Equatable {
         case let .shapeMismatch(tensor, original, converted):
             return "tensor '\(tensor)': shape \(converted) in the converted checkpoint, \(original) in the original"
         case let .nothingSelected(patterns):
-            return "--only \(patterns.joined(separator: " ")) matches no tensor"
+            return "the name patterns \(patterns.joined(separator: " ")) match no tensor"
         }
     }
 }

@@ -1,12 +1,12 @@
 /// Limits a round trip must stay within; nil means "not checked".
 public struct VerificationThresholds: Sendable {
-    /// Largest relative RMSE allowed (`--max-rel-rmse`).
+    /// Largest relative RMSE allowed.
     public var maxRelativeRMSE: Double?
-    /// Smallest SQNR in dB allowed (`--min-sqnr`).
+    /// Smallest SQNR in dB allowed.
     public var minSQNR: Double?
-    /// Largest absolute error allowed (`--max-abs-err`).
+    /// Largest absolute error allowed.
     public var maxAbsoluteError: Double?
-    /// Smallest cosine similarity allowed (`--min-cosine`).
+    /// Smallest cosine similarity allowed.
     public var minCosine: Double?
 
     /// Thresholds; each nil one is not checked.

@@ -1,7 +1,13 @@
+import QConvCommandLine
 import QConvKit
 
 /// `qconv dequant IN OUT`.
 enum DequantCommand: Command {
+    static let dtypeOption = Option<DType>("--dtype", "T", "Output dtype of float tensors: f32, f16 or bf16 (default: each tensor's source dtype).",
+                                           expected: "f32, f16 or bf16") { DType(commandLineName: $0) }
+    static let maxShardSizeOption = Option<UInt64>("--max-shard-size", "SIZE", "Write a sharded model folder with shards of at most SIZE (e.g. 5GB, 500MB, 2GiB).",
+                                                   expected: "a size such as 5GB, 500MB or 2GiB") { parseByteSize($0).flatMap { $0 > 0 ? $0 : nil } }
+
     static let spec = CommandSpec(
         name: "dequant",
         abstract: "Turn a qconv container back into safetensors.",
@@ -9,27 +15,31 @@ enum DequantCommand: Command {
             ("IN", "A qconv container."),
             ("OUT", "A .safetensors file, or a model folder (any other name; embedded config files are restored)."),
         ],
-        options: [
-            .value("--dtype", "T", "Output dtype of float tensors: f32, f16 or bf16 (default: each tensor's source dtype)."),
-            .value("--max-shard-size", "SIZE", "Write a sharded model folder with shards of at most SIZE (e.g. 5GB, 500MB, 2GiB)."),
-            CommonOptions.threads, CommonOptions.json, CommonOptions.quiet, CommonOptions.force,
-        ],
+        options: [dtypeOption.spec, maxShardSizeOption.spec, CommonOptions.threads, CommonOptions.json, CommonOptions.quiet, OutputOptions.force],
         discussion: "Names, shapes, order and __metadata__ are those of the original. Tensors stored raw come back bit-identical unless --dtype converts them."
     )
 
-    static func run(_ arguments: ParsedArguments, console: Console) throws -> Int32 {
-        var options = Dequantizer.Options(threads: try arguments.threads(), overwrite: arguments.flag("--force"),
-                                          quiet: arguments.flag("--quiet") || arguments.flag("--json"))
-        if let name = arguments.value("--dtype") {
-            guard let dtype = DType(commandLineName: name) else { throw arguments.usageError("--dtype must be f32, f16 or bf16, got '\(name)'") }
-            options.dtype = dtype
-        }
-        if let size = arguments.value("--max-shard-size") {
-            guard let bytes = parseByteSize(size), bytes > 0 else { throw arguments.usageError("--max-shard-size: cannot read '\(size)' as a size (e.g. 5GB, 500MB, 2GiB)") }
-            options.maxShardSize = bytes
-        }
-        let report = try Dequantizer.dequantize(try ContainerFile(path: arguments.positionals[0]), to: arguments.positionals[1], options: options)
-        if arguments.flag("--json") {
+    struct Options: CommandOptions {
+        let input: String
+        let output: String
+        let dtype: DType?
+        let maxShardSize: UInt64?
+        let force: Bool
+        let common: CommonOptions
+    }
+
+    static func parse(_ arguments: ParsedArguments) throws -> Options {
+        Options(input: arguments.positionals[0], output: arguments.positionals[1], dtype: try arguments.value(dtypeOption),
+                maxShardSize: try arguments.value(maxShardSizeOption), force: arguments[OutputOptions.forceFlag], common: try CommonOptions(arguments))
+    }
+
+    static func run(_ options: Options, console: Console) throws -> Int32 {
+        let model = try Model.open(options.input)
+        guard model.format == .container else { throw ContainerError.notAContainer(file: options.input) }
+        let report = try Dequantizer.dequantize(model, to: options.output, options: .init(
+            dtype: options.dtype, maxShardSize: options.maxShardSize, threads: options.common.threads, overwrite: options.force,
+            progress: options.common.progress))
+        if options.common.json {
             console.printJSON(report.json)
         } else {
             console.say(Format.table([
@@ -40,18 +50,5 @@ enum DequantCommand: Command {
             ]))
         }
         return 0
-    }
-
-    /// "5GB" -> 5_000_000_000 (decimal, as transformers), "2GiB" -> 2 * 2^30, "1024" -> 1024.
-    static func parseByteSize(_ text: String) -> UInt64? {
-        let units: [(String, UInt64)] = [("KIB", 1 << 10), ("MIB", 1 << 20), ("GIB", 1 << 30), ("TIB", 1 << 40),
-                                         ("KB", 1_000), ("MB", 1_000_000), ("GB", 1_000_000_000), ("TB", 1_000_000_000_000), ("B", 1)]
-        let upper = text.uppercased()
-        for (suffix, scale) in units where upper.hasSuffix(suffix) {
-            guard let number = Double(upper.dropLast(suffix.count)), number >= 0 else { return nil }
-            let value = number * Double(scale)
-            return value < 1.8e19 ? UInt64(value) : nil
-        }
-        return UInt64(text)
     }
 }

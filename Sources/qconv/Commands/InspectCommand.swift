@@ -1,31 +1,39 @@
+import QConvCommandLine
 import QConvKit
 
 /// `qconv inspect PATH`: what is inside a safetensors file, a model folder or a container.
 enum InspectCommand: Command {
+    static let tensorsFlag = Flag("--tensors", "List every tensor: name, dtype, shape, parameters, bytes, file.")
+    static let statsFlag = Flag("--stats", "Also stream every tensor and show min, max, mean, std, absmax, NaN and Inf counts.")
+
     static let spec = CommandSpec(
         name: "inspect",
         abstract: "Show what is inside a safetensors file, a model folder or a qconv container.",
         positionals: [("PATH", "A .safetensors file, a model folder (sharded or not), or a qconv container.")],
-        options: [
-            .flag("--tensors", "List every tensor: name, dtype, shape, parameters, bytes, file."),
-            .flag("--stats", "Also stream every tensor and show min, max, mean, std, absmax, NaN and Inf counts."),
-            CommonOptions.json,
-            CommonOptions.quiet,
-            CommonOptions.threads,
-        ],
+        options: [tensorsFlag.spec, statsFlag.spec, CommonOptions.json, CommonOptions.quiet, CommonOptions.threads],
         discussion: "Without --stats only headers are read, so the answer is immediate for files of any size."
     )
 
-    static func run(_ arguments: ParsedArguments, console: Console) throws -> Int32 {
-        let path = arguments.positionals[0]
-        let statistics = arguments.flag("--stats")
-        let listTensors = arguments.flag("--tensors") || statistics
-        let report = try Inspection.inspect(path: path, statistics: statistics, threads: try arguments.threads(),
-                                            quiet: arguments.flag("--quiet") || arguments.flag("--json"))
-        if arguments.flag("--json") {
-            console.printJSON(report.json(includeTensors: listTensors))
+    struct Options: CommandOptions {
+        let path: String
+        let listTensors: Bool
+        let statistics: Bool
+        let common: CommonOptions
+    }
+
+    static func parse(_ arguments: ParsedArguments) throws -> Options {
+        let statistics = arguments[statsFlag]
+        return Options(path: arguments.positionals[0], listTensors: arguments[tensorsFlag] || statistics, statistics: statistics,
+                       common: try CommonOptions(arguments))
+    }
+
+    static func run(_ options: Options, console: Console) throws -> Int32 {
+        let report = try Inspection.inspect(path: options.path, statistics: options.statistics, threads: options.common.threads,
+                                            progress: options.common.progress)
+        if options.common.json {
+            console.printJSON(report.json(includeTensors: options.listTensors))
         } else {
-            console.say(render(report, listTensors: listTensors, statistics: statistics))
+            console.say(render(report, listTensors: options.listTensors, statistics: options.statistics))
         }
         return 0
     }

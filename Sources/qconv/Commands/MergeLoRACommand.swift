@@ -1,7 +1,17 @@
+import QConvCommandLine
 import QConvKit
 
 /// `qconv merge-lora BASE ADAPTER OUT`: PEFT's `merge_and_unload()` without torch.
 enum MergeLoRACommand: Command {
+    static let scaleOption = Option<Double>("--scale", "S", "Multiply every LoRA delta by S (default 1).")
+    static let dryRunFlag = Flag("--dry-run", "Only check the adapter against BASE and list the tensors that would change.")
+    static let allowNonfiniteFlag = Flag("--allow-nonfinite", "Write merged tensors even when they hold NaN or infinity.")
+    static let dequantizeFlag = Flag("--dequantize",
+                                     "With a container BASE: write safetensors (a file if OUT ends in .safetensors, else a model folder) instead of a container.")
+    static let dtypeOption = Option<DType>("--dtype", "T",
+                                           "With --dequantize: output dtype of float tensors, f32, f16 or bf16 (default: each tensor's source dtype).",
+                                           expected: "f32, f16 or bf16") { DType(commandLineName: $0) }
+
     static let spec = CommandSpec(
         name: "merge-lora",
         abstract: "Merge a PEFT LoRA adapter into base weights (safetensors or a qconv container).",
@@ -11,17 +21,8 @@ enum MergeLoRACommand: Command {
             ("OUT", "Where to write the merged model: a file for a file BASE, a folder for a folder (not needed with --dry-run)."),
         ],
         optionalPositionals: 1,
-        options: [
-            .value("--scale", "S", "Multiply every LoRA delta by S (default 1)."),
-            .flag("--dry-run", "Only check the adapter against BASE and list the tensors that would change."),
-            .flag("--allow-nonfinite", "Write merged tensors even when they hold NaN or infinity."),
-            .flag("--dequantize", "With a container BASE: write safetensors (a file if OUT ends in .safetensors, else a model folder) instead of a container."),
-            .value("--dtype", "T", "With --dequantize: output dtype of float tensors, f32, f16 or bf16 (default: each tensor's source dtype)."),
-            CommonOptions.json,
-            CommonOptions.quiet,
-            CommonOptions.force,
-            CommonOptions.threads,
-        ],
+        options: [scaleOption.spec, dryRunFlag.spec, allowNonfiniteFlag.spec, dequantizeFlag.spec, dtypeOption.spec,
+                  CommonOptions.json, CommonOptions.quiet, OutputOptions.force, CommonOptions.threads],
         discussion: """
             The merge follows PEFT's merge_and_unload() (LoRA, rsLoRA, rank/alpha patterns, DoRA, fan_in_fan_out,
             embeddings, lora_bias, modules_to_save): deltas are computed in float32 and each merged tensor is
@@ -34,51 +35,48 @@ enum MergeLoRACommand: Command {
             """
     )
 
-    static func run(_ arguments: ParsedArguments, console: Console) throws -> Int32 {
-        let basePath = arguments.positionals[0]
-        let adapterPath = arguments.positionals[1]
-        let dryRun = arguments.flag("--dry-run")
-        let scale = try arguments.number("--scale") ?? 1
-        let isContainer = ContainerFile.isContainer(path: basePath)
-        var dtype: DType?
-        if let name = arguments.value("--dtype") {
-            guard let parsed = DType(commandLineName: name) else { throw arguments.usageError("--dtype must be f32, f16 or bf16, got '\(name)'") }
-            guard arguments.flag("--dequantize") else { throw arguments.usageError("--dtype goes with --dequantize") }
-            dtype = parsed
-        }
-        if arguments.flag("--dequantize") && !isContainer {
-            throw arguments.usageError("--dequantize needs a qconv container as BASE")
-        }
-        let adapter = try LoRAAdapter(path: adapterPath)
+    struct Options: CommandOptions {
+        let base: String
+        let adapter: String
+        /// nil: a dry run.
+        let output: String?
+        let scale: Double
+        let allowNonfinite: Bool
+        let dequantize: Bool
+        let dtype: DType?
+        let force: Bool
+        let common: CommonOptions
+    }
 
+    static func parse(_ arguments: ParsedArguments) throws -> Options {
+        let dryRun = arguments[dryRunFlag], dequantize = arguments[dequantizeFlag], dtype = try arguments.value(dtypeOption)
+        if dtype != nil && !dequantize { throw arguments.usageError("--dtype goes with --dequantize") }
+        if !dryRun && arguments.positionals.count < 3 { throw arguments.usageError("missing argument OUT (or pass --dry-run)") }
+        return Options(base: arguments.positionals[0], adapter: arguments.positionals[1], output: dryRun ? nil : arguments.positionals[2],
+                       scale: try arguments.value(scaleOption) ?? 1, allowNonfinite: arguments[allowNonfiniteFlag], dequantize: dequantize,
+                       dtype: dtype, force: arguments[OutputOptions.forceFlag], common: try CommonOptions(arguments))
+    }
+
+    static func run(_ options: Options, console: Console) throws -> Int32 {
+        let base = try Model.open(options.base)
+        if options.dequantize && !base.format.storesQuantizedTensors {
+            throw UsageError("--dequantize needs a qconv container as BASE\nsee 'qconv merge-lora --help'")
+        }
+        let adapter = try LoRAAdapter(path: options.adapter)
         let summary: LoRAMergeSummary
-        if dryRun {
-            if isContainer {
-                let container = try ContainerFile(path: basePath)
-                let plan = try LoRAMerger.plan(container: container, adapter: adapter, scale: scale)
-                summary = LoRAMergeSummary(plan: plan, base: container.path, output: nil, baseTensorCount: container.tensors.count)
-            } else {
-                let base = try Checkpoint(path: basePath)
-                let plan = try LoRAMerger.plan(base: base, adapter: adapter, scale: scale)
-                summary = LoRAMergeSummary(plan: plan, base: base.path, output: nil, baseTensorCount: base.tensors.count)
-            }
+        if let output = options.output {
+            var merge = LoRAMergeOptions()
+            merge.scale = options.scale
+            merge.allowNonfinite = options.allowNonfinite
+            merge.threads = options.common.threads
+            merge.overwrite = options.force
+            merge.progress = options.common.progress
+            summary = try LoRAMerger.merge(base: base, adapter: adapter, to: output, options: merge, dequantize: options.dequantize, dtype: options.dtype)
         } else {
-            guard arguments.positionals.count == 3 else { throw arguments.usageError("missing argument OUT (or pass --dry-run)") }
-            var options = LoRAMergeOptions()
-            options.scale = scale
-            options.allowNonfinite = arguments.flag("--allow-nonfinite")
-            options.threads = try arguments.threads()
-            options.overwrite = arguments.flag("--force")
-            options.showProgress = !arguments.flag("--quiet") && !arguments.flag("--json")
-            if isContainer {
-                summary = try LoRAMerger.merge(container: try ContainerFile(path: basePath), adapter: adapter, to: arguments.positionals[2],
-                                               options: options, dequantize: arguments.flag("--dequantize"), dtype: dtype)
-            } else {
-                summary = try LoRAMerger.merge(base: try Checkpoint(path: basePath), adapter: adapter, to: arguments.positionals[2], options: options)
-            }
+            let plan = try LoRAMerger.plan(base: base, adapter: adapter, scale: options.scale)
+            summary = LoRAMergeSummary(plan: plan, base: base.path, output: nil, baseTensorCount: base.tensors.count)
         }
-
-        if arguments.flag("--json") {
+        if options.common.json {
             console.printJSON(summary.json())
         } else {
             console.say(render(summary))

@@ -1,15 +1,17 @@
+import QConvCommandLine
 import QConvKit
 
-/// Options every quantizing command shares (`to-nf4`, `to-fp4`, `to-int8`).
-enum QuantizeOptions {
-    static let selection: [OptionSpec] = [
-        .flag("--all", "Quantize every floating-point tensor (default: rank >= 2, except embeddings, lm_head and norms)."),
-        .value("--only", "REGEX", "Quantize only float tensors whose name matches.", repeatable: true),
-        .value("--skip", "REGEX", "Keep tensors whose name matches unquantized.", repeatable: true),
-        .flag("--allow-nonfinite", "Quantize tensors holding NaN or Inf instead of refusing them."),
-        .flag("--verify", "Check the round trip after writing and print its summary (takes the verify thresholds)."),
-    ]
-    static let common: [OptionSpec] = [CommonOptions.threads, CommonOptions.json, CommonOptions.quiet, CommonOptions.force]
+/// What `to-nf4`, `to-fp4` and `to-int8` share: the selection, verification
+/// and common options, and the run itself (convert, verify if asked, report).
+struct QuantizeOptions: CommandOptions {
+    static let allFlag = Flag("--all", "Quantize every floating-point tensor (default: rank >= 2, except embeddings, lm_head and norms).")
+    static let onlyOption = Option<String>("--only", "REGEX", "Quantize only float tensors whose name matches.", repeatable: true)
+    static let skipOption = Option<String>("--skip", "REGEX", "Keep tensors whose name matches unquantized.", repeatable: true)
+    static let allowNonfiniteFlag = Flag("--allow-nonfinite", "Quantize tensors holding NaN or Inf instead of refusing them.")
+    static let verifyFlag = Flag("--verify", "Check the round trip after writing and print its summary (takes the verify thresholds).")
+
+    static let selection = [allFlag.spec, onlyOption.spec, skipOption.spec, allowNonfiniteFlag.spec, verifyFlag.spec]
+    static let common = [CommonOptions.threads, CommonOptions.json, CommonOptions.quiet, OutputOptions.force]
 
     static func positionals(_ what: String) -> [(name: String, help: String)] {
         [("IN", "A .safetensors file or a model folder (sharded or not)."), ("OUT", "The \(what) container to write.")]
@@ -20,45 +22,60 @@ enum QuantizeOptions {
         --only replaces the default choice; --skip is applied last.
         """
 
-    /// Runs a conversion with `method` and prints its report.
-    static func run(_ arguments: ParsedArguments, console: Console, method: QuantizationMethod) throws -> Int32 {
-        let input = arguments.positionals[0]
-        let output = arguments.positionals[1]
-        let selection = try TensorSelection(all: arguments.flag("--all"), only: arguments.values("--only"), skip: arguments.values("--skip"))
-        let thresholds = try VerifyThresholds.parse(arguments)
-        if thresholds.isActive && !arguments.flag("--verify") {
-            throw arguments.usageError("verify thresholds need --verify")
+    let input: String
+    let output: String
+    let method: QuantizationMethod
+    let selection: TensorSelection
+    let allowNonfinite: Bool
+    /// nil: no verification after writing.
+    let verification: VerificationThresholds?
+    let force: Bool
+    let common: CommonOptions
+
+    /// Reads the shared options; `method` comes from the command's own.
+    init(_ arguments: ParsedArguments, method: QuantizationMethod) throws {
+        input = arguments.positionals[0]
+        output = arguments.positionals[1]
+        self.method = method
+        selection = try TensorSelection(all: arguments[Self.allFlag], only: try arguments.values(Self.onlyOption),
+                                        skip: try arguments.values(Self.skipOption))
+        allowNonfinite = arguments[Self.allowNonfiniteFlag]
+        let thresholds = try VerifyThresholds(arguments)
+        if thresholds.isActive && !arguments[Self.verifyFlag] { throw arguments.usageError("verify thresholds need --verify") }
+        verification = arguments[Self.verifyFlag] ? thresholds.values : nil
+        force = arguments[OutputOptions.forceFlag]
+        common = try CommonOptions(arguments)
+    }
+
+    /// Converts, verifies when asked, and prints the report.
+    func run(console: Console) throws -> Int32 {
+        let source = try Model.open(input)
+        let report = try Quantizer.convert(source, to: output, options: .init(
+            method: method, selection: selection, threads: common.threads, allowNonfinite: allowNonfinite, overwrite: force, progress: common.progress))
+        let verified = try verification.map { thresholds in
+            try RoundTripVerifier.compare(original: source, converted: try Model.open(output),
+                                          options: .init(thresholds: thresholds, threads: common.threads, progress: common.progress))
         }
-        let options = QuantizationOptions(method: method, selection: selection, threads: try arguments.threads(),
-                                          allowNonfinite: arguments.flag("--allow-nonfinite"),
-                                          overwrite: arguments.flag("--force"), quiet: arguments.flag("--quiet") || arguments.flag("--json"))
-        let checkpoint = try Checkpoint(path: input)
-        let report = try Quantizer.convert(checkpoint, to: output, options: options)
-        var verification: VerificationReport?
-        if arguments.flag("--verify") {
-            verification = try RoundTripVerifier.compare(original: checkpoint, converted: try ConvertedCheckpoint(path: output),
-                                                         options: .init(thresholds: thresholds.values, threads: options.threads, quiet: options.quiet))
-        }
-        if arguments.flag("--json") {
+        if common.json {
             var json = report.json
-            if let verification, case .object(var object) = json {
-                object.append("verify", verification.json(includeTensors: false))
+            if let verified, case .object(var object) = json {
+                object.append("verify", verified.json(includeTensors: false))
                 json = .object(object)
             }
             console.printJSON(json)
         } else {
-            console.say(render(report))
-            if let verification { console.say("\n" + VerifyCommand.renderSummary(verification)) }
+            console.say(Self.render(report))
+            if let verified { console.say("\n" + VerificationText.summary(verified)) }
         }
-        if let verification, !verification.failures.isEmpty {
-            if !arguments.flag("--json") { VerifyCommand.reportFailures(verification) }
+        if let verified, !verified.failures.isEmpty {
+            if !common.json { VerificationText.reportFailures(verified) }
             return 1
         }
         return 0
     }
 
     static func render(_ report: ConversionReport) -> String {
-        var method = report.method.scheme.rawValue
+        var method = report.method.schemeName
         switch report.method {
         case let .fourBit(_, blockSize, doubleQuant): method += ", block size \(blockSize)" + (doubleQuant ? ", double quant" : "")
         case let .int8(outliers): method += ", outliers: \(outliers)"
@@ -82,75 +99,69 @@ enum QuantizeOptions {
     }
 }
 
-extension FourBitOptions {
-    /// The spec of `to-nf4` or `to-fp4`: the same options, another codebook.
+/// `to-nf4` and `to-fp4`: the same options, another codebook.
+enum FourBitOptions {
+    static let blockSizeOption = Option<Int>("--block-size", "N", "Elements per block: 32, 64 (default), 128, ..., 4096.", in: 1...Int.max)
+    static let noDoubleQuantFlag = Flag("--no-double-quant", "Store block absmax values as float32 instead of double-quantizing them.")
+
     static func spec(_ format: FourBitFormat, abstract: String) -> CommandSpec {
         CommandSpec(name: "to-\(format.rawValue)", abstract: abstract,
                     positionals: QuantizeOptions.positionals(format.rawValue.uppercased()),
-                    options: options + QuantizeOptions.selection + VerifyThresholds.options + QuantizeOptions.common,
+                    options: [blockSizeOption.spec, noDoubleQuantFlag.spec] + QuantizeOptions.selection + VerifyThresholds.options + QuantizeOptions.common,
                     discussion: QuantizeOptions.selectionHelp)
+    }
+
+    static func parse(_ format: FourBitFormat, _ arguments: ParsedArguments) throws -> QuantizeOptions {
+        let blockSize = try arguments.value(blockSizeOption) ?? 64
+        guard Blockwise4Bit.supportedBlockSizes.contains(blockSize) else {
+            throw arguments.usageError("--block-size must be one of \(Blockwise4Bit.supportedBlockSizes.map(String.init).joined(separator: ", ")), got \(blockSize)")
+        }
+        return try QuantizeOptions(arguments, method: .fourBit(format, blockSize: blockSize, doubleQuant: !arguments[noDoubleQuantFlag]))
     }
 }
 
 /// `qconv to-nf4 IN OUT`.
 enum ToNF4Command: Command {
     static let spec = FourBitOptions.spec(.nf4, abstract: "Quantize to 4-bit NormalFloat (QLoRA) with double-quantized block constants.")
-
-    static func run(_ arguments: ParsedArguments, console: Console) throws -> Int32 {
-        try QuantizeOptions.run(arguments, console: console, method: try FourBitOptions.method(.nf4, arguments))
-    }
+    static func parse(_ arguments: ParsedArguments) throws -> QuantizeOptions { try FourBitOptions.parse(.nf4, arguments) }
+    static func run(_ options: QuantizeOptions, console: Console) throws -> Int32 { try options.run(console: console) }
 }
 
 /// `qconv to-fp4 IN OUT`.
 enum ToFP4Command: Command {
     static let spec = FourBitOptions.spec(.fp4, abstract: "Quantize to 4-bit float (bitsandbytes FP4) with double-quantized block constants.")
-
-    static func run(_ arguments: ParsedArguments, console: Console) throws -> Int32 {
-        try QuantizeOptions.run(arguments, console: console, method: try FourBitOptions.method(.fp4, arguments))
-    }
-}
-
-enum FourBitOptions {
-    static let options: [OptionSpec] = [
-        .value("--block-size", "N", "Elements per block: 32, 64 (default), 128, ..., 4096."),
-        .flag("--no-double-quant", "Store block absmax values as float32 instead of double-quantizing them."),
-    ]
-
-    static func method(_ format: FourBitFormat, _ arguments: ParsedArguments) throws -> QuantizationMethod {
-        let blockSize = try arguments.integer("--block-size", in: 1...Int.max) ?? 64
-        guard Blockwise4Bit.supportedBlockSizes.contains(blockSize) else {
-            throw arguments.usageError("--block-size must be one of \(Blockwise4Bit.supportedBlockSizes.map(String.init).joined(separator: ", ")), got \(blockSize)")
-        }
-        return .fourBit(format, blockSize: blockSize, doubleQuant: !arguments.flag("--no-double-quant"))
-    }
+    static func parse(_ arguments: ParsedArguments) throws -> QuantizeOptions { try FourBitOptions.parse(.fp4, arguments) }
+    static func run(_ options: QuantizeOptions, console: Console) throws -> Int32 { try options.run(console: console) }
 }
 
 /// `qconv to-int8 IN OUT`.
 enum ToInt8Command: Command {
+    static let thresholdOption = Option<Double>("--outlier-threshold", "T",
+                                                "bitsandbytes' absolute rule: a column with any |w| >= T is an outlier; 0 means none.",
+                                                expected: "a number >= 0", allowing: { $0 >= 0 })
+    static let rmsMultipleOption = Option<Double>("--outlier-rms-multiple", "K",
+                                                  "A column whose largest |w| is >= K x the tensor's RMS is an outlier (the default rule, K = 10); 0 means none.",
+                                                  expected: "a number >= 0", allowing: { $0 >= 0 })
+
     static let spec = CommandSpec(
         name: "to-int8",
         abstract: "Quantize to row-wise int8 with outlier columns kept in FP16 (LLM.int8).",
         positionals: QuantizeOptions.positionals("INT8"),
-        options: [
-            .value("--outlier-threshold", "T", "bitsandbytes' absolute rule: a column with any |w| >= T is an outlier; 0 means none."),
-            .value("--outlier-rms-multiple", "K", "A column whose largest |w| is >= K x the tensor's RMS is an outlier (the default rule, K = 10); 0 means none."),
-        ] + QuantizeOptions.selection + VerifyThresholds.options + QuantizeOptions.common,
+        options: [thresholdOption.spec, rmsMultipleOption.spec] + QuantizeOptions.selection + VerifyThresholds.options + QuantizeOptions.common,
         discussion: QuantizeOptions.selectionHelp
     )
 
-    static func run(_ arguments: ParsedArguments, console: Console) throws -> Int32 {
+    static func parse(_ arguments: ParsedArguments) throws -> QuantizeOptions {
+        let threshold = try arguments.value(thresholdOption), multiple = try arguments.value(rmsMultipleOption)
         var outliers = OutlierCriterion.default
-        if arguments.value("--outlier-threshold") != nil && arguments.value("--outlier-rms-multiple") != nil {
-            throw arguments.usageError("give --outlier-threshold or --outlier-rms-multiple, not both")
+        switch (threshold, multiple) {
+        case (.some, .some): throw arguments.usageError("give --outlier-threshold or --outlier-rms-multiple, not both")
+        case let (.some(t), nil): outliers = t == 0 ? .none : .absolute(Float(t))
+        case let (nil, .some(k)): outliers = k == 0 ? .none : .relativeToRMS(Float(k))
+        case (nil, nil): break
         }
-        if let threshold = try arguments.number("--outlier-threshold") {
-            guard threshold >= 0 else { throw arguments.usageError("--outlier-threshold must be >= 0") }
-            outliers = threshold == 0 ? .none : .absolute(Float(threshold))
-        }
-        if let multiple = try arguments.number("--outlier-rms-multiple") {
-            guard multiple >= 0 else { throw arguments.usageError("--outlier-rms-multiple must be >= 0") }
-            outliers = multiple == 0 ? .none : .relativeToRMS(Float(multiple))
-        }
-        return try QuantizeOptions.run(arguments, console: console, method: .int8(outliers: outliers))
+        return try QuantizeOptions(arguments, method: .int8(outliers: outliers))
     }
+
+    static func run(_ options: QuantizeOptions, console: Console) throws -> Int32 { try options.run(console: console) }
 }

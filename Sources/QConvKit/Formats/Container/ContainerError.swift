@@ -28,7 +28,7 @@ public enum ContainerError: QConvError, Equatable {
     case invalidField(file: String, tensor: String, field: String, expected: String)
     /// Two tensors have the same name.
     case duplicateTensorName(file: String, tensor: String)
-    /// A tensor's `scheme` is not one of `ContainerScheme`.
+    /// A tensor's `scheme` is not one of `TensorScheme.names`.
     case unknownScheme(file: String, tensor: String, scheme: String)
     /// A tensor's or part's `dtype` is not one of `DType`.
     case unknownDType(file: String, tensor: String, dtype: String)
@@ -98,7 +98,7 @@ public enum ContainerError: QConvError, Equatable {
         case let .duplicateTensorName(file, tensor):
             return "\(file): tensor '\(tensor)': name appears more than once in the container"
         case let .unknownScheme(file, tensor, scheme):
-            return "\(file): tensor '\(tensor)': unknown scheme '\(scheme)' (known: \(ContainerScheme.allCases.map(\.rawValue).joined(separator: ", ")))"
+            return "\(file): tensor '\(tensor)': unknown scheme '\(scheme)' (known: \(TensorScheme.names.joined(separator: ", ")))"
         case let .unknownDType(file, tensor, dtype):
             return "\(file): tensor '\(tensor)': unknown dtype '\(dtype)'"
         case let .invalidShape(file, tensor, reason):

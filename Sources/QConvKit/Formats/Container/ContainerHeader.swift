@@ -1,24 +1,23 @@
 /// The JSON header of a container: what every tensor is, how it is stored and
 /// where its parts are, plus embedded files and provenance.
 public struct ContainerHeader: Sendable {
-    /// A tensor as stored: the source tensor's name, dtype and shape, the
-    /// scheme and its parameters, and the parts in file order.
+    /// A tensor as stored: the source tensor's name, dtype and shape, its
+    /// scheme, and its parts in file order.
     public struct Tensor: Sendable {
         public var info: TensorInfo
-        public var scheme: ContainerScheme
-        public var parameters: SchemeParameters
+        public var scheme: TensorScheme
+        /// The parts `scheme.parts(for: info)` lists, in that order.
         public var parts: [ContainerPart]
 
-        public init(info: TensorInfo, scheme: ContainerScheme, parameters: SchemeParameters, parts: [ContainerPart]) {
+        public init(info: TensorInfo, scheme: TensorScheme, parts: [ContainerPart]) {
             self.info = info
             self.scheme = scheme
-            self.parameters = parameters
             self.parts = parts
         }
 
         public var name: String { info.name }
 
-        public func part(_ name: String) -> ContainerPart? { parts.first { $0.name == name } }
+        public func part(_ name: PartName) -> ContainerPart? { parts.first { $0.name == name } }
 
         /// Bytes stored for this tensor (all parts, without padding).
         public var storedBytes: UInt64 { parts.reduce(0) { $0 + $1.length } }
@@ -27,12 +26,12 @@ public struct ContainerHeader: Sendable {
     /// The source checkpoint's `__metadata__`, restored by `dequant`.
     public var metadata: [(key: String, value: String)]?
     /// Files of the source model folder carried along (config.json, tokenizer files).
-    public var files: [ContainerPart]
+    public var files: [EmbeddedFile]
     public var tensors: [Tensor]
     /// The qconv version and options that wrote the container, free-form.
     public var provenance: JSONObject
 
-    public init(metadata: [(key: String, value: String)]?, files: [ContainerPart], tensors: [Tensor], provenance: JSONObject) {
+    public init(metadata: [(key: String, value: String)]?, files: [EmbeddedFile], tensors: [Tensor], provenance: JSONObject) {
         self.metadata = metadata
         self.files = files
         self.tensors = tensors
@@ -65,32 +64,41 @@ public struct ContainerHeader: Sendable {
         object.append("name", .string(tensor.info.name))
         object.append("dtype", .string(tensor.info.dtype.rawValue))
         object.append("shape", .array(tensor.info.shape.map { .int($0) }))
-        object.append("scheme", .string(tensor.scheme.rawValue))
-        var params = JSONObject()
-        switch tensor.parameters {
-        case .raw:
-            break
-        case let .fourBit(blockSize, offset):
-            params.append("block_size", .int(blockSize))
-            params.append("double_quant", .bool(offset != nil))
-            if let offset {
-                params.append("nested_block_size", .int(DoubleQuantization.nestedBlockSize))
-                params.append("offset", .float(offset))
-                params.append("offset_bits", .string(ContainerFormat.hexString(offset.bitPattern)))
-            }
-        case let .int8(k, rule, threshold):
-            params.append("outlier_column_count", .int(k))
-            params.append("outlier_rule", .string(rule))
-            params.append("outlier_threshold", threshold.map { .double($0) } ?? .null)
-        }
-        object.append("params", .object(params))
+        object.append("scheme", .string(tensor.scheme.name))
+        object.append("params", .object(params(of: tensor.scheme)))
         object.append("parts", .array(tensor.parts.map { part in
             .object([
-                "name": .string(part.name), "dtype": .string(part.dtype.rawValue), "shape": .array(part.shape.map { .int($0) }),
+                "name": .string(part.name.rawValue), "dtype": .string(part.layout.dtype.rawValue),
+                "shape": .array(part.layout.shape.map { .int($0) }),
                 "offset": .uint(part.offset), "length": .uint(part.length), "xxh64": .string(ContainerFormat.hexString(part.checksum)),
             ])
         }))
         return .object(object)
+    }
+
+    /// A scheme's `params` object (docs/FORMAT.md).
+    private static func params(of scheme: TensorScheme) -> JSONObject {
+        var params = JSONObject()
+        switch scheme {
+        case .raw:
+            break
+        case .fourBit(let p):
+            params.append("block_size", .int(p.blockSize))
+            switch p.blockScales {
+            case .float32:
+                params.append("double_quant", .bool(false))
+            case .doubleQuantized(let offset):
+                params.append("double_quant", .bool(true))
+                params.append("nested_block_size", .int(DoubleQuantization.nestedBlockSize))
+                params.append("offset", .float(offset))
+                params.append("offset_bits", .string(ContainerFormat.hexString(offset.bitPattern)))
+            }
+        case .int8(let p):
+            params.append("outlier_column_count", .int(p.outlierColumnCount))
+            params.append("outlier_rule", .string(p.outlierRule.description))
+            params.append("outlier_threshold", p.outlierThreshold.map { .double($0) } ?? .null)
+        }
+        return params
     }
 
     // MARK: - Reading
@@ -120,7 +128,7 @@ public struct ContainerHeader: Sendable {
             }
         }
         var fileNames = Set<String>()
-        let files = try reader.array(object["files"] ?? .array([]), "files").map { value -> ContainerPart in
+        let files = try reader.array(object["files"] ?? .array([]), "files").map { value -> EmbeddedFile in
             let entry = try reader.object(value, "files[]")
             let name = try reader.string(entry["name"], "files[].name")
             if let problem = ContainerFormat.embeddedFileNameProblem(name) {
@@ -130,9 +138,8 @@ public struct ContainerHeader: Sendable {
             let length = try reader.unsigned(entry["length"], "files[].length")
             // Lengths beyond 2^56 cannot fit any file and would overflow byte counts.
             guard length < 1 << 56 else { throw ContainerError.invalidField(file: file, tensor: "", field: "files[].length", expected: "below 2^56") }
-            return ContainerPart(name: name, dtype: .u8, shape: [Int(length)],
-                                 offset: try reader.unsigned(entry["offset"], "files[].offset"), length: length,
-                                 checksum: try reader.checksum(entry["xxh64"], "files[].xxh64"))
+            return EmbeddedFile(name: name, region: ContainerRegion(offset: try reader.unsigned(entry["offset"], "files[].offset"), length: length,
+                                                                    checksum: try reader.checksum(entry["xxh64"], "files[].xxh64")))
         }
         var names = Set<String>()
         let tensors = try reader.array(object["tensors"], "tensors").map { value -> Tensor in
@@ -154,86 +161,84 @@ public struct ContainerHeader: Sendable {
         let reader = FieldReader(file: file, tensor: name)
         let dtypeName = try reader.string(object["dtype"], "dtype")
         guard let dtype = DType(rawValue: dtypeName) else { throw ContainerError.unknownDType(file: file, tensor: name, dtype: dtypeName) }
-        let shape = try reader.shape(object["shape"], "shape")
-        let info = TensorInfo(name: name, dtype: dtype, shape: shape)
+        let info = TensorInfo(name: name, dtype: dtype, shape: try reader.shape(object["shape"], "shape"))
         let schemeName = try reader.string(object["scheme"], "scheme")
-        guard let scheme = ContainerScheme(rawValue: schemeName) else {
-            throw ContainerError.unknownScheme(file: file, tensor: name, scheme: schemeName)
-        }
+        guard TensorScheme.names.contains(schemeName) else { throw ContainerError.unknownScheme(file: file, tensor: name, scheme: schemeName) }
         let params = try reader.object(object["params"] ?? .object(JSONObject()), "params")
-        let parameters: SchemeParameters
-        switch scheme {
-        case .raw:
-            parameters = .raw
-        case .nf4, .fp4:
-            guard dtype.isDecodableToFloat else {
-                throw ContainerError.invalidParameter(file: file, tensor: name, parameter: "dtype", reason: "must be a float dtype for \(scheme.rawValue), found \(dtypeName)")
+        let scheme = try parseScheme(schemeName, params: params, info: info, reader: reader)
+        let expected = scheme.parts(for: info)
+        let parts = try reader.array(object["parts"], "parts").map { value -> (name: String, dtype: DType, shape: [Int], region: ContainerRegion) in
+            let entry = try reader.object(value, "parts[]")
+            let partName = try reader.string(entry["name"], "parts[].name")
+            let partDType = try reader.string(entry["dtype"], "parts[].dtype")
+            guard let dtype = DType(rawValue: partDType) else { throw ContainerError.unknownDType(file: file, tensor: name, dtype: partDType) }
+            return (partName, dtype, try reader.shape(entry["shape"], "parts[].shape"),
+                    ContainerRegion(offset: try reader.unsigned(entry["offset"], "parts[].offset"),
+                                    length: try reader.unsigned(entry["length"], "parts[].length"),
+                                    checksum: try reader.checksum(entry["xxh64"], "parts[].xxh64")))
+        }
+        guard parts.map(\.name) == expected.map(\.name.rawValue),
+              zip(parts, expected).allSatisfy({ $0.dtype == $1.dtype && $0.shape == $1.shape }) else {
+            throw ContainerError.wrongParts(file: file, tensor: name, expected: expected.map { "\($0.name.rawValue) \($0.dtype.rawValue) \($0.shape)" },
+                                            found: parts.map { "\($0.name) \($0.dtype.rawValue) \($0.shape)" })
+        }
+        for (part, layout) in zip(parts, expected) where part.region.length != layout.byteCount {
+            throw ContainerError.partSizeMismatch(file: file, tensor: name, part: part.name, expected: layout.byteCount, actual: part.region.length)
+        }
+        return Tensor(info: info, scheme: scheme, parts: zip(expected, parts).map { ContainerPart(layout: $0, region: $1.region) })
+    }
+
+    /// A tensor's scheme from its `scheme` name and `params`.
+    private static func parseScheme(_ schemeName: String, params: JSONObject, info: TensorInfo, reader: FieldReader) throws -> TensorScheme {
+        let (file, name) = (reader.file, info.name)
+        func requireFloat() throws {
+            guard info.dtype.isDecodableToFloat else {
+                throw ContainerError.invalidParameter(file: file, tensor: name, parameter: "dtype",
+                                                      reason: "must be a float dtype for \(schemeName), found \(info.dtype.rawValue)")
             }
+        }
+        switch schemeName {
+        case "raw":
+            return .raw
+        case FourBitFormat.nf4.rawValue, FourBitFormat.fp4.rawValue:
+            try requireFloat()
             let blockSize = Int(clamping: try reader.unsigned(params["block_size"], "params.block_size"))
             guard Blockwise4Bit.supportedBlockSizes.contains(blockSize) else {
                 throw ContainerError.invalidParameter(file: file, tensor: name, parameter: "block_size",
                                                       reason: "must be one of \(Blockwise4Bit.supportedBlockSizes.map(String.init).joined(separator: ", ")), found \(blockSize)")
             }
-            var offset: Float?
-            if try reader.bool(params["double_quant"], "params.double_quant") {
-                let nestedBlockSize = try reader.unsigned(params["nested_block_size"], "params.nested_block_size")
-                guard nestedBlockSize == UInt64(DoubleQuantization.nestedBlockSize) else {
-                    throw ContainerError.invalidParameter(file: file, tensor: name, parameter: "nested_block_size",
-                                                          reason: "must be \(DoubleQuantization.nestedBlockSize), found \(nestedBlockSize)")
-                }
-                // The decimal is for people (null when not finite); offset_bits is the value.
-                try reader.numberOrNull(params["offset"], "params.offset")
-                let bitsText = try reader.string(params["offset_bits"], "params.offset_bits")
-                guard let bits = ContainerFormat.parseHex(bitsText, as: UInt32.self) else {
-                    throw ContainerError.invalidParameter(file: file, tensor: name, parameter: "offset_bits", reason: "must be 8 lower-case hex digits, found '\(bitsText)'")
-                }
-                offset = Float(bitPattern: bits)
-            }
-            parameters = .fourBit(blockSize: blockSize, offset: offset)
-        case .int8:
-            guard dtype.isDecodableToFloat else {
-                throw ContainerError.invalidParameter(file: file, tensor: name, parameter: "dtype", reason: "must be a float dtype for int8, found \(dtypeName)")
-            }
+            let scales: BlockScales = try reader.bool(params["double_quant"], "params.double_quant") ? try parseOffset(params, reader: reader) : .float32
+            return .fourBit(FourBitParameters(format: FourBitFormat(rawValue: schemeName)!, blockSize: blockSize, blockScales: scales))
+        case "int8":
+            try requireFloat()
             let k = Int(clamping: try reader.unsigned(params["outlier_column_count"], "params.outlier_column_count"))
             guard k <= info.matrixShape.columns else {
                 throw ContainerError.invalidParameter(file: file, tensor: name, parameter: "outlier_column_count", reason: "is \(k), more than the \(info.matrixShape.columns) columns")
             }
-            let rule = try reader.string(params["outlier_rule"], "params.outlier_rule")
-            _ = try outlierCriterion(rule, file: file, tensor: name)
+            let ruleText = try reader.string(params["outlier_rule"], "params.outlier_rule")
+            guard let rule = OutlierCriterion(argument: ruleText) else { throw ContainerError.unknownOutlierRule(file: file, tensor: name, rule: ruleText) }
             let threshold = try reader.numberOrNull(params["outlier_threshold"], "params.outlier_threshold")
-            parameters = .int8(outlierColumnCount: k, rule: rule, threshold: threshold)
+            return .int8(Int8Parameters(outlierRule: rule, outlierColumnCount: k, outlierThreshold: threshold))
+        default:
+            throw ContainerError.unknownScheme(file: file, tensor: name, scheme: schemeName)
         }
-
-        let expected = ContainerLayout.parts(for: info, scheme: scheme, parameters: parameters)
-        let parts = try reader.array(object["parts"], "parts").map { value -> ContainerPart in
-            let entry = try reader.object(value, "parts[]")
-            let partName = try reader.string(entry["name"], "parts[].name")
-            let partDType = try reader.string(entry["dtype"], "parts[].dtype")
-            guard let dtype = DType(rawValue: partDType) else { throw ContainerError.unknownDType(file: file, tensor: name, dtype: partDType) }
-            return ContainerPart(name: partName, dtype: dtype, shape: try reader.shape(entry["shape"], "parts[].shape"),
-                                 offset: try reader.unsigned(entry["offset"], "parts[].offset"),
-                                 length: try reader.unsigned(entry["length"], "parts[].length"),
-                                 checksum: try reader.checksum(entry["xxh64"], "parts[].xxh64"))
-        }
-        guard parts.map(\.name) == expected.map(\.name),
-              zip(parts, expected).allSatisfy({ $0.dtype == $1.dtype && $0.shape == $1.shape }) else {
-            throw ContainerError.wrongParts(file: file, tensor: name,
-                                            expected: expected.map { "\($0.name) \($0.dtype.rawValue) \($0.shape)" },
-                                            found: parts.map { "\($0.name) \($0.dtype.rawValue) \($0.shape)" })
-        }
-        for part in parts where part.length != part.expectedLength {
-            throw ContainerError.partSizeMismatch(file: file, tensor: name, part: part.name, expected: part.expectedLength, actual: part.length)
-        }
-        return Tensor(info: info, scheme: scheme, parameters: parameters, parts: parts)
     }
 
-    /// The criterion an int8 tensor's `outlier_rule` names, which is how the
-    /// tensor is quantized again when it changes (merge-lora into a container).
-    public static func outlierCriterion(_ rule: String, file: String, tensor: String) throws -> OutlierCriterion {
-        guard let criterion = OutlierCriterion(argument: rule) else {
-            throw ContainerError.unknownOutlierRule(file: file, tensor: tensor, rule: rule)
+    /// The double-quantization parameters: `nested_block_size` 256, and the offset from `offset_bits`.
+    private static func parseOffset(_ params: JSONObject, reader: FieldReader) throws -> BlockScales {
+        let (file, name) = (reader.file, reader.tensor)
+        let nestedBlockSize = try reader.unsigned(params["nested_block_size"], "params.nested_block_size")
+        guard nestedBlockSize == UInt64(DoubleQuantization.nestedBlockSize) else {
+            throw ContainerError.invalidParameter(file: file, tensor: name, parameter: "nested_block_size",
+                                                  reason: "must be \(DoubleQuantization.nestedBlockSize), found \(nestedBlockSize)")
         }
-        return criterion
+        // The decimal is for people (null when not finite); offset_bits is the value.
+        try reader.numberOrNull(params["offset"], "params.offset")
+        let bitsText = try reader.string(params["offset_bits"], "params.offset_bits")
+        guard let bits = ContainerFormat.parseHex(bitsText, as: UInt32.self) else {
+            throw ContainerError.invalidParameter(file: file, tensor: name, parameter: "offset_bits", reason: "must be 8 lower-case hex digits, found '\(bitsText)'")
+        }
+        return .doubleQuantized(offset: Float(bitPattern: bits))
     }
 }
 

@@ -1,10 +1,11 @@
 /// Writes a checkpoint (a single safetensors file, or a model folder with
-/// shards, an index and copied auxiliary files) by streaming, atomically.
+/// shards, an index and side files) by streaming, atomically: the
+/// safetensors `ModelWriter`.
 ///
 /// Tensors are written in the order given at creation; `write(_:)` moves on to
 /// the next shard by itself when a shard's bytes are complete. Nothing appears
 /// at the destination until `commit()`.
-public final class CheckpointWriter {
+public final class CheckpointWriter: ModelWriter {
     /// What the output looks like.
     public enum Layout {
         /// One safetensors file at the destination.
@@ -27,7 +28,7 @@ public final class CheckpointWriter {
     /// Creates the temporary output and writes the first shard's header.
     ///
     /// - Parameters:
-    ///   - auxiliaryFiles: (source path, name in the folder) pairs copied as they are.
+    ///   - sideFiles: files written into a folder output as they are (config.json, ...).
     ///   - sourceIndex: when the folder mirrors a sharded source folder (merge-lora),
     ///     the source's parsed `model.safetensors.index.json`. The new index then
     ///     keeps the source's members and `metadata` keys, with `total_size`
@@ -36,7 +37,7 @@ public final class CheckpointWriter {
     ///     Without it, the index is the one transformers writes.
     ///   - inputs: paths the command reads, which the destination must not be.
     public init(destination: String, layout: Layout, tensors: [TensorInfo], metadata: [(key: String, value: String)]?,
-                auxiliaryFiles: [(source: String, name: String)] = [], sourceIndex: JSONObject? = nil, overwrite: Bool, inputs: [String]) throws {
+                sideFiles: [SideFile] = [], sourceIndex: JSONObject? = nil, overwrite: Bool, inputs: [String]) throws {
         self.destination = destination
         self.metadata = metadata
         switch layout {
@@ -46,9 +47,7 @@ public final class CheckpointWriter {
         case .folder(let shards):
             shardPlan = shards
             output = try AtomicOutput(destination: destination, kind: .directory, overwrite: overwrite, inputs: inputs)
-            for file in auxiliaryFiles {
-                try FileSystem.copyFile(from: file.source, to: output.path(for: file.name))
-            }
+            for file in sideFiles { try write(file) }
             if let sourceIndex {
                 indexJSON = Self.indexJSON(shards: shards, mirroring: sourceIndex)
             } else if shards.count > 1 {
@@ -183,12 +182,33 @@ public final class CheckpointWriter {
         try output.commit()
     }
 
-    /// Adds a non-weight file (config.json, ...) to a folder output.
+    /// Writes a side file into the folder output: copied by the kernel, or
+    /// read whole and checked against its checksum (a container's embedded file).
+    private func write(_ file: SideFile) throws {
+        let writer = try FileSystem.createFile(output.path(for: file.name))
+        if file.bytes.checksum != nil {
+            try writer.write(try file.readAll())
+        } else {
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: SequentialWriter.bufferSize, alignment: 64)
+            defer { buffer.deallocate() }
+            try writer.append(contentsOf: file.bytes.file, offset: file.bytes.offset, length: file.bytes.length, buffer: buffer)
+        }
+        try writer.close()
+    }
+
+    /// Adds a side file made in memory (a config) to a folder output.
     public func addFile(named name: String, bytes: [UInt8]) throws {
         precondition(output.kind == .directory, "addFile(named:bytes:) is for folder outputs")
         let writer = try FileSystem.createFile(output.path(for: name))
         try writer.write(bytes)
         try writer.close()
+    }
+
+    /// Writes the next tensor, which must be raw (one `data` part) as planned.
+    public func writeTensor(_ tensor: TensorInfo, _ encode: (PartSink) throws -> TensorScheme) throws {
+        let sink = CheckpointPartSink(writer: self, tensor: tensor)
+        let scheme = try encode(sink)
+        precondition(scheme == .raw && sink.done, "\(tensor.name): a safetensors checkpoint holds raw tensors only")
     }
 
     /// Removes everything written so far.
@@ -209,5 +229,53 @@ public final class CheckpointWriter {
         }
         current = try SafeTensorsWriter(output: writer, tensors: shard.tensors, metadata: metadata)
         remainingInShard = shard.tensors.reduce(0) { $0 + UInt64($1.byteCount) }
+    }
+}
+
+/// The parts sink of a checkpoint: a raw tensor's one `data` part, written
+/// into the shard that holds it.
+private final class CheckpointPartSink: PartSink {
+    let writer: CheckpointWriter
+    let tensor: TensorInfo
+    private(set) var done = false
+
+    init(writer: CheckpointWriter, tensor: TensorInfo) {
+        self.writer = writer
+        self.tensor = tensor
+    }
+
+    private func check(_ part: PartLayout) {
+        precondition(!done && part == PartLayout(.data, tensor.dtype, tensor.shape), "\(tensor.name): unexpected part \(part.description)")
+    }
+
+    func reserve(_ part: PartLayout) throws -> OutputRegion {
+        check(part)
+        return try writer.reserve(part.byteCount)
+    }
+
+    var needsBytesInOrder: Bool { false }
+    func hashInOrder(_ bytes: UnsafeRawBufferPointer) {}
+    func restartReserved() {}
+    func endReserved() throws { done = true }
+
+    func write(_ part: PartLayout, bytes: UnsafeRawBufferPointer) throws {
+        check(part)
+        try writer.write(bytes)
+        done = true
+    }
+
+    /// Copied by the kernel; a part with a checksum (a container's) is read
+    /// and hashed on the way instead.
+    func copy(_ part: StoredPart, context: EncodingContext) throws {
+        check(part.layout)
+        if part.bytes.checksum != nil {
+            var hasher = XXHash64()
+            try streamBytes(of: part.bytes.file, from: part.bytes.offset, length: part.bytes.length,
+                            into: try writer.reserve(part.bytes.length), buffers: context.copyBuffers, threads: context.threads) { hasher.update($0) }
+            try part.bytes.check(hasher.digest())
+        } else {
+            try writer.copy(part.stored(named: tensor.name), buffer: context.copyBuffers.bytes(0))
+        }
+        done = true
     }
 }

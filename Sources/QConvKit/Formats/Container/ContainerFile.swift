@@ -8,13 +8,6 @@ public final class ContainerFile: @unchecked Sendable {
     public let dataStart: UInt64
     private let indexByName: [String: Int]
 
-    /// True when the file at `path` starts with the container magic.
-    public static func isContainer(path: String) -> Bool {
-        guard FileSystem.kind(of: path) == .file, let file = try? ReadableFile(path: path), file.size >= 8,
-              let magic = try? file.readBytes(at: 0, count: 8) else { return false }
-        return magic == ContainerFormat.magic
-    }
-
     /// Opens the container at `path` and validates everything that does not
     /// need the data: the prefix, the header (its checksum and every rule of
     /// `ContainerHeader.parse`) and the layout of the regions against the file
@@ -61,64 +54,62 @@ public final class ContainerFile: @unchecked Sendable {
         indexByName[name].map { header.tensors[$0] }
     }
 
-    /// A part's bytes as a `StoredTensor` (name "TENSOR/PART"), for reading through the common paths.
-    public func stored(_ part: ContainerPart, of tensor: String) -> StoredTensor {
-        StoredTensor(info: TensorInfo(name: "\(tensor)/\(part.name)", dtype: part.dtype, shape: part.shape),
-                     file: file, offset: dataStart + part.offset)
+    /// Where a region's bytes are, with the error its checksum mismatch raises.
+    public func bytes(of region: ContainerRegion, mismatch: @escaping @Sendable (_ actual: UInt64) -> Error) -> StoredBytes {
+        StoredBytes(file: file, offset: dataStart + region.offset, length: region.length, checksum: region.checksum, mismatch: mismatch)
     }
 
-    /// Reads a whole (small) part, or an embedded file (`tensor` is then the
-    /// file's name), and checks its checksum.
-    public func readPart(_ part: ContainerPart, of tensor: String) throws -> [UInt8] {
-        let bytes = try file.readBytes(at: dataStart + part.offset, count: Int(part.length))
-        let actual = XXHash64.hash(bytes)
-        guard actual == part.checksum else { throw checksumError(part, tensor: tensor, actual: actual) }
-        return bytes
-    }
-
-    /// Streams a part through xxHash64 in bounded chunks and compares with the header.
-    public func verifyChecksum(_ part: ContainerPart, of tensor: String, buffer: UnsafeMutableRawBufferPointer) throws {
-        var hasher = XXHash64()
-        try file.stream(from: dataStart + part.offset, length: part.length, buffer: buffer) { hasher.update($0) }
-        let actual = hasher.digest()
-        guard actual == part.checksum else { throw checksumError(part, tensor: tensor, actual: actual) }
-    }
-
-    /// The error for a part (or an embedded file) whose bytes hash to `actual`.
-    func checksumError(_ part: ContainerPart, tensor: String, actual: UInt64) -> ContainerError {
-        let expected = ContainerFormat.hexString(part.checksum), found = ContainerFormat.hexString(actual)
-        let isTensorPart = self.tensor(named: tensor)?.parts.contains(part) ?? false
-        if !isTensorPart && header.files.contains(part) {
-            return .embeddedFileChecksumMismatch(file: path, name: part.name, expected: expected, actual: found)
+    /// A tensor part's bytes, checked against its checksum when read.
+    public func bytes(of part: ContainerPart, tensor: String) -> StoredBytes {
+        let path = path, expected = ContainerFormat.hexString(part.checksum), name = part.name.rawValue
+        return bytes(of: part.region) { actual in
+            ContainerError.checksumMismatch(file: path, tensor: tensor, part: name, expected: expected, actual: ContainerFormat.hexString(actual))
         }
-        return .checksumMismatch(file: path, tensor: tensor, part: part.name, expected: expected, actual: found)
+    }
+
+    /// An embedded file's bytes, checked against its checksum when read.
+    public func bytes(of embedded: EmbeddedFile) -> StoredBytes {
+        let path = path, expected = ContainerFormat.hexString(embedded.checksum), name = embedded.name
+        return bytes(of: embedded.region) { actual in
+            ContainerError.embeddedFileChecksumMismatch(file: path, name: name, expected: expected, actual: ContainerFormat.hexString(actual))
+        }
+    }
+
+    /// Reads a whole (small) part and checks its checksum.
+    public func readPart(_ part: ContainerPart, of tensor: String) throws -> [UInt8] {
+        try StoredPart(layout: part.layout, bytes: bytes(of: part, tensor: tensor)).readAll()
+    }
+
+    /// Reads a whole embedded file and checks its checksum.
+    public func readFile(_ embedded: EmbeddedFile) throws -> [UInt8] {
+        try SideFile(name: embedded.name, size: embedded.length, bytes: bytes(of: embedded)).readAll()
     }
 
     /// Checks every part and embedded file of a container: aligned, inside the
     /// file, in increasing order without overlap, separated by less than the
     /// alignment (padding only), and ending exactly at the end.
     static func validateLayout(_ header: ContainerHeader, dataLength: UInt64, fileSize: UInt64, file: String) throws {
-        var regions: [(tensor: String, part: ContainerPart)] = header.files.map { ("(file)", $0) }
-        for tensor in header.tensors { regions += tensor.parts.map { (tensor.name, $0) } }
+        var regions: [(tensor: String, part: String, region: ContainerRegion)] = header.files.map { ("(file)", $0.name, $0.region) }
+        for tensor in header.tensors { regions += tensor.parts.map { (tensor.name, $0.name.rawValue, $0.region) } }
         var previousEnd: UInt64 = 0
         var previous: (tensor: String, part: String) = ("", "")
-        for (tensor, part) in regions {
-            if part.offset % UInt64(ContainerFormat.alignment) != 0 {
-                throw ContainerError.partMisaligned(file: file, tensor: tensor, part: part.name, offset: part.offset)
+        for (tensor, part, region) in regions {
+            if region.offset % UInt64(ContainerFormat.alignment) != 0 {
+                throw ContainerError.partMisaligned(file: file, tensor: tensor, part: part, offset: region.offset)
             }
-            if part.offset < previousEnd {
-                throw ContainerError.partOverlap(file: file, tensor: tensor, part: part.name, previousTensor: previous.tensor, previousPart: previous.part)
+            if region.offset < previousEnd {
+                throw ContainerError.partOverlap(file: file, tensor: tensor, part: part, previousTensor: previous.tensor, previousPart: previous.part)
             }
-            if part.offset - previousEnd >= UInt64(ContainerFormat.alignment) {
-                throw ContainerError.gapTooLarge(file: file, tensor: tensor, part: part.name, gap: part.offset - previousEnd)
+            if region.offset - previousEnd >= UInt64(ContainerFormat.alignment) {
+                throw ContainerError.gapTooLarge(file: file, tensor: tensor, part: part, gap: region.offset - previousEnd)
             }
-            let (end, overflow) = part.offset.addingReportingOverflow(part.length)
+            let (end, overflow) = region.offset.addingReportingOverflow(region.length)
             if overflow || end > dataLength {
-                throw ContainerError.partBeyondEndOfFile(file: file, tensor: tensor, part: part.name,
+                throw ContainerError.partBeyondEndOfFile(file: file, tensor: tensor, part: part,
                                                          end: overflow ? .max : fileSize - dataLength + end, fileSize: fileSize)
             }
             previousEnd = end
-            previous = (tensor, part.name)
+            previous = (tensor, part)
         }
         if previousEnd < dataLength {
             throw ContainerError.trailingBytes(file: file, dataEnd: fileSize - dataLength + previousEnd, fileSize: fileSize)

@@ -43,7 +43,7 @@ public final class Checkpoint: @unchecked Sendable {
         self.path = path
         switch FileSystem.kind(of: path) {
         case .missing:
-            throw IOError("open", path: path, code: 2)
+            throw IOError("open", path: path, errno: .noSuchFileOrDirectory)
         case .directory:
             let names = try FileSystem.contents(of: path)
             let safetensors = names.filter { $0.hasSuffix(".safetensors") }

@@ -1,0 +1,78 @@
+/// Writes a model again in its own format with some tensors changed by a
+/// `TensorTransform` (merge-lora into any base; into a quantized one it is
+/// QLoRA's "dequantize, add, quantize").
+///
+/// Changed tensors are decoded, transformed and stored again with the scheme
+/// and parameters they had (a quantized tensor is quantized again by the
+/// same method; a raw one is written in its new dtype). Every other tensor,
+/// and every side file, is copied byte for byte, its checksum checked on the way.
+public enum ModelRewriter {
+    public struct Options {
+        public var threads: Int
+        public var overwrite: Bool
+        /// A container records it in its provenance (what was merged).
+        public var note: JSONObject
+        public var progress: ProgressHandler?
+
+        public init(threads: Int = defaultThreadCount, overwrite: Bool = false, note: JSONObject = JSONObject(), progress: ProgressHandler? = nil) {
+            self.threads = threads
+            self.overwrite = overwrite
+            self.note = note
+            self.progress = progress
+        }
+    }
+
+    /// What each tensor of `model` becomes.
+    static func plan(_ model: Model, transform: TensorTransform, threads: Int) -> [ConversionStep] {
+        model.tensors.map { tensor in
+            guard let output = transform.output(for: tensor.info) else { return .copy(tensor) }
+            guard let method = tensor.scheme.method else {
+                return ConversionStep(source: tensor, output: output, action: .encode(FloatEncoder(dtype: output.dtype), values: {
+                    try transform.transformedValues(of: tensor, threads: threads)
+                }), allowNonfinite: transform.allowsNonFinite)
+            }
+            // The merged values as a merge writes them, in the tensor's dtype, quantized again.
+            return ConversionStep(source: tensor, output: output, action: .encode(method.encoder, values: {
+                DTypeRoundedSource(try transform.transformedValues(of: tensor, threads: threads), through: output.dtype)
+            }), allowNonfinite: transform.allowsNonFinite)
+        }
+    }
+
+    /// Rewrites `model` at `destination`; returns the scheme of every tensor written.
+    @discardableResult
+    public static func rewrite(_ model: Model, to destination: String, transform: TensorTransform, options: Options) throws -> [TensorScheme] {
+        let steps = plan(model, transform: transform, threads: options.threads)
+        let context = EncodingContext(threads: options.threads, allowNonfinite: false)
+        let writer = try makeWriter(like: model, destination: destination, steps: steps, inputs: model.inputPaths + transform.inputFiles,
+                                    options: options, context: context)
+        return try ModelConversion.run(steps, into: writer, context: context,
+                                       progress: ProgressCounter(label: "merging", total: model.sourceTensorBytes, handler: options.progress))
+    }
+
+    /// A writer of `model`'s own format and layout: the same shard files
+    /// holding the same tensors, the same side files and metadata.
+    static func makeWriter(like model: Model, destination: String, steps: [ConversionStep], inputs: [String], options: Options,
+                           context: EncodingContext) throws -> ModelWriter {
+        switch model.format {
+        case .container:
+            var provenance = model.provenance ?? JSONObject()
+            provenance.members.removeAll { $0.key == "qconv_version" }
+            provenance.members.insert(("qconv_version", .string(QConvVersion.string)), at: 0)
+            for member in options.note.members { provenance.append(member.key, member.value) }
+            return try ContainerModelWriter(destination: destination, overwrite: options.overwrite, inputs: inputs,
+                                            tensors: steps.map { ($0.output, $0.plannedScheme) }, sideFiles: model.sideFiles,
+                                            metadata: model.metadata, provenance: provenance, context: context)
+        case .safetensorsFile:
+            return try CheckpointWriter(destination: destination, layout: .file, tensors: steps.map(\.output), metadata: model.metadata,
+                                        overwrite: options.overwrite, inputs: inputs)
+        case .safetensorsFolder, .safetensorsShardedFolder:
+            var shards: [(fileName: String, tensors: [TensorInfo])] = model.files.map { ($0.name, []) }
+            for step in steps { shards[step.source.file].tensors.append(step.output) }
+            // A sharded base's index is mirrored: its metadata keys are kept and
+            // total_size follows the merged tensors (a resized vocabulary changes it).
+            return try CheckpointWriter(destination: destination, layout: .folder(shards: shards), tensors: steps.map(\.output),
+                                        metadata: model.metadata, sideFiles: model.sideFiles, sourceIndex: model.index,
+                                        overwrite: options.overwrite, inputs: inputs)
+        }
+    }
+}

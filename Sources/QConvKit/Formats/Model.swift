@@ -1,0 +1,198 @@
+/// A model as every command sees it, whatever format it was read from: the
+/// output of a `ModelReader` (see `Model.open(_:)`).
+///
+/// It holds headers only: side files, metadata and logical tensors, each
+/// with the scheme it is stored with and where its parts are. Values are read
+/// on demand, range by range (`ModelTensor.values`), so opening a model of
+/// any size is immediate.
+public final class Model: @unchecked Sendable {
+    /// The path the user gave.
+    public let path: String
+    public let format: ModelFormat
+    /// The files that hold tensors (shards), in tensor order.
+    public let files: [ModelFile]
+    /// Files that belong with the weights (config.json, tokenizer files), by name.
+    public let sideFiles: [SideFile]
+    /// The `__metadata__` of a safetensors file (of its first shard), or what
+    /// a container recorded of its source's.
+    public let metadata: [(key: String, value: String)]?
+    public let tensors: [ModelTensor]
+    /// A sharded folder's parsed `model.safetensors.index.json`, which a
+    /// folder written to mirror it keeps.
+    public let index: JSONObject?
+    /// What a container recorded about how it was made (qconv version,
+    /// options, source, merges).
+    public let provenance: JSONObject?
+    /// Every path this model consists of (files, folder, index, side files),
+    /// which no output may overwrite.
+    public let inputPaths: [String]
+    private let tensorIndex: [String: Int]
+
+    public init(path: String, format: ModelFormat, files: [ModelFile], sideFiles: [SideFile], metadata: [(key: String, value: String)]?,
+                tensors: [ModelTensor], index: JSONObject? = nil, provenance: JSONObject? = nil, inputPaths: [String]) {
+        self.path = path
+        self.format = format
+        self.files = files
+        self.sideFiles = sideFiles
+        self.metadata = metadata
+        self.tensors = tensors
+        self.index = index
+        self.provenance = provenance
+        self.inputPaths = inputPaths
+        var byName: [String: Int] = [:]
+        for (i, tensor) in tensors.enumerated() { byName[tensor.name] = i }
+        tensorIndex = byName
+    }
+
+    public func tensor(named name: String) -> ModelTensor? {
+        tensorIndex[name].map { tensors[$0] }
+    }
+
+    /// Bytes of every tensor in its source dtype (what `dequant` writes).
+    public var sourceTensorBytes: UInt64 { tensors.reduce(0) { $0 + UInt64($1.info.byteCount) } }
+
+    /// Bytes of the files that hold tensors.
+    public var fileBytes: UInt64 { files.reduce(0) { $0 + $1.size } }
+}
+
+/// A file of a model that holds tensors.
+public struct ModelFile: Sendable {
+    /// The file's name (a shard's name in its folder).
+    public let name: String
+    public let path: String
+    public let size: UInt64
+    public let tensorCount: Int
+
+    public init(name: String, path: String, size: UInt64, tensorCount: Int) {
+        self.name = name
+        self.path = path
+        self.size = size
+        self.tensorCount = tensorCount
+    }
+}
+
+/// A file that belongs with the weights (config.json, tokenizer files): a
+/// file of the model folder, or one embedded in a container.
+public struct SideFile: Sendable {
+    public let name: String
+    public let size: UInt64
+    /// Where its bytes are; `checksum` is checked whenever they are read.
+    public let bytes: StoredBytes
+
+    public init(name: String, size: UInt64, bytes: StoredBytes) {
+        self.name = name
+        self.size = size
+        self.bytes = bytes
+    }
+
+    /// The whole file, checked against its checksum when it has one.
+    public func readAll() throws -> [UInt8] {
+        let data = try bytes.file.readBytes(at: bytes.offset, count: Int(bytes.length))
+        if let expected = bytes.checksum {
+            let actual = XXHash64.hash(data)
+            guard actual == expected else { throw bytes.checksumError(actual: actual) }
+        }
+        return data
+    }
+}
+
+/// A region of a file, and the xxHash64 its format records for it (a
+/// container's parts and embedded files), checked whenever it is read.
+public struct StoredBytes: Sendable {
+    public let file: ReadableFile
+    public let offset: UInt64
+    public let length: UInt64
+    public let checksum: UInt64?
+    /// The error to throw when the bytes do not hash to `checksum`.
+    let mismatch: @Sendable (_ actual: UInt64) -> Error
+
+    public init(file: ReadableFile, offset: UInt64, length: UInt64, checksum: UInt64?,
+                mismatch: @escaping @Sendable (_ actual: UInt64) -> Error) {
+        self.file = file
+        self.offset = offset
+        self.length = length
+        self.checksum = checksum
+        self.mismatch = mismatch
+    }
+
+    /// Unchecked bytes (a safetensors tensor, a file of a folder).
+    public init(file: ReadableFile, offset: UInt64, length: UInt64) {
+        self.init(file: file, offset: offset, length: length, checksum: nil, mismatch: { _ in preconditionFailure("no checksum to mismatch") })
+    }
+
+    public func checksumError(actual: UInt64) -> Error { mismatch(actual) }
+
+    /// Throws when `actual`, the hash of every byte, is not the recorded checksum.
+    public func check(_ actual: UInt64) throws {
+        if let checksum, checksum != actual { throw mismatch(actual) }
+    }
+}
+
+/// One logical tensor of a model: the source tensor's name, dtype and shape,
+/// how it is stored, and where each of its parts is.
+public struct ModelTensor: Sendable {
+    public let info: TensorInfo
+    public let scheme: TensorScheme
+    /// The parts `scheme.parts(for: info)` lists, in that order.
+    public let parts: [StoredPart]
+    /// Index into `Model.files` of the file that holds it.
+    public let file: Int
+
+    public init(info: TensorInfo, scheme: TensorScheme, parts: [StoredPart], file: Int) {
+        precondition(parts.map(\.layout) == scheme.parts(for: info), "\(info.name): parts do not match the scheme")
+        self.info = info
+        self.scheme = scheme
+        self.parts = parts
+        self.file = file
+    }
+
+    public var name: String { info.name }
+
+    /// Bytes stored for this tensor (all parts, without padding).
+    public var storedBytes: UInt64 { parts.reduce(0) { $0 + $1.layout.byteCount } }
+
+    /// The path of the file holding it, for messages.
+    public var filePath: String { parts[0].bytes.file.path }
+
+    /// The part called `name`, if its scheme has one.
+    public func part(_ name: PartName) -> StoredPart? { parts.first { $0.layout.name == name } }
+
+    /// A raw tensor's bytes as a `StoredTensor` (nil for quantized ones).
+    public var rawStored: StoredTensor? {
+        guard case .raw = scheme else { return nil }
+        return parts[0].stored(named: info.name)
+    }
+}
+
+/// One part of a stored tensor and where its bytes are.
+public struct StoredPart: Sendable {
+    public let layout: PartLayout
+    public let bytes: StoredBytes
+
+    public init(layout: PartLayout, bytes: StoredBytes) {
+        precondition(bytes.length == layout.byteCount, "\(layout.name.rawValue): \(bytes.length) bytes for \(layout.byteCount)")
+        self.layout = layout
+        self.bytes = bytes
+    }
+
+    /// The part as a `StoredTensor` (for reading through the common paths).
+    public func stored(named name: String) -> StoredTensor {
+        StoredTensor(info: TensorInfo(name: name, dtype: layout.dtype, shape: layout.shape), file: bytes.file, offset: bytes.offset)
+    }
+
+    /// The whole (small) part, checked against its checksum.
+    public func readAll() throws -> [UInt8] {
+        let data = try bytes.file.readBytes(at: bytes.offset, count: Int(bytes.length))
+        try bytes.check(XXHash64.hash(data))
+        return data
+    }
+
+    /// Streams the part through xxHash64 in bounded pieces and compares with
+    /// its checksum (nothing to do without one).
+    public func verifyChecksum(buffer: UnsafeMutableRawBufferPointer) throws {
+        guard bytes.checksum != nil else { return }
+        var hasher = XXHash64()
+        try bytes.file.stream(from: bytes.offset, length: bytes.length, buffer: buffer) { hasher.update($0) }
+        try bytes.check(hasher.digest())
+    }
+}

@@ -1,0 +1,17 @@
+/// The output half of the format seam: where a conversion writes a model.
+///
+/// A writer is made with everything it must know up front (the tensors in
+/// order with their planned schemes, side files, metadata) and then takes the
+/// tensors one by one: each time it hands the encoder a `PartSink` for the
+/// tensor's parts. Nothing appears at the destination until `commit()`.
+/// `CheckpointWriter` (safetensors file or folder) and `ContainerModelWriter`
+/// are the two today.
+public protocol ModelWriter: AnyObject {
+    /// Writes the next tensor: `encode` writes its parts into the sink and
+    /// returns the scheme it stored them with.
+    func writeTensor(_ tensor: TensorInfo, _ encode: (PartSink) throws -> TensorScheme) throws
+    /// Finishes the output and moves it into place.
+    func commit() throws
+    /// Removes everything written so far.
+    func discard()
+}
