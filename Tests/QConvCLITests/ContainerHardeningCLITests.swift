@@ -67,7 +67,7 @@ final class ContainerHardeningCLITests: XCTestCase {
         let path = directory.file("model.qc")
         try convert("to-int8", to: path, ["--outlier-threshold", "0.06"])
         let tensor = try XCTUnwrap(try ContainerFile(path: path).tensors.first { tensor in
-            if case let .int8(k, _, _) = tensor.parameters { return k > 0 }
+            if case let .int8(p) = tensor.scheme { return p.outlierColumnCount > 0 }
             return false
         })
         XCTAssertEqual(try runQConv(["verify", path]).status, 0)

@@ -348,7 +348,7 @@ final class MergeLoRACLITests: XCTestCase {
         let shards = CheckpointWriter.planShards(source.tensors.map(\.info), maximumBytes: 100_000)
         XCTAssertGreaterThan(shards.count, 2)
         let writer = try CheckpointWriter(destination: base, layout: .folder(shards: shards), tensors: source.tensors.map(\.info),
-                                          metadata: source.metadata, auxiliaryFiles: [(casePath("lora_llama_basic", "base/config.json"), "config.json")],
+                                          metadata: source.metadata, sideFiles: [try SideFile(path: casePath("lora_llama_basic", "base/config.json"), name: "config.json")],
                                           overwrite: false, inputs: [])
         for tensor in source.tensors { try tensor.stored.allBytes().withUnsafeBytes { try writer.write($0) } }
         try writer.commit()

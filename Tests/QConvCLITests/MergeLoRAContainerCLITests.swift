@@ -26,20 +26,20 @@ final class MergeLoRAContainerCLITests: XCTestCase {
         let container = try ContainerFile(path: directory.file("merged.qc"))
         let hand = try ContainerFile(path: directory.file("hand.qc"))
         let original = try ContainerFile(path: directory.file("base.qc"))
-        let changed = try LoRAMerger.plan(container: original, adapter: try LoRAAdapter(path: adapter)).changes.map(\.output.name)
+        let changed = try LoRAMerger.plan(base: ContainerReader.model(of: original), adapter: try LoRAAdapter(path: adapter)).changes.map(\.output.name)
         XCTAssertEqual(changed.count, 4, "q_proj and v_proj of two layers")
         for tensor in container.tensors {
             if changed.contains(tensor.name) {
                 let other = try XCTUnwrap(hand.tensor(named: tensor.name))
-                XCTAssertEqual(tensor.scheme, .nf4)
-                XCTAssertEqual(tensor.parameters, other.parameters, tensor.name)
+                XCTAssertEqual(tensor.scheme.name, "nf4")
+                XCTAssertEqual(tensor.scheme, other.scheme, tensor.name)
                 for (part, handPart) in zip(tensor.parts, other.parts) {
                     XCTAssertEqual(try container.readPart(part, of: tensor.name), try hand.readPart(handPart, of: tensor.name), "\(tensor.name)/\(part.name)")
                 }
             } else {
                 // Untouched tensors are copied as they were stored.
                 let before = try XCTUnwrap(original.tensor(named: tensor.name))
-                XCTAssertEqual(tensor.parameters, before.parameters)
+                XCTAssertEqual(tensor.scheme, before.scheme)
                 XCTAssertEqual(tensor.parts.map(\.checksum), before.parts.map(\.checksum), tensor.name)
             }
         }
@@ -50,7 +50,7 @@ final class MergeLoRAContainerCLITests: XCTestCase {
     /// Merges into a container made by `quantize` and compares every changed
     /// tensor, part for part, with dequant -> merge -> the same quantize by
     /// hand; untouched tensors must keep their stored parts.
-    private func assertMergeEqualsByHand(_ quantize: [String], scheme: ContainerScheme, parameters check: (SchemeParameters) -> Bool,
+    private func assertMergeEqualsByHand(_ quantize: [String], scheme: String, parameters check: (TensorScheme) -> Bool,
                                          base: String? = nil, adapter: String? = nil, changedCount: Int = 4,
                                          file: StaticString = #filePath, line: UInt = #line) throws {
         let base = base ?? self.base, adapter = adapter ?? self.adapter
@@ -64,15 +64,15 @@ final class MergeLoRAContainerCLITests: XCTestCase {
         let container = try ContainerFile(path: directory.file("merged.qc"))
         let hand = try ContainerFile(path: directory.file("hand.qc"))
         let original = try ContainerFile(path: directory.file("base.qc"))
-        let changed = try LoRAMerger.plan(container: original, adapter: try LoRAAdapter(path: adapter)).changes.map(\.output.name)
+        let changed = try LoRAMerger.plan(base: ContainerReader.model(of: original), adapter: try LoRAAdapter(path: adapter)).changes.map(\.output.name)
         XCTAssertEqual(changed.count, changedCount, file: file, line: line)
         for tensor in container.tensors {
             let before = try XCTUnwrap(original.tensor(named: tensor.name), file: file, line: line)
             if changed.contains(tensor.name) {
                 let other = try XCTUnwrap(hand.tensor(named: tensor.name), file: file, line: line)
-                XCTAssertEqual(tensor.scheme, scheme, tensor.name, file: file, line: line)
-                XCTAssertTrue(check(tensor.parameters), "\(tensor.name): \(tensor.parameters)", file: file, line: line)
-                XCTAssertEqual(tensor.parameters, other.parameters, tensor.name, file: file, line: line)
+                XCTAssertEqual(tensor.scheme.name, scheme, tensor.name, file: file, line: line)
+                XCTAssertTrue(check(tensor.scheme), "\(tensor.name): \(tensor.scheme)", file: file, line: line)
+                XCTAssertEqual(tensor.scheme, other.scheme, tensor.name, file: file, line: line)
                 XCTAssertEqual(tensor.parts.map(\.name), before.parts.map(\.name), tensor.name, file: file, line: line)
                 XCTAssertEqual(tensor.parts.count, other.parts.count, tensor.name, file: file, line: line)
                 for (part, handPart) in zip(tensor.parts, other.parts) {
@@ -81,7 +81,7 @@ final class MergeLoRAContainerCLITests: XCTestCase {
                 }
                 XCTAssertNotEqual(tensor.parts.map(\.checksum), before.parts.map(\.checksum), "\(tensor.name) changed", file: file, line: line)
             } else {
-                XCTAssertEqual(tensor.parameters, before.parameters, tensor.name, file: file, line: line)
+                XCTAssertEqual(tensor.scheme, before.scheme, tensor.name, file: file, line: line)
                 XCTAssertEqual(tensor.parts.map(\.checksum), before.parts.map(\.checksum), tensor.name, file: file, line: line)
             }
         }
@@ -95,7 +95,7 @@ final class MergeLoRAContainerCLITests: XCTestCase {
     func testBF16BaseIsRoundedAsDequantAndMergeWriteIt() throws {
         let case_ = Fixtures.path("lora/lora_llama_bf16_base")
         for quantize in [["to-nf4"], ["to-int8"]] {
-            try assertMergeEqualsByHand(quantize, scheme: quantize == ["to-nf4"] ? .nf4 : .int8, parameters: { _ in true },
+            try assertMergeEqualsByHand(quantize, scheme: quantize == ["to-nf4"] ? "nf4" : "int8", parameters: { _ in true },
                                         base: case_ + "/base", adapter: case_ + "/adapter",
                                         changedCount: try LoRAAdapter(path: case_ + "/adapter").modules.count)
         }
@@ -109,20 +109,20 @@ final class MergeLoRAContainerCLITests: XCTestCase {
     }
 
     func testFP4WithItsOwnBlockSizeAndNoDoubleQuantIsRequantizedAsByHand() throws {
-        try assertMergeEqualsByHand(["to-fp4", "--block-size", "128", "--no-double-quant"], scheme: .fp4) { parameters in
-            if case .fourBit(128, nil) = parameters { return true }
+        try assertMergeEqualsByHand(["to-fp4", "--block-size", "128", "--no-double-quant"], scheme: "fp4") { scheme in
+            if case .fourBit(let p) = scheme, p.blockSize == 128, p.blockScales == .float32 { return true }
             return false
         }
     }
 
     func testInt8IsRequantizedAsByHand() throws {
-        try assertMergeEqualsByHand(["to-int8"], scheme: .int8) { parameters in
-            if case .int8 = parameters { return true }
+        try assertMergeEqualsByHand(["to-int8"], scheme: "int8") { scheme in
+            if case .int8 = scheme { return true }
             return false
         }
         // With an absolute outlier threshold too: the rule is re-applied to the merged values.
-        try assertMergeEqualsByHand(["to-int8", "--outlier-threshold", "0.2"], scheme: .int8) { parameters in
-            if case .int8(let columns, "abs:0.2", _) = parameters { return columns > 0 && columns < 64 }
+        try assertMergeEqualsByHand(["to-int8", "--outlier-threshold", "0.2"], scheme: "int8") { scheme in
+            if case .int8(let p) = scheme, p.outlierRule == .absolute(0.2) { return p.outlierColumnCount > 0 && p.outlierColumnCount < 64 }
             return false
         }
     }
@@ -141,7 +141,7 @@ final class MergeLoRAContainerCLITests: XCTestCase {
                        try Data(contentsOf: URL(fileURLWithPath: directory.file("hand-f32.safetensors"))))
 
         let f16 = try Checkpoint(path: directory.file("f16.safetensors")), f32 = try Checkpoint(path: directory.file("f32.safetensors"))
-        let changed = Set(try LoRAMerger.plan(base: f32, adapter: try LoRAAdapter(path: adapter)).changes.map(\.output.name))
+        let changed = Set(try LoRAMerger.plan(base: SafeTensorsReader.model(of: f32), adapter: try LoRAAdapter(path: adapter)).changes.map(\.output.name))
         XCTAssertEqual(changed.count, 4)
         var twiceRoundedDiffers = 0
         for tensor in f32.tensors {
@@ -174,7 +174,7 @@ final class MergeLoRAContainerCLITests: XCTestCase {
         try run(["merge-lora", directory.file("base.qc"), fixture + "/adapter", directory.file("merged.qc")])
         let container = try ContainerFile(path: directory.file("merged.qc"))
         XCTAssertEqual(container.tensor(named: "model.embed_tokens.weight")?.scheme, .raw)
-        XCTAssertEqual(RoundTripVerifier.mergedTensorNames(in: container.header),
+        XCTAssertEqual(RoundTripVerifier.mergedTensorNames(in: container.header.provenance),
                        ["lm_head.weight", "model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.layers.1.self_attn.q_proj.weight"])
 
         let result = try runQConv(["verify", fixture + "/merged", directory.file("merged.qc"), "--json", "--tensors"])

@@ -32,7 +32,7 @@ final class AtomicOutputTests: XCTestCase {
 
     private func assertUsageError(_ body: @autoclosure () throws -> Any, containing text: String, file: StaticString = #filePath, line: UInt = #line) {
         XCTAssertThrowsError(try body(), file: file, line: line) { error in
-            XCTAssertTrue(error is UsageError, "\(error)", file: file, line: line)
+            XCTAssertTrue(error is OutputError, "\(error)", file: file, line: line)
             XCTAssertEqual((error as? QConvError)?.category.exitCode, 2, file: file, line: line)
             XCTAssertTrue("\(error)".contains(text), "\(error)", file: file, line: line)
         }
@@ -217,7 +217,7 @@ final class AtomicOutputTests: XCTestCase {
         signal(SIGXFSZ, oldHandler)
         let error = try XCTUnwrap(caught as? IOError, "\(String(describing: caught))")
         XCTAssertEqual(error.category, .io)
-        XCTAssertEqual(error.code, EFBIG)
+        XCTAssertEqual(error.errno, Errno(rawValue: EFBIG))
         XCTAssertTrue(error.description.hasPrefix(destination + ": cannot write"), error.description)
         XCTAssertFalse(error.description.contains("qconv-tmp"), error.description)
         XCTAssertEqual(folder.contents(), [])

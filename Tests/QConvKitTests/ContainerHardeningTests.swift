@@ -93,7 +93,7 @@ final class ContainerHardeningTests: XCTestCase {
         try setFileName(path, "../evil")
         let output = directory.file("out/model")
         try FileManager.default.createDirectory(atPath: directory.file("out"), withIntermediateDirectories: false)
-        XCTAssertThrowsError(try Dequantizer.dequantize(try ContainerFile(path: path), to: output, options: Dequantizer.Options())) { error in
+        XCTAssertThrowsError(try Dequantizer.dequantize(try Model.open(path), to: output, options: Dequantizer.Options())) { error in
             XCTAssertEqual(error as? ContainerError, .unsafeEmbeddedFileName(file: path, name: "../evil", reason: "the name contains '/'; it must be a plain file name"))
         }
         XCTAssertEqual(directory.contents(), ["model.qc", "out"])
@@ -111,7 +111,7 @@ final class ContainerHardeningTests: XCTestCase {
         bytes[Int(container.dataStart + file.offset) + 2] ^= 0x01
         try bytes.write(to: URL(fileURLWithPath: path))
         let damaged = try ContainerFile(path: path)
-        for check in [{ _ = try IntegrityCheck.check(damaged) }, { _ = try damaged.readPart(file, of: file.name) }] {
+        for check in [{ _ = try IntegrityCheck.check(damaged) }, { _ = try damaged.readFile(file) }] {
             XCTAssertThrowsError(try check()) { error in
                 guard case let .embeddedFileChecksumMismatch(_, name, expected, _)? = error as? ContainerError else { return XCTFail("\(error)") }
                 XCTAssertEqual(name, "config.json")
@@ -134,7 +134,7 @@ final class ContainerHardeningTests: XCTestCase {
             let path = try copy(original, in: directory)
             try editor(path).insertGap(beforeTensor: tensor.name, count: gap)
             assertRefused(try ContainerFile(path: path),
-                          .gapTooLarge(file: path, tensor: tensor.name, part: tensor.parts[0].name, gap: padding + UInt64(gap)))
+                          .gapTooLarge(file: path, tensor: tensor.name, part: tensor.parts[0].name.rawValue, gap: padding + UInt64(gap)))
         }
         // Padding to the alignment alone is fine.
         XCTAssertLessThan(padding, 64)
@@ -146,7 +146,7 @@ final class ContainerHardeningTests: XCTestCase {
     private func int8Container(in directory: TemporaryDirectory) throws -> (path: String, tensor: ContainerHeader.Tensor) {
         let path = try makeSampleContainer(in: directory, method: .int8(outliers: .absolute(0.06)))
         let tensor = try XCTUnwrap(try ContainerFile(path: path).tensors.first { tensor in
-            if case let .int8(k, _, _) = tensor.parameters { return k >= 2 }
+            if case let .int8(p) = tensor.scheme { return p.outlierColumnCount >= 2 }
             return false
         }, "the sample has int8 tensors with outlier columns")
         return (path, tensor)
@@ -174,8 +174,6 @@ final class ContainerHardeningTests: XCTestCase {
             ("repeated", { $0[1] = $0[0] }, 1),
             ("descending", { $0.swapAt(0, 1) }, 1),
         ]
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 64)
-        defer { buffer.deallocate() }
         for (label, change, position) in cases {
             let path = try copy(original, in: directory)
             var stored: [Int32] = []
@@ -185,15 +183,15 @@ final class ContainerHardeningTests: XCTestCase {
                                                                column: Int(stored[at]), columns: columns)
             let container = try ContainerFile(path: path)  // the structure is intact
             XCTAssertThrowsError(try IntegrityCheck.check(container), label) { XCTAssertEqual($0 as? ContainerError, expected, label) }
-            let crafted = try XCTUnwrap(container.tensor(named: tensor.name))
-            XCTAssertThrowsError(try ContainerTensorDecoder(container: container, tensor: crafted, buffer: buffer), label) {
+            let crafted = try XCTUnwrap(ContainerReader.model(of: container).tensor(named: tensor.name))
+            XCTAssertThrowsError(try TensorDecoder(crafted), label) {
                 XCTAssertEqual($0 as? ContainerError, expected, label)
             }
         }
         // Unchanged, both accept it.
         let container = try ContainerFile(path: original)
         XCTAssertNoThrow(try IntegrityCheck.check(container))
-        XCTAssertNoThrow(try ContainerTensorDecoder(container: container, tensor: tensor, buffer: buffer))
+        XCTAssertNoThrow(try TensorDecoder(try XCTUnwrap(ContainerReader.model(of: container).tensor(named: tensor.name))))
     }
 
     // MARK: - Header field types and values (findings 4 and 5)
@@ -228,7 +226,7 @@ final class ContainerHardeningTests: XCTestCase {
     func testFourBitParametersNeedTheirDocumentedTypes() throws {
         let directory = TemporaryDirectory()
         let original = try makeSampleContainer(in: directory)
-        let name = try ContainerFile(path: original).tensors.first { $0.scheme == .nf4 }!.name
+        let name = try ContainerFile(path: original).tensors.first { $0.scheme.name == "nf4" }!.name
         func field(_ field: String, _ expected: String) -> (String) -> ContainerError {
             { .invalidField(file: $0, tensor: name, field: field, expected: expected) }
         }
@@ -260,22 +258,10 @@ final class ContainerHardeningTests: XCTestCase {
                          params(of: name) { $0["outlier_rule"] = "abs:-1" })
         try expectHeader(original, in: directory, { .invalidField(file: $0, tensor: name, field: "params.outlier_threshold", expected: "a number or null") },
                          params(of: name) { $0["outlier_threshold"] = "6" })
-        // A readable rule is what the tensor is quantized with again.
+        // A readable rule is what the tensor is quantized with again: its scheme holds the rule itself, never a guess.
         let container = try ContainerFile(path: original)
-        guard case let .int8(outliers)? = try ContainerRewriter.method(for: tensor, in: container) else { return XCTFail("int8 expected") }
+        guard case .int8(let outliers)? = try XCTUnwrap(container.tensor(named: tensor.name)).scheme.method else { return XCTFail("int8 expected") }
         XCTAssertEqual(outliers, .absolute(0.06))
-    }
-
-    func testRewriterNeverGuessesAnOutlierRule() throws {
-        let directory = TemporaryDirectory()
-        let (path, tensor) = try int8Container(in: directory)
-        let container = try ContainerFile(path: path)
-        var unreadable = tensor
-        guard case let .int8(k, _, threshold) = tensor.parameters else { return XCTFail("int8 expected") }
-        unreadable.parameters = .int8(outlierColumnCount: k, rule: "unknown", threshold: threshold)
-        XCTAssertThrowsError(try ContainerRewriter.method(for: unreadable, in: container)) { error in
-            XCTAssertEqual(error as? ContainerError, .unknownOutlierRule(file: path, tensor: tensor.name, rule: "unknown"))
-        }
     }
 
     // MARK: - What a model folder embeds (finding 6)
@@ -298,9 +284,9 @@ final class ContainerHardeningTests: XCTestCase {
         let checkpoint = try Checkpoint(path: folder)
         XCTAssertEqual(checkpoint.auxiliaryFiles, ["config.json", "tokenizer.model"])
         let output = directory.file("model.qc")
-        let report = try Quantizer.convert(checkpoint, to: output,
-                                           options: QuantizationOptions(method: .fourBit(.nf4, blockSize: 64, doubleQuant: true),
-                                                                        selection: try TensorSelection(), threads: 2))
+        let report = try Quantizer.convert(try SafeTensorsReader.model(of: checkpoint), to: output,
+                                           options: Quantizer.Options(method: .fourBit(.nf4, blockSize: 64, doubleQuant: true),
+                                                                      selection: try TensorSelection(), threads: 2))
         XCTAssertEqual(report.embeddedFiles, ["config.json", "tokenizer.model"])
         let container = try ContainerFile(path: output)
         XCTAssertEqual(container.header.files.map(\.name), ["config.json", "tokenizer.model"])

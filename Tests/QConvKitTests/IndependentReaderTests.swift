@@ -102,14 +102,12 @@ final class IndependentReaderTests: XCTestCase {
     func check(_ method: QuantizationMethod) throws {
         let directory = TemporaryDirectory()
         let path = directory.file("model.qc")
-        _ = try Quantizer.convert(try Checkpoint(path: Fixtures.sample("sharded_llama")), to: path,
-                                  options: QuantizationOptions(method: method, selection: try TensorSelection(), threads: 2))
+        _ = try Quantizer.convert(try Model.open(Fixtures.sample("sharded_llama")), to: path,
+                                  options: Quantizer.Options(method: method, selection: try TensorSelection(), threads: 2))
         let independent = try decodeIndependently(path)
-        let container = try ContainerFile(path: path)
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 64)
-        defer { buffer.deallocate() }
+        let container = try Model.open(path)
         for tensor in container.tensors {
-            let expected = try TensorStatisticsProbe.decode(ContainerTensorDecoder(container: container, tensor: tensor, buffer: buffer))
+            let expected = try TensorStatisticsProbe.decode(TensorDecoder(tensor))
             let decoded = try XCTUnwrap(independent[tensor.name], tensor.name)
             XCTAssertEqual(decoded.count, expected.count, tensor.name)
             let differing = zip(decoded, expected).filter { $0.bitPattern != $1.bitPattern }.count

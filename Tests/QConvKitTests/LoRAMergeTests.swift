@@ -55,7 +55,7 @@ final class LoRAMergeTests: XCTestCase {
         options.threads = 2
         options.overwrite = true
         let output = folder.file("merged.safetensors")
-        try LoRAMerger.merge(base: checkpoint, adapter: loaded, to: output, options: options)
+        try LoRAMerger.merge(base: try SafeTensorsReader.model(of: checkpoint), adapter: loaded, to: output, options: options)
         let merged = try Checkpoint(path: output)
         var result: [String: [Float]] = [:]
         for tensor in merged.tensors { result[tensor.name] = try tensor.stored.allFloats() }
@@ -225,7 +225,7 @@ final class LoRAMergeTests: XCTestCase {
             ("proj.lora_A.weight", .f32, [1, 2], [1, 0]), ("proj.lora_B.weight", .f32, [2, 1], [1, 1]),
         ])
         let out = folder.file("out")
-        try LoRAMerger.merge(base: try Checkpoint(path: base), adapter: adapter, to: out)
+        try LoRAMerger.merge(base: try Model.open(base), adapter: adapter, to: out)
         let merged = try Checkpoint(path: out)
         XCTAssertEqual(merged.tensor(named: "embed.weight")?.info.shape, [3, 2])
         XCTAssertEqual(try merged.tensor(named: "embed.weight")?.stored.allFloats(), [1, 2, 3, 4, 5, 6])

@@ -161,7 +161,7 @@ final class SafeTensorsWriterTests: XCTestCase {
         let plan = CheckpointWriter.planShards(mixedTensors, maximumBytes: 40)
         XCTAssertEqual(plan.count, 3)
         let writer = try CheckpointWriter(destination: destination, layout: .folder(shards: plan), tensors: mixedTensors, metadata: mixedMetadata,
-                                          auxiliaryFiles: [(folder.file("config.json"), "config.json"), (folder.file("tokenizer.json"), "tokenizer.json")],
+                                          sideFiles: [try SideFile(path: folder.file("config.json"), name: "config.json"), try SideFile(path: folder.file("tokenizer.json"), name: "tokenizer.json")],
                                           overwrite: false, inputs: [])
         // All data in one call: the writer splits it across shards itself.
         let all = mixedTensors.enumerated().flatMap { bytes(for: $0.element, seed: 1 + UInt64($0.offset)) }
@@ -352,7 +352,7 @@ final class SafeTensorsWriterTests: XCTestCase {
         let folder = TemporaryDirectory()
         let destination = folder.file("copy")
         let writer = try CheckpointWriter(destination: destination, layout: .folder(shards: plan), tensors: input.tensors.map(\.info), metadata: input.metadata,
-                                          auxiliaryFiles: input.auxiliaryFiles.map { (sample + "/" + $0, $0) }, overwrite: false, inputs: input.filePaths)
+                                          sideFiles: try input.auxiliaryFiles.map { try SideFile(path: sample + "/" + $0, name: $0) }, overwrite: false, inputs: input.filePaths)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 64)
         defer { buffer.deallocate() }
         for tensor in input.tensors { try writer.copy(tensor.stored, buffer: buffer) }

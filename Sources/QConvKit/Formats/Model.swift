@@ -85,6 +85,12 @@ public struct SideFile: Sendable {
         self.bytes = bytes
     }
 
+    /// The file at `path`, carried as `name`.
+    public init(path: String, name: String) throws {
+        let file = try ReadableFile(path: path)
+        self.init(name: name, size: file.size, bytes: StoredBytes(file: file, offset: 0, length: file.size))
+    }
+
     /// The whole file, checked against its checksum when it has one.
     public func readAll() throws -> [UInt8] {
         let data = try bytes.file.readBytes(at: bytes.offset, count: Int(bytes.length))

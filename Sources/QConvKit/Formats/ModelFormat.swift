@@ -108,8 +108,11 @@ enum UnreadableFormat {
     ]
 
     /// What the probed file is, when it is one of the known unreadable kinds.
+    /// A file shaped like safetensors (a header length, then `{`) is never
+    /// one: a 640-byte header's length starts with the bytes of a pickle's magic.
     static func describe(_ probe: FormatProbe) -> String? {
-        known.first { probe.starts(with: $0.magic) }?.what
+        guard case .file(_, let head) = probe.kind, !(head.count > 8 && head[8] == UInt8(ascii: "{")) else { return nil }
+        return known.first { probe.starts(with: $0.magic) }?.what
     }
 }
 
