@@ -1,4 +1,5 @@
 import Glibc
+import QConvCommandLine
 import QConvKit
 
 // qconv-bench: times qconv's commands against `cp` of the same file, and
@@ -19,57 +20,56 @@ struct Settings {
     var kernelsOnly = false
 }
 
-let usage = """
-    usage: qconv-bench [--quick] [--runs N] [--work DIR] [--qconv PATH] [--threads N]
-                       [--sweep] [--peers DIR] [--python PATH] [--no-peers]
+/// The command line of qconv-bench, read with the same typed options as qconv's.
+enum BenchOptions {
+    static let quick = Flag("--quick", "A 0.13 GB model and 1 run each, no peers: finishes in under a minute.")
+    static let runs = Option<Int>("--runs", "N", "Runs per command (median reported; default 3).", in: 1...1000)
+    static let work = Option<String>("--work", "DIR", "Where models and outputs go (default ./bench-work).")
+    static let qconv = Option<String>("--qconv", "PATH", "The qconv binary (default: next to this program; build with -c release).")
+    static let threads = Option<Int>("--threads", "N", "Threads for qconv (default: every core).", in: 1...1024)
+    static let sweep = Flag("--sweep", "Also convert 0.25, 0.5, 1 and 2 GB models: time and peak RSS against size.")
+    static let peers = Option<String>("--peers", "DIR", "The peer pipelines (default ../shared/peers).")
+    static let python = Option<String>("--python", "PATH", "A Python with torch, bitsandbytes, peft, transformers (default ~/peers/bin/python).")
+    static let noPeers = Flag("--no-peers", "Skip the peer pipelines.")
+    static let withPeers = Flag("--with-peers", "Run them with --quick too.")
+    static let kernels = Flag("--kernels", "Only measure the single-thread throughput of the kernels.")
 
-      --quick        a 0.13 GB model and 1 run each, no peers: finishes in under a minute
-      --runs N       runs per command (median reported; default 3)
-      --work DIR     where models and outputs go (default ./bench-work)
-      --qconv PATH   the qconv binary (default: next to this program; build with -c release)
-      --sweep        also convert 0.25, 0.5, 1 and 2 GB models: time and peak RSS against size
-      --peers DIR    the peer pipelines (default ../shared/peers)
-      --python PATH  a Python with torch, bitsandbytes, peft, transformers (default ~/peers/bin/python)
-      --no-peers     skip the peer pipelines
-      --with-peers   run them with --quick too
-      --kernels      only measure the single-thread throughput of the kernels
-    """
-
-func parseSettings() -> Settings {
-    var settings = Settings()
-    var arguments = Array(CommandLine.arguments.dropFirst())
-    func value() -> String {
-        guard !arguments.isEmpty else { fputs(usage + "\n", stderr); exit(2) }
-        return arguments.removeFirst()
-    }
-    while !arguments.isEmpty {
-        switch arguments.removeFirst() {
-        case "--quick": settings.quick = true; settings.runs = 1
-        case "--runs": settings.runs = max(1, Int(value()) ?? 3)
-        case "--work": settings.work = value()
-        case "--qconv": settings.qconv = value()
-        case "--threads": settings.threads = Int(value())
-        case "--sweep": settings.sweep = true
-        case "--peers": settings.peersDirectory = value()
-        case "--python": settings.python = value()
-        case "--no-peers": settings.usePeers = false
-        case "--with-peers": settings.usePeers = true
-        case "--kernels": settings.kernelsOnly = true
-        default: print(usage); exit(2)
-        }
-    }
-    if settings.qconv.isEmpty {
-        let me = URL(fileURLWithPath: CommandLine.arguments[0])
-        settings.qconv = me.deletingLastPathComponent() + "/qconv"
-    }
-    return settings
+    static let spec = CommandSpec(
+        program: "qconv-bench", name: "", abstract: "Times qconv's commands against cp and the peer pipelines (docs/BENCHMARKS.md).",
+        options: [quick.spec, runs.spec, work.spec, qconv.spec, threads.spec, sweep.spec, peers.spec, python.spec, noPeers.spec,
+                  withPeers.spec, kernels.spec])
 }
 
-/// A path helper without Foundation.
-struct URL {
-    let path: String
-    init(fileURLWithPath path: String) { self.path = path }
-    func deletingLastPathComponent() -> String { FileSystem.directoryName(of: path) }
+/// Reads the command line; a usage error (an unknown option, a bad number) exits 2.
+func parseSettings() -> Settings {
+    let arguments = Array(CommandLine.arguments.dropFirst())
+    if arguments.contains("--help") || arguments.contains("-h") {
+        print(BenchOptions.spec.help)
+        exit(0)
+    }
+    do {
+        let parsed = try ParsedArguments.parse(arguments, spec: BenchOptions.spec)
+        var settings = Settings()
+        settings.quick = parsed[BenchOptions.quick]
+        settings.runs = try parsed.value(BenchOptions.runs) ?? (settings.quick ? 1 : 3)
+        settings.work = try parsed.value(BenchOptions.work) ?? settings.work
+        settings.threads = try parsed.value(BenchOptions.threads)
+        settings.sweep = parsed[BenchOptions.sweep]
+        settings.peersDirectory = try parsed.value(BenchOptions.peers) ?? settings.peersDirectory
+        settings.python = try parsed.value(BenchOptions.python) ?? settings.python
+        if parsed[BenchOptions.noPeers] { settings.usePeers = false }
+        if parsed[BenchOptions.withPeers] { settings.usePeers = true }
+        settings.kernelsOnly = parsed[BenchOptions.kernels]
+        settings.qconv = try parsed.value(BenchOptions.qconv)
+            ?? FileSystem.join(FileSystem.directoryName(of: CommandLine.arguments[0]), "qconv")
+        return settings
+    } catch let error as UsageError {
+        fputs("qconv-bench: error: \(error.message.split(separator: "\n", omittingEmptySubsequences: false).joined(separator: "\n  "))\n", stderr)
+        exit(UsageError.exitCode)
+    } catch {
+        fputs("qconv-bench: error: \(error)\n", stderr)
+        exit(UsageError.exitCode)
+    }
 }
 
 struct Row {

@@ -53,6 +53,7 @@ final class MergeLoRACLITests: XCTestCase {
 
     private func casePath(_ name: String, _ part: String) -> String { Fixtures.path("lora/\(name)/\(part)") }
 
+    @discardableResult
     private func run(_ arguments: [String], file: StaticString = #filePath, line: UInt = #line) throws -> ProcessResult {
         let result = try runQConv(["merge-lora"] + arguments)
         XCTAssertEqual(result.status, 0, result.stderr, file: file, line: line)

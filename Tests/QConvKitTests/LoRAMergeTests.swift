@@ -34,7 +34,7 @@ final class LoRAMergeTests: XCTestCase {
     private func makeAdapter(_ config: String, _ tensors: [Tensor]) throws -> LoRAAdapter {
         let path = folder.file("adapter")
         try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: path + "/adapter_config.json", contents: Data(config.utf8))
+        _ = FileManager.default.createFile(atPath: path + "/adapter_config.json", contents: Data(config.utf8))
         try writeTensors(path + "/adapter_model.safetensors", tensors.map { ("base_model.model." + $0.name, $0.dtype, $0.shape, $0.values) })
         return try LoRAAdapter(path: path)
     }

@@ -66,16 +66,22 @@ public func runQConv(_ arguments: [String], currentDirectory: String? = nil) thr
     process.standardError = err
     try process.run()
     // Read both pipes before waiting so a large output cannot block the child.
-    var outData = Data(), errData = Data()
+    let outData = PipeData()
     let group = DispatchGroup()
     group.enter()
-    DispatchQueue.global().async { outData = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
-    errData = err.fileHandleForReading.readDataToEndOfFile()
+    DispatchQueue.global().async { outData.data = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    let errData = err.fileHandleForReading.readDataToEndOfFile()
     group.wait()
     process.waitUntilExit()
     return ProcessResult(status: process.terminationStatus, crashed: process.terminationReason == .uncaughtSignal,
-                         stdout: String(decoding: outData, as: UTF8.self),
+                         stdout: String(decoding: outData.data, as: UTF8.self),
                          stderr: String(decoding: errData, as: UTF8.self))
+}
+
+/// What one pipe delivered, filled by the thread that reads it (the
+/// `DispatchGroup` orders the write before the read).
+private final class PipeData: @unchecked Sendable {
+    var data = Data()
 }
 
 /// `.build/<configuration>/qconv`, beside the test executable.
@@ -91,7 +97,7 @@ public let qconvExecutablePath: String = {
 
 /// Writes bytes to a file (crafted inputs).
 public func writeFile(_ path: String, _ bytes: [UInt8]) {
-    FileManager.default.createFile(atPath: path, contents: Data(bytes))
+    _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
 }
 
 /// A safetensors file from a header string and a data section, for crafting bad inputs.

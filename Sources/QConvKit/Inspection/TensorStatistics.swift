@@ -68,7 +68,7 @@ public struct TensorStatistics: Equatable, Sendable {
     }
 
     /// Streams `tensor` in chunks; nil when its dtype has no float decoding.
-    public static func compute(_ tensor: FloatTensorSource, chunkElements: Int = 1 << 20) throws -> TensorStatistics? {
+    public static func compute(_ tensor: FloatTensorSource, chunkElements: Int = ChunkPlan.defaultChunkElements) throws -> TensorStatistics? {
         guard tensor.info.dtype.isDecodableToFloat else { return nil }
         let total = tensor.info.elementCount
         let chunk = ChunkPlan(elementCount: total, unit: tensor.alignment, chunkLimit: chunkElements).chunk

@@ -21,8 +21,6 @@ public final class MergedTensorSource: FloatTensorSource {
     /// DoRA across rows: m / ||V column||.
     private var columnFactors: [Float]?
 
-    /// Elements per read of the DoRA norm pass (about 4 MB of float32).
-    static let normPassElements = 1 << 20
 
     /// - Parameters:
     ///   - base: the tensor's stored values (a safetensors tensor or a
@@ -82,16 +80,17 @@ public final class MergedTensorSource: FloatTensorSource {
         let sourceAlignment = max(1, source?.alignment ?? 1)
         // Reads start where the source can start reading and hold whole blocks.
         let unitRows = leastCommonMultiple(blockRows, sourceAlignment / greatestCommonDivisor(sourceAlignment, columns))
-        let readRows = unitRows * max(1, Self.normPassElements / max(1, unitRows * columns))
+        let plan = ChunkPlan(elementCount: rows * columns, unit: unitRows * columns)
+        let readRows = plan.chunk / columns
         let blocksPerRead = readRows / blockRows
-        let chunkCount = (rows + readRows - 1) / readRows
-        let slots = max(1, min(chunkCount, max(2, threads * 2)))
+        func rowRange(_ c: Int) -> Range<Int> { plan.chunkRange(c).lowerBound / columns..<plan.chunkRange(c).upperBound / columns }
+        let slots = max(1, min(plan.chunkCount, max(2, threads * 2)))
         let buffers = ChunkBuffers(slots: slots, size: ChunkBuffers.Size(floats: readRows * columns, bytes: 0, scratch: max(1, scratchBytes(for: readRows * columns))))
         let partial = UnsafeMutableBufferPointer<Double>.allocate(capacity: slots * blocksPerRead * columns)
         defer { partial.deallocate() }
         var total = [Double](repeating: 0, count: columns)
-        try computeChunksInOrder(count: chunkCount, slots: slots, threads: threads, compute: { c, slot in
-            let range = c * readRows..<min(rows, (c + 1) * readRows)
+        try computeChunksInOrder(count: plan.chunkCount, slots: slots, threads: threads, compute: { c, slot in
+            let range = rowRange(c)
             let values = buffers.floats(slot).baseAddress!
             try readStart(range.lowerBound * columns..<range.upperBound * columns, into: values, scratch: buffers.scratch(slot))
             let sums = partial.baseAddress! + slot * blocksPerRead * columns
@@ -101,7 +100,7 @@ public final class MergedTensorSource: FloatTensorSource {
                 prepared.accumulateColumnSquares(values + (start - range.lowerBound) * columns, rows: block, into: sums + b * columns)
             }
         }, inOrder: { c, slot in
-            let range = c * readRows..<min(rows, (c + 1) * readRows)
+            let range = rowRange(c)
             let sums = partial.baseAddress! + slot * blocksPerRead * columns
             let blocks = (range.count + blockRows - 1) / blockRows
             for b in 0..<blocks { for j in 0..<columns { total[j] += sums[b * columns + j] } }
