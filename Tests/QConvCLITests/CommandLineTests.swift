@@ -1,0 +1,114 @@
+import Foundation
+import QConvCommandLine
+import QConvKit
+import QConvTestSupport
+import XCTest
+
+/// The command-line layer: typed options parsed once, every command's
+/// options declared, usage errors, and what happens on Ctrl-C.
+final class CommandLineTests: XCTestCase {
+    static let count = Option<Int>("--count", "N", "How many.", in: 1...10)
+    static let ratio = Option<Double>("--ratio", "X", "A ratio.", expected: "a number >= 0", allowing: { $0 >= 0 })
+    static let name = Option<String>("--name", "S", "Names.", repeatable: true)
+    static let loud = Flag("--loud", "Loudly.")
+    static let spec = CommandSpec(name: "demo", abstract: "A demo.", positionals: [("IN", "Input.")],
+                                  options: [count.spec, ratio.spec, name.spec, loud.spec])
+
+    func testOptionsAreReadTypedFromTheirDeclarations() throws {
+        let parsed = try ParsedArguments.parse(["in", "--count", "3", "--ratio=0.5", "--name", "a", "--name", "b", "--loud"], spec: Self.spec)
+        XCTAssertEqual(parsed.positionals, ["in"])
+        XCTAssertEqual(try parsed.value(Self.count), 3)
+        XCTAssertEqual(try parsed.value(Self.ratio), 0.5)
+        XCTAssertEqual(try parsed.values(Self.name), ["a", "b"])
+        XCTAssertTrue(parsed[Self.loud])
+        let empty = try ParsedArguments.parse(["in"], spec: Self.spec)
+        XCTAssertNil(try empty.value(Self.count))
+        XCTAssertFalse(empty[Self.loud])
+    }
+
+    func testBadValuesAreUsageErrorsNamingTheOptionAndWhatItExpects() throws {
+        let cases: [([String], String)] = [
+            (["in", "--count", "11"], "--count expects an integer in 1...10, got '11'"),
+            (["in", "--count", "x"], "--count expects an integer in 1...10, got 'x'"),
+            (["in", "--ratio", "-1"], "--ratio expects a number >= 0, got '-1'"),
+            (["in", "--ratio", "nan"], "--ratio expects a number >= 0, got 'nan'"),
+        ]
+        for (arguments, message) in cases {
+            let parsed = try ParsedArguments.parse(arguments, spec: Self.spec)
+            XCTAssertThrowsError(try parsed.value(Self.count).map { _ in () } ?? parsed.value(Self.ratio).map { _ in () }) { error in
+                XCTAssertEqual((error as? UsageError)?.message, message + "\nsee 'qconv demo --help'")
+            }
+        }
+        XCTAssertThrowsError(try ParsedArguments.parse(["in", "--cuont", "3"], spec: Self.spec)) { error in
+            XCTAssertEqual((error as? UsageError)?.message, "unknown option '--cuont' for 'qconv demo'\nsee 'qconv demo --help'")
+        }
+    }
+
+    /// Every command reads its options once, before any work, through the
+    /// options it declares: reading an undeclared one would stop the
+    /// program (a crash here), whatever the arguments.
+    func testEveryCommandParsesWithoutReadingAnUndeclaredOption() throws {
+        let directory = TemporaryDirectory()
+        let help = try runQConv(["--help"])
+        let names = help.stdout.split(separator: "\n", omittingEmptySubsequences: false).drop { $0 != "commands:" }.dropFirst()
+            .prefix { !$0.isEmpty }.map { String($0.split(separator: " ")[0]) }
+        XCTAssertEqual(names, ["inspect", "to-nf4", "to-fp4", "to-int8", "dequant", "verify", "merge-lora"])
+        for name in names {
+            let commandHelp = try runQConv([name, "--help"])
+            XCTAssertEqual(commandHelp.status, 0)
+            // "usage: qconv NAME IN OUT [options]": as many missing paths as it takes positionals.
+            let usage = try XCTUnwrap(commandHelp.stdout.split(separator: "\n").first { $0.hasPrefix("usage: qconv \(name) ") })
+            let positionals = usage.split(separator: " ").dropFirst(3).filter { $0 != "[options]" }.count
+            let result = try runQConv([name] + (0..<positionals).map { directory.file("missing-\($0)") })
+            XCTAssertFalse(result.crashed, "\(name) crashed: \(result.stderr)")
+            XCTAssertEqual(result.status, 4, "\(name) must get past parsing to the missing input: \(result.stderr)")
+        }
+    }
+
+    func testBenchmarkHarnessRefusesABadNumber() throws {
+        let bench = FileManager.default.fileExists(atPath: qconvExecutablePath + "-bench") ? qconvExecutablePath + "-bench" : ""
+        guard !bench.isEmpty else { throw XCTSkip("qconv-bench is not built beside qconv") }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: bench)
+        process.arguments = ["--runs", "many"]
+        let err = Pipe()
+        process.standardError = err
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 2, text)
+        XCTAssertTrue(text.contains("--runs expects an integer in 1...1000, got 'many'"), text)
+    }
+
+    /// Ctrl-C in the middle of a conversion: the process dies of SIGINT, and
+    /// neither the destination nor a temporary file is left behind.
+    func testInterruptedConversionLeavesNothingBehind() throws {
+        let directory = TemporaryDirectory()
+        let input = directory.file("big.safetensors")
+        // 64 MB of F32 in 16 tensors: long enough to be interrupted in a debug build.
+        let rows = 1024, columns = 1024
+        var header = "{"
+        for t in 0..<16 {
+            header += "\"w\(t)\":{\"dtype\":\"F32\",\"shape\":[\(rows),\(columns)],\"data_offsets\":[\(t * rows * columns * 4),\((t + 1) * rows * columns * 4)]}"
+            header += t < 15 ? "," : "}"
+        }
+        var data = [UInt8](repeating: 0, count: 16 * rows * columns * 4)
+        for i in stride(from: 0, to: data.count, by: 4) { data[i + 3] = 0x3C; data[i + 1] = UInt8(truncatingIfNeeded: i) }
+        writeFile(input, craftSafetensors(header: header, data: data))
+
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: qconvExecutablePath)
+        process.arguments = ["to-nf4", input, directory.file("out.qc"), "--quiet", "--threads", "1"]
+        try process.run()
+        // Wait for the temporary output to appear, then interrupt.
+        let deadline = Date().addingTimeInterval(20)
+        while !directory.contents().contains(where: { $0.contains("qconv-tmp") }) && process.isRunning && Date() < deadline { usleep(1000) }
+        XCTAssertTrue(process.isRunning, "the conversion finished before it could be interrupted")
+        kill(process.processIdentifier, SIGINT)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationReason, .uncaughtSignal)
+        XCTAssertEqual(process.terminationStatus, SIGINT)
+        XCTAssertEqual(directory.contents(), ["big.safetensors"])
+    }
+}
