@@ -1,8 +1,8 @@
 import QConvCommandLine
 import QConvKit
 
-/// What `to-nf4`, `to-fp4` and `to-int8` share: the selection, verification
-/// and common options, and the run itself (convert, verify if asked, report).
+/// The options `to-nf4`, `to-fp4` and `to-int8` share (selection,
+/// verification, output, common), read once; each command adds its method's.
 struct QuantizeOptions: CommandOptions {
     static let allFlag = Flag("--all", "Quantize every floating-point tensor (default: rank >= 2, except embeddings, lm_head and norms).")
     static let onlyOption = Option<String>("--only", "REGEX", "Quantize only float tensors whose name matches.", repeatable: true)
@@ -46,14 +46,22 @@ struct QuantizeOptions: CommandOptions {
         force = arguments[OutputOptions.forceFlag]
         common = try CommonOptions(arguments)
     }
+}
 
+/// `to-nf4`, `to-fp4` and `to-int8`: one run (convert, verify when asked,
+/// report), three ways to choose the method.
+protocol QuantizeCommand: Command where Options == QuantizeOptions {}
+
+extension QuantizeCommand {
     /// Converts, verifies when asked, and prints the report.
-    func run(console: Console) throws -> Int32 {
-        let source = try Model.open(input)
-        let report = try Quantizer.convert(source, to: output, options: .init(
-            method: method, selection: selection, threads: common.threads, allowNonfinite: allowNonfinite, overwrite: force, progress: common.progress))
-        let verified = try verification.map { thresholds in
-            try RoundTripVerifier.compare(original: source, converted: try Model.open(output),
+    static func run(_ options: QuantizeOptions, console: Console) throws -> Int32 {
+        let common = options.common
+        let source = try Model.open(options.input)
+        let report = try Quantizer.convert(source, to: options.output, options: .init(
+            method: options.method, selection: options.selection, threads: common.threads, allowNonfinite: options.allowNonfinite,
+            overwrite: options.force, progress: common.progress))
+        let verified = try options.verification.map { thresholds in
+            try RoundTripVerifier.compare(original: source, converted: try Model.open(options.output),
                                           options: .init(thresholds: thresholds, threads: common.threads, progress: common.progress))
         }
         if common.json {
@@ -64,7 +72,7 @@ struct QuantizeOptions: CommandOptions {
             }
             console.printJSON(json)
         } else {
-            console.say(Self.render(report))
+            console.say(ConversionText.report(report))
             if let verified { console.say("\n" + VerificationText.summary(verified)) }
         }
         if let verified, !verified.failures.isEmpty {
@@ -72,30 +80,6 @@ struct QuantizeOptions: CommandOptions {
             return 1
         }
         return 0
-    }
-
-    static func render(_ report: ConversionReport) -> String {
-        var method = report.method.schemeName
-        switch report.method {
-        case let .fourBit(_, blockSize, doubleQuant): method += ", block size \(blockSize)" + (doubleQuant ? ", double quant" : "")
-        case let .int8(outliers): method += ", outliers: \(outliers)"
-        }
-        let quantized = report.quantized
-        var rows: [[String]] = [
-            ["wrote", report.output],
-            ["method", method],
-            ["tensors", "\(report.tensors.count) (\(quantized.count) quantized, \(report.tensors.count - quantized.count) kept as they were)"],
-            ["parameters", "\(Format.grouped(report.quantizedParameterCount)) quantized of \(Format.grouped(report.parameterCount))"],
-            ["size", "\(Format.bytes(report.sourceBytes)) -> \(Format.bytes(report.outputBytes)) (\(Format.fixed(report.sourceBytes > 0 ? Double(report.outputBytes) * 100 / Double(report.sourceBytes) : 0, 1))%)"],
-            ["bits/weight", "\(Format.fixed(report.quantizedBitsPerWeight, 3)) over quantized tensors"],
-        ]
-        if case .int8 = report.method {
-            let counts = report.outlierColumnCounts
-            rows.append(["outliers", "\(counts.outliers) of \(counts.columns) columns kept in FP16"])
-        }
-        if !report.embeddedFiles.isEmpty { rows.append(["files", report.embeddedFiles.joined(separator: ", ")]) }
-        rows.append(["time", "\(Format.fixed(report.seconds, 2)) s"])
-        return Format.table(rows)
     }
 }
 
@@ -121,21 +105,19 @@ enum FourBitOptions {
 }
 
 /// `qconv to-nf4 IN OUT`.
-enum ToNF4Command: Command {
+enum ToNF4Command: QuantizeCommand {
     static let spec = FourBitOptions.spec(.nf4, abstract: "Quantize to 4-bit NormalFloat (QLoRA) with double-quantized block constants.")
     static func parse(_ arguments: ParsedArguments) throws -> QuantizeOptions { try FourBitOptions.parse(.nf4, arguments) }
-    static func run(_ options: QuantizeOptions, console: Console) throws -> Int32 { try options.run(console: console) }
 }
 
 /// `qconv to-fp4 IN OUT`.
-enum ToFP4Command: Command {
+enum ToFP4Command: QuantizeCommand {
     static let spec = FourBitOptions.spec(.fp4, abstract: "Quantize to 4-bit float (bitsandbytes FP4) with double-quantized block constants.")
     static func parse(_ arguments: ParsedArguments) throws -> QuantizeOptions { try FourBitOptions.parse(.fp4, arguments) }
-    static func run(_ options: QuantizeOptions, console: Console) throws -> Int32 { try options.run(console: console) }
 }
 
 /// `qconv to-int8 IN OUT`.
-enum ToInt8Command: Command {
+enum ToInt8Command: QuantizeCommand {
     static let thresholdOption = Option<Double>("--outlier-threshold", "T",
                                                 "bitsandbytes' absolute rule: a column with any |w| >= T is an outlier; 0 means none.",
                                                 expected: "a number >= 0", allowing: { $0 >= 0 })
@@ -163,5 +145,4 @@ enum ToInt8Command: Command {
         return try QuantizeOptions(arguments, method: .int8(outliers: outliers))
     }
 
-    static func run(_ options: QuantizeOptions, console: Console) throws -> Int32 { try options.run(console: console) }
 }
