@@ -16,7 +16,12 @@ enum DequantCommand: Command {
             ("OUT", "A .safetensors file, or a model folder (any other name; embedded config files are restored)."),
         ],
         options: [dtypeOption.spec, maxShardSizeOption.spec, CommonOptions.threads, CommonOptions.json, CommonOptions.quiet, OutputOptions.force],
-        discussion: "Names, shapes, order and __metadata__ are those of the original. Tensors stored raw come back bit-identical unless --dtype converts them."
+        discussion: "Names, shapes, order and __metadata__ are those of the original. Tensors stored raw come back bit-identical unless --dtype converts them.",
+        examples: [
+            "qconv dequant model-nf4.qc restored",
+            "qconv dequant model-nf4.qc model.safetensors --dtype bf16",
+            "qconv dequant model-nf4.qc restored --max-shard-size 5GB",
+        ]
     )
 
     struct Options: CommandOptions {

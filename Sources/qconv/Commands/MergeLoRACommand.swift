@@ -32,7 +32,12 @@ enum MergeLoRACommand: Command {
             removed. Nothing is written when any adapter tensor does not fit.
             With a qconv container as BASE (QLoRA), each changed tensor is dequantized, merged and quantized
             again with its own scheme and parameters, and OUT is a container; other tensors are copied as stored.
-            """
+            """,
+        examples: [
+            "qconv merge-lora Samples/lora_llama_basic/base Samples/lora_llama_basic/adapter --dry-run",
+            "qconv merge-lora base/ adapter/ merged",
+            "qconv merge-lora model-nf4.qc adapter/ merged --dequantize --dtype f16",
+        ]
     )
 
     struct Options: CommandOptions {

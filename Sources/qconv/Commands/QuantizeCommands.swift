@@ -89,10 +89,15 @@ enum FourBitOptions {
     static let noDoubleQuantFlag = Flag("--no-double-quant", "Store block absmax values as float32 instead of double-quantizing them.")
 
     static func spec(_ format: FourBitFormat, abstract: String) -> CommandSpec {
-        CommandSpec(name: "to-\(format.rawValue)", abstract: abstract,
-                    positionals: QuantizeOptions.positionals(format.rawValue.uppercased()),
-                    options: [blockSizeOption.spec, noDoubleQuantFlag.spec] + QuantizeOptions.selection + VerifyThresholds.options + QuantizeOptions.common,
-                    discussion: QuantizeOptions.selectionHelp)
+        let name = "to-\(format.rawValue)"
+        return CommandSpec(name: name, abstract: abstract,
+                           positionals: QuantizeOptions.positionals(format.rawValue.uppercased()),
+                           options: [blockSizeOption.spec, noDoubleQuantFlag.spec] + QuantizeOptions.selection + VerifyThresholds.options
+                               + QuantizeOptions.common,
+                           discussion: QuantizeOptions.selectionHelp,
+                           examples: ["qconv \(name) Samples/sharded_llama model-\(format.rawValue).qc --verify",
+                                      "qconv \(name) model/ model-\(format.rawValue).qc --skip mlp --verify --max-rel-rmse 0.1",
+                                      "qconv \(name) model/ model-\(format.rawValue).qc --block-size 128 --no-double-quant"])
     }
 
     static func parse(_ format: FourBitFormat, _ arguments: ParsedArguments) throws -> QuantizeOptions {
@@ -130,7 +135,12 @@ enum ToInt8Command: QuantizeCommand {
         abstract: "Quantize to row-wise int8 with outlier columns kept in FP16 (LLM.int8).",
         positionals: QuantizeOptions.positionals("INT8"),
         options: [thresholdOption.spec, rmsMultipleOption.spec] + QuantizeOptions.selection + VerifyThresholds.options + QuantizeOptions.common,
-        discussion: QuantizeOptions.selectionHelp
+        discussion: QuantizeOptions.selectionHelp,
+        examples: [
+            "qconv to-int8 Samples/sharded_llama model-int8.qc",
+            "qconv to-int8 model/ model-int8.qc --outlier-threshold 6",
+            "qconv to-int8 model/ model-int8.qc --verify --max-rel-rmse 0.01",
+        ]
     )
 
     static func parse(_ arguments: ParsedArguments) throws -> QuantizeOptions {

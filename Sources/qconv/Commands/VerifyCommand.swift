@@ -37,7 +37,12 @@ enum VerifyCommand: Command {
             cosine similarity. Overall figures are weighted by element count over the tensors that were approximated. \
             Tensors stored raw must be identical. Exit 1 when any tensor breaks a threshold; 3 when the inputs \
             do not match (missing tensor, other shape) or a checksum fails.
-            """
+            """,
+        examples: [
+            "qconv verify Samples/sharded_llama model-nf4.qc",
+            "qconv verify model/ model-int8.qc --max-rel-rmse 0.01 --quiet",
+            "qconv verify model-nf4.qc",
+        ]
     )
 
     enum Mode {
