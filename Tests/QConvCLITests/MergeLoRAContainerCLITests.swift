@@ -181,7 +181,7 @@ final class MergeLoRAContainerCLITests: XCTestCase {
         XCTAssertEqual(result.status, 0, result.stderr)
         let report = try XCTUnwrap(JSONParser.parse(result.stdout).objectValue)
         XCTAssertEqual(report["passed"], .bool(true))
-        XCTAssertEqual(report["exact_tensor_count"]?.numberValue?.intValue, 5, "norms stay exact")
+        XCTAssertEqual(report["exact_tensor_count"]?.numberValue?.intValue, 6, "norms stay exact, and the replaced lm_head equals PEFT's")
         let rows = try XCTUnwrap(report["tensors"]?.arrayValue?.compactMap(\.objectValue))
         let embed = try XCTUnwrap(rows.first { $0["name"]?.stringValue == "model.embed_tokens.weight" })
         XCTAssertEqual(embed["scheme"], .string("raw"))

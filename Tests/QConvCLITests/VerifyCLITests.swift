@@ -40,11 +40,14 @@ final class VerifyCLITests: XCTestCase {
         XCTAssertEqual(same["max_abs_err"] as! Double, 0)
         XCTAssertTrue(same["sqnr_db"] is NSNull, "an exact match has infinite SQNR, written as null")
         XCTAssertEqual(same["cosine"] as! Double, 1, accuracy: 1e-12)
-        // Overall over both tensors (6 elements): SSE 1, sum of squares 30.5.
+        // Overall over the approximated tensors only (`same` compared exact): SSE 1 over 4 elements,
+        // sum of squares 30; the same basis as for a container, whose raw tensors do not count.
         let overall = json["overall"] as! [String: Any]
-        XCTAssertEqual(overall["element_count"] as? Int, 6)
-        XCTAssertEqual(overall["rmse"] as! Double, (1.0 / 6).squareRoot(), accuracy: 1e-12)
-        XCTAssertEqual(overall["sqnr_db"] as! Double, 10 * log10(30.5), accuracy: 1e-9)
+        XCTAssertEqual(overall["element_count"] as? Int, 4)
+        XCTAssertEqual(overall["rmse"] as! Double, 0.5, accuracy: 1e-12)
+        XCTAssertEqual(overall["sqnr_db"] as! Double, 10 * log10(30.0), accuracy: 1e-9)
+        XCTAssertEqual(json["compared_tensor_count"] as? Int, 1)
+        XCTAssertEqual(json["exact_tensor_count"] as? Int, 1)
     }
 
     func testThresholdsDecideTheExitCode() throws {

@@ -46,6 +46,11 @@ public struct ConversionReport {
     /// The tensors that were quantized (not stored raw).
     public var quantized: [Tensor] { tensors.filter { $0.scheme.isQuantized } }
 
+    /// Bytes of every tensor in its source dtype (the basis of the size ratio, as in `inspect`).
+    public var sourceTensorBytes: UInt64 { tensors.reduce(0) { $0 + UInt64($1.info.byteCount) } }
+    /// Bytes stored for every tensor (all parts).
+    public var storedTensorBytes: UInt64 { tensors.reduce(0) { $0 + $1.storedBytes } }
+
     /// Elements of every tensor.
     public var parameterCount: Int { tensors.reduce(0) { $0 + $1.info.elementCount } }
     /// Elements of the quantized tensors.
@@ -92,6 +97,8 @@ public struct ConversionReport {
         object.append("source_bytes", .uint(sourceBytes))
         object.append("output_bytes", .uint(outputBytes))
         object.append("size_ratio", .double(sourceBytes > 0 ? Double(outputBytes) / Double(sourceBytes) : 0))
+        object.append("source_tensor_bytes", .uint(sourceTensorBytes))
+        object.append("stored_tensor_bytes", .uint(storedTensorBytes))
         object.append("quantized_bits_per_weight", .double(quantizedBitsPerWeight))
         object.append("embedded_files", .array(embeddedFiles.map { .string($0) }))
         object.append("seconds", .double((seconds * 1000).rounded() / 1000))

@@ -116,6 +116,7 @@ final class TensorComparison {
             let metrics = try measure(try original.values(), try converted.values(checkingInOrder: true))
             result.metrics = metrics
             result.violations = thresholds.violations(of: metrics)
+            result.approximated = converted.scheme.isQuantized || !metrics.isExact
         }
         return result
     }

@@ -73,9 +73,10 @@ extension QuantizeCommand {
             console.printJSON(json)
         } else {
             console.say(ConversionText.report(report))
-            if let verified { console.say("\n" + VerificationText.summary(verified)) }
+            if let verified { console.say("\n" + VerificationText.summary(verified, kept: options.output)) }
         }
-        if let verified, !verified.failures.isEmpty {
+        if let verified, !verified.passed {
+            // The conversion itself succeeded: its output stays, for inspection.
             if !common.json { VerificationText.reportFailures(verified) }
             return 1
         }

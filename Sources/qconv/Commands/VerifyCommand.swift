@@ -3,25 +3,34 @@ import QConvKit
 
 /// The threshold options of `verify` (and of `--verify` on the quantizing commands).
 struct VerifyThresholds {
-    static let maxRelativeRMSE = Option<Double>("--max-rel-rmse", "X", "Fail (exit 1) when a tensor's RMSE / RMS(original) exceeds X.")
-    static let minSQNR = Option<Double>("--min-sqnr", "DB", "Fail when a tensor's signal-to-quantization-noise ratio is below DB decibels.")
-    static let maxAbsoluteError = Option<Double>("--max-abs-err", "X", "Fail when a tensor's largest absolute error exceeds X.")
-    static let minCosine = Option<Double>("--min-cosine", "X", "Fail when a tensor's cosine similarity is below X.")
-    static let options = [maxRelativeRMSE.spec, minSQNR.spec, maxAbsoluteError.spec, minCosine.spec]
+    static let nonNegative: @Sendable (Double) -> Bool = { $0 >= 0 }
+    static let maxRelativeRMSE = Option<Double>("--max-rel-rmse", "X", "Fail (exit 1) when a tensor's RMSE / RMS(original) exceeds X (per tensor).",
+                                                expected: "a number >= 0", allowing: nonNegative)
+    static let minSQNR = Option<Double>("--min-sqnr", "DB", "Fail when a tensor's signal-to-quantization-noise ratio is below DB decibels (per tensor).")
+    static let maxAbsoluteError = Option<Double>("--max-abs-err", "X", "Fail when a tensor's largest absolute error exceeds X (per tensor).",
+                                                 expected: "a number >= 0", allowing: nonNegative)
+    static let minCosine = Option<Double>("--min-cosine", "X", "Fail when a tensor's cosine similarity is below X (per tensor).",
+                                          expected: "a number in -1...1", allowing: { $0 >= -1 && $0 <= 1 })
+    static let maxOverallRelativeRMSE = Option<Double>("--max-overall-rel-rmse", "X", "Fail when the relative RMSE over all approximated tensors exceeds X.",
+                                                       expected: "a number >= 0", allowing: nonNegative)
+    static let minOverallSQNR = Option<Double>("--min-overall-sqnr", "DB", "Fail when the SQNR over all approximated tensors is below DB decibels.")
+    static let options = [maxRelativeRMSE.spec, minSQNR.spec, maxAbsoluteError.spec, minCosine.spec, maxOverallRelativeRMSE.spec, minOverallSQNR.spec]
 
     let values: VerificationThresholds
-    var isActive: Bool { values.maxRelativeRMSE != nil || values.minSQNR != nil || values.maxAbsoluteError != nil || values.minCosine != nil }
+    var isActive: Bool { !values.isEmpty }
 
     init(_ arguments: ParsedArguments) throws {
         values = VerificationThresholds(maxRelativeRMSE: try arguments.value(Self.maxRelativeRMSE), minSQNR: try arguments.value(Self.minSQNR),
-                                        maxAbsoluteError: try arguments.value(Self.maxAbsoluteError), minCosine: try arguments.value(Self.minCosine))
+                                        maxAbsoluteError: try arguments.value(Self.maxAbsoluteError), minCosine: try arguments.value(Self.minCosine),
+                                        maxOverallRelativeRMSE: try arguments.value(Self.maxOverallRelativeRMSE),
+                                        minOverallSQNR: try arguments.value(Self.minOverallSQNR))
     }
 }
 
 /// `qconv verify ORIGINAL CONVERTED` and `qconv verify CONTAINER`.
 enum VerifyCommand: Command {
     static let onlyOption = Option<String>("--only", "REGEX", "Compare only tensors whose name matches.", repeatable: true)
-    static let tensorsFlag = Flag("--tensors", "With --json, include every tensor's metrics (the text report always lists them).")
+    static let tensorsFlag = Flag("--tensors", "List every tensor (the text report shows the 10 furthest from the original); with --json, include every tensor's metrics.")
 
     static let spec = CommandSpec(
         name: "verify",
@@ -35,8 +44,8 @@ enum VerifyCommand: Command {
         discussion: """
             Metrics per tensor: max absolute error, RMSE, relative RMSE (RMSE / RMS of the original), SQNR in dB, \
             cosine similarity. Overall figures are weighted by element count over the tensors that were approximated. \
-            Tensors stored raw must be identical. Exit 1 when any tensor breaks a threshold; 3 when the inputs \
-            do not match (missing tensor, other shape) or a checksum fails.
+            Tensors stored raw must be identical. Exit 1 when a tensor breaks a per-tensor threshold or the overall \
+            figures an overall one; 3 when the inputs do not match (missing tensor, other shape) or a checksum fails.
             """,
         examples: [
             "qconv verify Samples/sharded_llama model-nf4.qc",
@@ -92,9 +101,9 @@ enum VerifyCommand: Command {
             if options.common.json {
                 console.printJSON(report.json(includeTensors: includeTensors))
             } else {
-                console.say(VerificationText.table(report) + "\n\n" + VerificationText.summary(report))
+                console.say(VerificationText.table(report, all: includeTensors) + "\n\n" + VerificationText.summary(report))
             }
-            guard report.failures.isEmpty else {
+            guard report.passed else {
                 if !options.common.json { VerificationText.reportFailures(report) }
                 return 1
             }

@@ -14,7 +14,10 @@ enum ConversionText {
             ["method", method],
             ["tensors", "\(report.tensors.count) (\(quantized.count) quantized, \(report.tensors.count - quantized.count) kept as they were)"],
             ["parameters", "\(Format.grouped(report.quantizedParameterCount)) quantized of \(Format.grouped(report.parameterCount))"],
-            ["size", "\(Format.bytes(report.sourceBytes)) -> \(Format.bytes(report.outputBytes)) (\(Format.fixed(report.sourceBytes > 0 ? Double(report.outputBytes) * 100 / Double(report.sourceBytes) : 0, 1))%)"],
+            // Tensor data on both sides, as `inspect` counts it; the files add headers and side files.
+            ["size", "\(Format.bytes(report.sourceTensorBytes)) -> \(Format.bytes(report.storedTensorBytes)) of tensor data "
+                + "(\(Format.fixed(report.sourceTensorBytes > 0 ? Double(report.storedTensorBytes) * 100 / Double(report.sourceTensorBytes) : 0, 1))%), "
+                + "\(Format.bytes(report.outputBytes)) on disk"],
             ["bits/weight", "\(Format.fixed(report.quantizedBitsPerWeight, 3)) over quantized tensors"],
         ]
         if case .int8 = report.method {
