@@ -40,6 +40,8 @@ public struct ConversionReport {
     public var outputBytes: UInt64 = 0
     /// Names of the files embedded in the container (config.json, ...).
     public var embeddedFiles: [String] = []
+    /// Files of the source folder that were not carried, and why.
+    public var leftOutFiles: [SideFileScan.LeftOut] = []
     /// Wall-clock time of the conversion.
     public var seconds: Double = 0
 
@@ -101,6 +103,7 @@ public struct ConversionReport {
         object.append("stored_tensor_bytes", .uint(storedTensorBytes))
         object.append("quantized_bits_per_weight", .double(quantizedBitsPerWeight))
         object.append("embedded_files", .array(embeddedFiles.map { .string($0) }))
+        object.append("left_out_files", .array(leftOutFiles.map { .object(["name": .string($0.name), "reason": .string($0.reason)]) }))
         object.append("seconds", .double((seconds * 1000).rounded() / 1000))
         object.append("tensors", .array(tensors.map { tensor in
             var row = JSONObject()

@@ -87,6 +87,7 @@ public enum Quantizer {
         report.sourceBytes = source.fileBytes
         report.tensors = zip(steps, schemes).map { ConversionReport.Tensor(info: $0.output, scheme: $1) }
         report.embeddedFiles = writer.embeddedFileNames
+        report.leftOutFiles = source.leftOutFiles
         report.outputBytes = FileSystem.size(of: destination) ?? 0
         report.seconds = monotonicSeconds() - started
         return report

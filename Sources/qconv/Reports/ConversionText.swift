@@ -20,6 +20,7 @@ enum ConversionText {
             rows.append(["outliers", "\(counts.outliers) of \(counts.columns) columns kept in FP16"])
         }
         if !report.embeddedFiles.isEmpty { rows.append(["files", report.embeddedFiles.joined(separator: ", ")]) }
+        for (i, file) in report.leftOutFiles.enumerated() { rows.append([i == 0 ? "not carried" : "", "\(file.name) (\(file.reason))"]) }
         rows.append(["time", "\(Format.fixed(report.seconds, 2)) s"])
         return Format.table(rows)
     }

@@ -185,6 +185,7 @@ public final class CheckpointWriter: ModelWriter {
     /// Writes a side file into the folder output: copied by the kernel, or
     /// read whole and checked against its checksum (a container's embedded file).
     private func write(_ file: SideFile) throws {
+        try FileSystem.createFolders(for: file.name, in: output.temporaryPath)
         let writer = try FileSystem.createFile(output.path(for: file.name))
         if file.bytes.checksum != nil {
             try writer.write(try file.readAll())
