@@ -122,6 +122,8 @@ public enum ModelFormatError: QConvError, Equatable {
     case unsupportedFormat(path: String, what: String)
     /// A folder holding nothing qconv reads.
     case noModel(folder: String)
+    /// A model of one format where a command needs another (`dequant` of a safetensors folder).
+    case wrongKind(path: String, found: ModelFormat, expected: String)
 
     public var category: ErrorCategory { .invalidInput }
 
@@ -131,6 +133,8 @@ public enum ModelFormatError: QConvError, Equatable {
             return "\(path): this is \(what), which qconv does not read; it reads safetensors files and model folders, and qconv containers"
         case let .noModel(folder):
             return "\(folder): no model.safetensors or model.safetensors.index.json in this folder"
+        case let .wrongKind(path, found, expected):
+            return "\(path): this is a \(found.name) model; \(expected)"
         }
     }
 }

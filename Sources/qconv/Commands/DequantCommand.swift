@@ -40,7 +40,9 @@ enum DequantCommand: Command {
 
     static func run(_ options: Options, console: Console) throws -> Int32 {
         let model = try Model.open(options.input)
-        guard model.format == .container else { throw ContainerError.notAContainer(file: options.input) }
+        guard model.format.storesQuantizedTensors else {
+            throw ModelFormatError.wrongKind(path: options.input, found: model.format, expected: "dequant turns a quantized model (a qconv container) back into safetensors")
+        }
         let report = try Dequantizer.dequantize(model, to: options.output, options: .init(
             dtype: options.dtype, maxShardSize: options.maxShardSize, threads: options.common.threads, overwrite: options.force,
             progress: options.common.progress))

@@ -34,9 +34,9 @@ enum VerifyCommand: Command {
 
     static let spec = CommandSpec(
         name: "verify",
-        abstract: "Measure how much a conversion changed each tensor, or check a container's integrity.",
+        abstract: "Measure how much a conversion changed each tensor, or check one model's integrity.",
         positionals: [
-            ("ORIGINAL", "The source checkpoint (file or model folder); alone, a container to check for integrity."),
+            ("ORIGINAL", "The source checkpoint (file or model folder); alone, any model to check for integrity."),
             ("CONVERTED", "A qconv container or a safetensors checkpoint to compare with ORIGINAL."),
         ],
         optionalPositionals: 1,
@@ -72,7 +72,7 @@ enum VerifyCommand: Command {
         guard arguments.positionals.count == 2 else {
             // An integrity check compares nothing: options that shape a comparison would be ignored.
             if thresholds.isActive || !only.isEmpty || includeTensors {
-                throw arguments.usageError("thresholds, --only and --tensors need ORIGINAL and CONVERTED; a single CONTAINER gets an integrity check")
+                throw arguments.usageError("thresholds, --only and --tensors need ORIGINAL and CONVERTED; a single model gets an integrity check")
             }
             return Options(mode: .integrity(arguments.positionals[0]), common: common)
         }
@@ -83,12 +83,7 @@ enum VerifyCommand: Command {
     static func run(_ options: Options, console: Console) throws -> Int32 {
         switch options.mode {
         case .integrity(let path):
-            let report = try IntegrityCheck.check(try ContainerFile(path: path))
-            if options.common.json {
-                console.printJSON(report.json)
-            } else {
-                console.say("\(report.path): ok: \(report.tensorCount) tensors, \(report.partCount) parts, \(report.fileCount) embedded files, \(Format.grouped(report.bytesChecked)) bytes checked")
-            }
+            try checkIntegrity(of: try Model.open(path), console: console, json: options.common.json)
             return 0
         case let .comparison(original, converted, thresholds, only, includeTensors):
             let (originalModel, convertedModel) = (try Model.open(original), try Model.open(converted))
@@ -108,6 +103,30 @@ enum VerifyCommand: Command {
                 return 1
             }
             return 0
+        }
+    }
+
+    /// One model, checked: a container's every checksum, padding and side part;
+    /// a safetensors file or folder's headers, index and byte counts (what opening it checks).
+    static func checkIntegrity(of model: Model, console: Console, json: Bool) throws {
+        switch model.format {
+        case .container:
+            let report = try IntegrityCheck.check(try ContainerFile(path: model.path))
+            if json {
+                console.printJSON(report.json)
+            } else {
+                console.say("\(report.path): ok: \(report.tensorCount) tensors, \(report.partCount) parts, \(report.fileCount) embedded files, \(Format.grouped(report.bytesChecked)) bytes checked")
+            }
+        case .safetensorsFile, .safetensorsFolder, .safetensorsShardedFolder:
+            let files = model.files.count
+            if json {
+                console.printJSON(.object(["path": .string(model.path), "format": .string(model.format.name), "ok": true,
+                                           "tensor_count": .int(model.tensors.count), "file_count": .int(files),
+                                           "tensor_bytes": .uint(model.sourceTensorBytes), "file_bytes": .uint(model.fileBytes)]))
+            } else {
+                console.say("\(model.path): ok: \(model.tensors.count) tensors in \(files) file\(files == 1 ? "" : "s"), "
+                            + "\(Format.grouped(model.sourceTensorBytes)) bytes of tensor data accounted for (headers, index and sizes consistent)")
+            }
         }
     }
 }
