@@ -102,6 +102,11 @@ final class SelectionCLITests: XCTestCase {
         // The kept tensors are measured, not required to be identical.
         let verify = try runQConv(["verify", sample, output, "--min-sqnr", "50", "--only", "*embed*"])
         XCTAssertEqual(verify.status, 0, verify.stderr + verify.stdout)
+        // The sizes of the report and of inspect stay on one basis: the source's tensor data.
+        let report = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
+        XCTAssertEqual(report["source_tensor_bytes"] as? Int, 1_567_232)
+        let inspect = try runQConv(["inspect", output]).stdout
+        XCTAssertTrue(inspect.contains("size         1.57 MB source -> "), inspect)
         let bad = try runQConv(["to-nf4", sample, directory.file("x.qc"), "--keep-dtype", "f32"])
         XCTAssertEqual(bad.status, 2, bad.stderr)
     }

@@ -6,14 +6,17 @@ public struct ConversionReport {
         public var info: TensorInfo
         /// How it was stored.
         public var scheme: TensorScheme
+        /// The tensor as stored (another dtype for a kept tensor made smaller).
+        public var stored: TensorInfo
 
-        public init(info: TensorInfo, scheme: TensorScheme) {
+        public init(info: TensorInfo, scheme: TensorScheme, stored: TensorInfo? = nil) {
             self.info = info
             self.scheme = scheme
+            self.stored = stored ?? info
         }
 
         /// Bytes of all its parts.
-        public var storedBytes: UInt64 { scheme.parts(for: info).reduce(0) { $0 + $1.byteCount } }
+        public var storedBytes: UInt64 { scheme.parts(for: stored).reduce(0) { $0 + $1.byteCount } }
         /// int8 only: the number of outlier columns kept in FP16.
         public var outlierColumns: Int? {
             if case .int8(let p) = scheme { return p.outlierColumnCount }

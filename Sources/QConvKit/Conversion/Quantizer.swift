@@ -85,7 +85,7 @@ public enum Quantizer {
                                                                         handler: options.progress))
         var report = ConversionReport(input: source.path, output: destination, method: options.method)
         report.sourceBytes = source.fileBytes
-        report.tensors = zip(steps, schemes).map { ConversionReport.Tensor(info: $0.output, scheme: $1) }
+        report.tensors = zip(steps, schemes).map { ConversionReport.Tensor(info: $0.source.info, scheme: $1, stored: $0.output) }
         report.embeddedFiles = writer.embeddedFileNames
         report.leftOutFiles = source.leftOutFiles
         report.outputBytes = FileSystem.size(of: destination) ?? 0
