@@ -1,5 +1,5 @@
 /// What a quantizing conversion would do, from the headers alone
-/// (`to-* --dry-run`): per tensor, what it becomes and why, and the sizes.
+/// (a dry run of `to-*`): per tensor, what it becomes and why, and the sizes.
 public struct ConversionPreview {
     public struct Tensor {
         /// The source tensor.
