@@ -9,14 +9,17 @@ public enum Dequantizer {
         public var threads: Int
         public var overwrite: Bool
         public var progress: ProgressHandler?
+        /// Write only this part's shards of the output folder.
+        public var part: OutputPart?
 
         public init(dtype: DType? = nil, maxShardSize: UInt64? = nil, threads: Int = defaultThreadCount, overwrite: Bool = false,
-                    progress: ProgressHandler? = nil) {
+                    progress: ProgressHandler? = nil, part: OutputPart? = nil) {
             self.dtype = dtype
             self.maxShardSize = maxShardSize
             self.threads = threads
             self.overwrite = overwrite
             self.progress = progress
+            self.part = part
         }
     }
 
@@ -80,12 +83,12 @@ public enum Dequantizer {
         let started = monotonicSeconds()
         let steps = plan(model, options: options, transform: transform)
         let outputs = steps.map(\.output)
-        let asFile = destination.hasSuffix(".safetensors") && options.maxShardSize == nil
+        let asFile = destination.hasSuffix(".safetensors") && options.maxShardSize == nil && options.part == nil
         let layout: CheckpointWriter.Layout = asFile ? .file
             : .folder(shards: CheckpointWriter.planShards(outputs, maximumBytes: options.maxShardSize ?? .max))
         let writer = try CheckpointWriter(destination: destination, layout: layout, tensors: outputs, metadata: model.metadata,
                                           sideFiles: asFile ? [] : model.sideFiles, overwrite: options.overwrite,
-                                          inputs: model.inputPaths + (transform?.inputFiles ?? []))
+                                          inputs: model.inputPaths + (transform?.inputFiles ?? []), part: options.part)
         let context = EncodingContext(threads: options.threads, allowNonfinite: true)
         try ModelConversion.run(steps, into: writer, context: context,
                                 progress: ProgressCounter(label: "dequant", total: model.sourceTensorBytes, handler: options.progress))
