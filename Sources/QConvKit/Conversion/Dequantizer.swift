@@ -70,6 +70,18 @@ public enum Dequantizer {
         }
     }
 
+    /// The side files a dequantized model keeps: a bitsandbytes model's
+    /// config.json loses its `quantization_config` (transformers would
+    /// otherwise look for quantized weights), written anew; every other file
+    /// is copied as it is.
+    static func dequantizedSideFiles(_ model: Model) throws -> (copied: [SideFile], config: [UInt8]?) {
+        guard case .bitsandbytes = model.format, let config = model.sideFiles.first(where: { $0.name == BitsandbytesConfig.fileName }) else {
+            return (model.sideFiles, nil)
+        }
+        let rewritten = try BitsandbytesConfig.configWithoutQuantization(try config.readAll(), path: FileSystem.join(model.path, config.name))
+        return (model.sideFiles.filter { $0.name != BitsandbytesConfig.fileName }, rewritten)
+    }
+
     /// Writes `model` as safetensors at `destination`: a single file when
     /// it ends in `.safetensors` (and no shard size is given), otherwise a model
     /// folder with the side files (config.json, ...).
@@ -83,9 +95,11 @@ public enum Dequantizer {
         let asFile = destination.hasSuffix(".safetensors") && options.maxShardSize == nil
         let layout: CheckpointWriter.Layout = asFile ? .file
             : .folder(shards: CheckpointWriter.planShards(outputs, maximumBytes: options.maxShardSize ?? .max))
+        let (sideFiles, config) = try dequantizedSideFiles(model)
         let writer = try CheckpointWriter(destination: destination, layout: layout, tensors: outputs, metadata: model.metadata,
-                                          sideFiles: asFile ? [] : model.sideFiles, overwrite: options.overwrite,
+                                          sideFiles: asFile ? [] : sideFiles, overwrite: options.overwrite,
                                           inputs: model.inputPaths + (transform?.inputFiles ?? []))
+        if let config, !asFile { try writer.addFile(named: BitsandbytesConfig.fileName, bytes: config) }
         let context = EncodingContext(threads: options.threads, allowNonfinite: true)
         try ModelConversion.run(steps, into: writer, context: context,
                                 progress: ProgressCounter(label: "dequant", total: model.sourceTensorBytes, handler: options.progress))

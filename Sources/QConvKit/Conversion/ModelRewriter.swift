@@ -73,6 +73,10 @@ public enum ModelRewriter {
             return try CheckpointWriter(destination: destination, layout: .folder(shards: shards), tensors: steps.map(\.output),
                                         metadata: model.metadata, sideFiles: model.sideFiles, sourceIndex: model.index,
                                         overwrite: options.overwrite, inputs: inputs)
+        case .bitsandbytes:
+            // The bitsandbytes writer comes with the next stage.
+            let quantized = model.tensors.first { $0.scheme.isQuantized }
+            throw ConversionError.alreadyQuantized(path: model.path, tensor: quantized?.name ?? "", scheme: quantized?.scheme.name ?? "")
         }
     }
 }
