@@ -9,10 +9,11 @@ public enum ConversionError: QConvError, Equatable {
     /// Values computed for a tensor (a merge's) that are NaN or infinite once
     /// written in the output dtype (a finite float32 can overflow F16).
     case nonFiniteResults(tensor: String, count: Int)
-    /// A source to quantize that holds quantized tensors already (a qconv
-    /// container): quantizing its dequantized values again would add the
-    /// errors of both.
-    case alreadyQuantized(path: String, tensor: String, scheme: String)
+    /// A quantized source (a container, a bitsandbytes checkpoint) whose
+    /// tensor is stored with another scheme than the one asked for: its codes
+    /// can be laid out again, not quantized a second time (which would add
+    /// the errors of both).
+    case schemeMismatch(path: String, tensor: String, stored: String, asked: String)
 
     public var category: ErrorCategory { .invalidInput }
 
@@ -23,8 +24,9 @@ public enum ConversionError: QConvError, Equatable {
         case let .float16Overflow(file, tensor, index, value):
             return "\(file): tensor '\(tensor)': element \(index) is \(value), which overflows float16 (largest finite value 65504); "
                 + "int8 quantization rounds values to float16 first, as bitsandbytes quantizes float16 weights"
-        case let .alreadyQuantized(path, tensor, scheme):
-            return "\(path): holds quantized tensors already (tensor '\(tensor)' is \(scheme)); dequantize it to convert it again"
+        case let .schemeMismatch(path, tensor, stored, asked):
+            return "\(path): tensor '\(tensor)' is stored as \(stored), not \(asked); its codes can be laid out again only in the "
+                + "scheme they have (dequantize it to quantize it differently)"
         case let .nonFiniteResults(tensor, count):
             return "tensor '\(tensor)': \(count) value\(count == 1 ? " is" : "s are") NaN or infinite"
         }

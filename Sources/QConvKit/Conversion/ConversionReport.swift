@@ -36,10 +36,16 @@ public struct ConversionReport {
     public var tensors: [Tensor] = []
     /// Bytes of the source's weight files.
     public var sourceBytes: UInt64 = 0
-    /// Bytes of the container.
+    /// Bytes written (the container, or every file of the folder).
     public var outputBytes: UInt64 = 0
     /// Names of the files embedded in the container (config.json, ...).
     public var embeddedFiles: [String] = []
+    /// What was written: "qconv-container" or "bitsandbytes-folder".
+    public var format = ModelFormat.container.name
+    /// The files of a folder output (shards, index, config.json, ...), sorted.
+    public var files: [String] = []
+    /// The source's stored codes were copied into the other layout, not quantized again.
+    public var relaid = false
     /// Wall-clock time of the conversion.
     public var seconds: Double = 0
 
@@ -94,6 +100,9 @@ public struct ConversionReport {
         object.append("size_ratio", .double(sourceBytes > 0 ? Double(outputBytes) / Double(sourceBytes) : 0))
         object.append("quantized_bits_per_weight", .double(quantizedBitsPerWeight))
         object.append("embedded_files", .array(embeddedFiles.map { .string($0) }))
+        object.append("format", .string(format))
+        object.append("files", .array(files.map { .string($0) }))
+        object.append("relaid", .bool(relaid))
         object.append("seconds", .double((seconds * 1000).rounded() / 1000))
         object.append("tensors", .array(tensors.map { tensor in
             var row = JSONObject()

@@ -150,7 +150,7 @@ public enum LoRAMerger {
             return LoRAMergeError.nonFiniteRequantization(tensor: tensor, scheme: base.tensor(named: tensor)?.scheme.name ?? "?", index: index, value: value)
         case let .float16Overflow(_, tensor, index, value) where plan.change(for: tensor) != nil:
             return LoRAMergeError.requantizationOverflow(tensor: tensor, index: index, value: value)
-        case .nonFiniteResults, .nonFiniteValue, .float16Overflow, .alreadyQuantized:
+        case .nonFiniteResults, .nonFiniteValue, .float16Overflow, .schemeMismatch:
             return error
         }
     }

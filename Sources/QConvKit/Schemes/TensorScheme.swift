@@ -21,6 +21,15 @@ public enum TensorScheme: Equatable, Sendable {
         }
     }
 
+    /// "nf4, block size 64, double quant", "int8, 3 outlier columns", "raw": for messages.
+    public var summary: String {
+        switch self {
+        case .raw: return "raw"
+        case .fourBit(let p): return "\(p.format.rawValue), block size \(p.blockSize)" + (p.blockScales == .float32 ? "" : ", double quant")
+        case .int8(let p): return "int8, \(p.outlierColumnCount) outlier column\(p.outlierColumnCount == 1 ? "" : "s")"
+        }
+    }
+
     public var isQuantized: Bool {
         switch self {
         case .raw: return false

@@ -11,10 +11,11 @@ struct QuantizeOptions: CommandOptions {
     static let verifyFlag = Flag("--verify", "Check the round trip after writing and print its summary (takes the verify thresholds).")
 
     static let selection = [allFlag.spec, onlyOption.spec, skipOption.spec, allowNonfiniteFlag.spec, verifyFlag.spec]
-    static let common = [CommonOptions.threads, CommonOptions.json, CommonOptions.quiet, OutputOptions.force]
+    static let common = QuantizeOutputOptions.options + [CommonOptions.threads, CommonOptions.json, CommonOptions.quiet, OutputOptions.force]
 
     static func positionals(_ what: String) -> [(name: String, help: String)] {
-        [("IN", "A .safetensors file or a model folder (sharded or not)."), ("OUT", "The \(what) container to write.")]
+        [("IN", "A .safetensors file or a model folder (sharded or not); or a container or bitsandbytes checkpoint quantized this way, laid out again."),
+         ("OUT", "The \(what) container to write (with --format hf, the model folder).")]
     }
 
     static let selectionHelp = """
@@ -25,6 +26,7 @@ struct QuantizeOptions: CommandOptions {
     let input: String
     let output: String
     let method: QuantizationMethod
+    let layout: Quantizer.Output
     let selection: TensorSelection
     let allowNonfinite: Bool
     /// nil: no verification after writing.
@@ -37,6 +39,7 @@ struct QuantizeOptions: CommandOptions {
         input = arguments.positionals[0]
         output = arguments.positionals[1]
         self.method = method
+        layout = try QuantizeOutputOptions.parse(arguments)
         selection = try TensorSelection(all: arguments[Self.allFlag], only: try arguments.values(Self.onlyOption),
                                         skip: try arguments.values(Self.skipOption))
         allowNonfinite = arguments[Self.allowNonfiniteFlag]
@@ -51,7 +54,7 @@ struct QuantizeOptions: CommandOptions {
     func run(console: Console) throws -> Int32 {
         let source = try Model.open(input)
         let report = try Quantizer.convert(source, to: output, options: .init(
-            method: method, selection: selection, threads: common.threads, allowNonfinite: allowNonfinite, overwrite: force, progress: common.progress))
+            method: method, output: layout, selection: selection, threads: common.threads, allowNonfinite: allowNonfinite, overwrite: force, progress: common.progress))
         let verified = try verification.map { thresholds in
             try RoundTripVerifier.compare(original: source, converted: try Model.open(output),
                                           options: .init(thresholds: thresholds, threads: common.threads, progress: common.progress))
@@ -80,9 +83,13 @@ struct QuantizeOptions: CommandOptions {
         case let .fourBit(_, blockSize, doubleQuant): method += ", block size \(blockSize)" + (doubleQuant ? ", double quant" : "")
         case let .int8(outliers): method += ", outliers: \(outliers)"
         }
+        if report.format != ModelFormat.container.name {
+            method += report.method == .int8(outliers: .none) ? " (bitsandbytes' layout: plain int8 of every row, as bitsandbytes stores it)" : ""
+        }
+        if report.relaid { method += "; stored codes laid out again, not quantized twice" }
         let quantized = report.quantized
         var rows: [[String]] = [
-            ["wrote", report.output],
+            ["wrote", report.output + (report.files.isEmpty ? "" : " (\(report.format): \(report.files.joined(separator: ", ")))")],
             ["method", method],
             ["tensors", "\(report.tensors.count) (\(quantized.count) quantized, \(report.tensors.count - quantized.count) kept as they were)"],
             ["parameters", "\(Format.grouped(report.quantizedParameterCount)) quantized of \(Format.grouped(report.parameterCount))"],
@@ -153,6 +160,14 @@ enum ToInt8Command: Command {
 
     static func parse(_ arguments: ParsedArguments) throws -> QuantizeOptions {
         let threshold = try arguments.value(thresholdOption), multiple = try arguments.value(rmsMultipleOption)
+        if try QuantizeOutputOptions.wantsBitsandbytes(arguments) {
+            // bitsandbytes stores no outlier columns: its threshold acts on activations at run time.
+            if let value = threshold ?? multiple, value != 0 {
+                throw arguments.usageError("--format hf writes plain int8 of every row, as bitsandbytes stores it (no outlier columns); "
+                                           + "drop --outlier-threshold and --outlier-rms-multiple, or write a container")
+            }
+            return try QuantizeOptions(arguments, method: .int8(outliers: .none))
+        }
         var outliers = OutlierCriterion.default
         switch (threshold, multiple) {
         case (.some, .some): throw arguments.usageError("give --outlier-threshold or --outlier-rms-multiple, not both")

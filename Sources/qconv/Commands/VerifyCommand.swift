@@ -25,9 +25,10 @@ enum VerifyCommand: Command {
 
     static let spec = CommandSpec(
         name: "verify",
-        abstract: "Measure how much a conversion changed each tensor, or check a container's integrity.",
+        abstract: "Measure how much a conversion changed each tensor, or check a container or a bitsandbytes checkpoint.",
         positionals: [
-            ("ORIGINAL", "The source checkpoint (file or model folder); alone, a container to check for integrity."),
+            ("ORIGINAL", "The source checkpoint (file or model folder); alone, a container to check for integrity, or a bitsandbytes "
+             + "checkpoint to check that transformers would load it."),
             ("CONVERTED", "A qconv container or a safetensors checkpoint to compare with ORIGINAL."),
         ],
         optionalPositionals: 1,
@@ -36,7 +37,9 @@ enum VerifyCommand: Command {
             Metrics per tensor: max absolute error, RMSE, relative RMSE (RMSE / RMS of the original), SQNR in dB, \
             cosine similarity. Overall figures are weighted by element count over the tensors that were approximated. \
             Tensors stored raw must be identical. Exit 1 when any tensor breaks a threshold; 3 when the inputs \
-            do not match (missing tensor, other shape) or a checksum fails.
+            do not match (missing tensor, other shape) or a checksum fails. With one bitsandbytes checkpoint: one error \
+            line per problem (a weight's missing or extra pieces, its quant state, its shards, config.json), exit 3 when \
+            there is one, 0 when transformers would load it.
             """
     )
 
@@ -66,9 +69,26 @@ enum VerifyCommand: Command {
                                          only: only, includeTensors: includeTensors), common: common)
     }
 
+    /// `verify BNB`: every problem on its own error line (exit 3), or one line saying it loads.
+    static func checkBitsandbytes(_ path: String, options: Options, console: Console) throws -> Int32 {
+        let report = try BitsandbytesCheck.check(path: path)
+        if options.common.json {
+            console.printJSON(report.json)
+        } else {
+            for problem in report.problems { Console.error(problem.description) }
+            if report.loads {
+                let schemes = report.schemes.map { "\($0.scheme): \($0.count)" }.joined(separator: "; ")
+                let files = "\(report.shardCount) shard\(report.shardCount == 1 ? "" : "s")"
+                console.say("\(path): ok: \(report.tensorCount) tensors, \(files); quantized weights: \(schemes.isEmpty ? "none" : schemes)")
+            }
+        }
+        return report.loads ? 0 : 3
+    }
+
     static func run(_ options: Options, console: Console) throws -> Int32 {
         switch options.mode {
         case .integrity(let path):
+            if case .bitsandbytes? = try Model.format(of: path) { return try checkBitsandbytes(path, options: options, console: console) }
             let report = try IntegrityCheck.check(try ContainerFile(path: path))
             if options.common.json {
                 console.printJSON(report.json)

@@ -26,10 +26,13 @@ public enum BitsandbytesError: QConvError, Equatable {
     case notALinearWeight(tensor: String, reason: String)
     /// A stored tensor whose scheme has no bitsandbytes form.
     case noBitsandbytesForm(path: String, tensor: String, reason: String)
+    /// Quantized tensors of different kinds (nf4 and fp4, double quant or not,
+    /// 4-bit and int8), which one quantization_config cannot describe.
+    case mixedSchemes(tensor: String, other: String)
 
     public var category: ErrorCategory {
         switch self {
-        case .notALinearWeight, .noBitsandbytesForm: return .usage
+        case .notALinearWeight, .noBitsandbytesForm, .mixedSchemes: return .usage
         default: return .invalidInput
         }
     }
@@ -42,7 +45,7 @@ public enum BitsandbytesError: QConvError, Equatable {
              let .piecesInSeveralShards(_, weight, _), let .configDisagrees(_, weight, _):
             return weight
         case .configInvalid: return ""
-        case let .notALinearWeight(tensor, _), let .noBitsandbytesForm(_, tensor, _): return tensor
+        case let .notALinearWeight(tensor, _), let .noBitsandbytesForm(_, tensor, _), let .mixedSchemes(tensor, _): return tensor
         }
     }
 
@@ -60,6 +63,7 @@ public enum BitsandbytesError: QConvError, Equatable {
         case .configDisagrees: return "config_disagrees"
         case .notALinearWeight: return "not_a_linear_weight"
         case .noBitsandbytesForm: return "no_bitsandbytes_form"
+        case .mixedSchemes: return "mixed_schemes"
         }
     }
 
@@ -88,6 +92,9 @@ public enum BitsandbytesError: QConvError, Equatable {
             return "tensor '\(tensor)': \(reason); transformers quantizes only the weights of linear layers"
         case let .noBitsandbytesForm(path, tensor, reason):
             return "\(path): tensor '\(tensor)' \(reason), which has no bitsandbytes form"
+        case let .mixedSchemes(tensor, other):
+            return "tensor '\(tensor)' is stored with another scheme than '\(other)'; one quantization_config describes every weight "
+                + "of a bitsandbytes checkpoint"
         }
     }
 }
