@@ -385,6 +385,12 @@ final class InspectCLITests: XCTestCase {
         XCTAssertEqual(weight["dtype"] as? String, "F32")
         XCTAssertEqual(weight["shape"] as? [Int], [128, 128])
         XCTAssertEqual(weight["scheme"] as? String, "nf4")
+        XCTAssertEqual(weight["block_size"] as? Int, 64)
+        XCTAssertEqual(weight["double_quant"] as? Bool, true)
+        XCTAssertEqual(weight["bits_per_weight"] as? Double, Double(8192 + 256 + 4) * 8 / 16384)
+        let summary = try XCTUnwrap(nf4["bitsandbytes"] as? [String: Any])
+        XCTAssertEqual(summary["schemes"] as? [String: Int], ["nf4, block size 64, double quant": 14])
+        XCTAssertEqual((summary["quantization_config"] as? [String: Any])?["bnb_4bit_compute_dtype"] as? String, "bfloat16")
         for suffix in [".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", ".quant_state.bitsandbytes__nf4"] {
             XCTAssertNil(byName["model.layers.0.self_attn.q_proj.weight" + suffix], suffix)
         }
@@ -396,6 +402,13 @@ final class InspectCLITests: XCTestCase {
         XCTAssertEqual(q["outlier_columns"] as? Int, 0)
         XCTAssertNil(int8Tensors.first { $0["name"] as? String == "model.layers.0.self_attn.q_proj.SCB" })
         XCTAssertEqual(int8Tensors.count, 21)
+
+        let text = try runQConv(["inspect", Fixtures.path("hf_bnb/fp4_bf16")])
+        XCTAssertEqual(text.status, 0, text.stderr)
+        XCTAssertTrue(text.stdout.contains("format       bitsandbytes-folder"), text.stdout)
+        XCTAssertTrue(text.stdout.contains("schemes      fp4, block size 64: 14"), text.stdout)
+        XCTAssertTrue(text.stdout.contains("bits/weight  4.500 quantized tensors"), text.stdout)
+        XCTAssertTrue(text.stdout.contains("bnb_4bit_quant_type=fp4"), text.stdout)
     }
 
     /// `inspect --tensors` of an int8 container shows each tensor's outlier

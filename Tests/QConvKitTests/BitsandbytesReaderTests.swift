@@ -64,7 +64,7 @@ final class BitsandbytesReaderTests: XCTestCase {
         }
     }
 
-    /// int8 weights decode to the model's dtype (config.json), float16 without one.
+    /// int8 weights decode to the model's dtype (config.json), without one to that of its 16-bit tensors.
     func testInt8WeightsTakeTheModelDType() throws {
         let bf16 = try Model.open(Fixtures.path("hf_bnb/int8_bf16"))
         let weight = try XCTUnwrap(bf16.tensor(named: "model.layers.0.mlp.down_proj.weight"))
@@ -72,7 +72,8 @@ final class BitsandbytesReaderTests: XCTestCase {
         XCTAssertEqual(weight.info.shape, [64, 176])
         XCTAssertEqual(weight.scheme, .int8(Int8Parameters(outlierRule: .none, outlierColumnCount: 0, outlierThreshold: nil)))
         XCTAssertEqual(weight.parts.map(\.bytes.length), [11264, 256, 0, 0])
-        XCTAssertEqual(try Model.open(Fixtures.path("hf_bnb/int8_bf16/model.safetensors")).tensor(named: weight.name)?.info.dtype, .f16)
+        XCTAssertEqual(try Model.open(Fixtures.path("hf_bnb/int8_bf16/model.safetensors")).tensor(named: weight.name)?.info.dtype, .bf16)
+        XCTAssertEqual(try Model.open(Fixtures.path("hf_bnb/int8_f16/model.safetensors")).tensor(named: weight.name)?.info.dtype, .f16)
         XCTAssertEqual(try Model.open(Fixtures.path("models/hf_bnb_int8")).tensor(named: weight.name)?.info.dtype, .f32)
     }
 

@@ -60,12 +60,7 @@ public enum BitsandbytesCheck {
         }
         let layout = BitsandbytesLayout(checkpoint: checkpoint, config: config)
         problems += layout.problems
-        var schemes: [(scheme: String, count: Int)] = []
-        for tensor in layout.tensors where tensor.scheme.isQuantized {
-            let name = tensor.scheme.summary.replacingOccurrences(of: ", 0 outlier columns", with: "")
-            if let i = schemes.firstIndex(where: { $0.scheme == name }) { schemes[i].count += 1 } else { schemes.append((name, 1)) }
-        }
-        return Report(path: path, format: .bitsandbytes(checkpoint.layout), schemes: schemes, tensorCount: layout.tensors.count,
+        return Report(path: path, format: .bitsandbytes(checkpoint.layout), schemes: Model.quantizedSchemeCounts(layout.tensors), tensorCount: layout.tensors.count,
                       shardCount: checkpoint.shards.count, problems: problems)
     }
 }

@@ -101,6 +101,10 @@ struct QuantizeOptions: CommandOptions {
             rows.append(["outliers", "\(counts.outliers) of \(counts.columns) columns kept in FP16"])
         }
         if !report.embeddedFiles.isEmpty { rows.append(["files", report.embeddedFiles.joined(separator: ", ")]) }
+        if report.format != ModelFormat.container.name && !report.files.contains("config.json") {
+            rows.append(["note", "IN has no config.json: put the model's config.json beside the weights, with the quantization_config "
+                         + "of 'qconv inspect', before loading them with transformers"])
+        }
         rows.append(["time", "\(Format.fixed(report.seconds, 2)) s"])
         return Format.table(rows)
     }

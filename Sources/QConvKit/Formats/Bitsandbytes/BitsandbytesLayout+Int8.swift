@@ -10,11 +10,12 @@ extension BitsandbytesLayout {
         return modules.sorted()
     }
 
-    /// The dtype an int8 weight decodes to: the model's (config.json), else
-    /// float16, the dtype bitsandbytes quantized it from.
+    /// The dtype an int8 weight decodes to: the model's (config.json); without
+    /// one, that of the checkpoint's 16-bit float tensors (no piece is 16-bit);
+    /// else float16, the dtype bitsandbytes quantized it from.
     var int8DType: DType {
-        guard let dtype = config?.modelDType, dtype.isDecodableToFloat else { return .f16 }
-        return dtype
+        if let dtype = config?.modelDType, dtype.isDecodableToFloat { return dtype }
+        return checkpoint.tensors.first { $0.info.dtype == .f16 || $0.info.dtype == .bf16 }?.info.dtype ?? .f16
     }
 
     /// The logical tensor of the int8 weight `P.weight`; nil when its pieces break a rule.
