@@ -78,6 +78,11 @@ final class BitsandbytesWriterCLITests: XCTestCase {
         XCTAssertEqual(a.status + b.status, 0, a.stderr + b.stderr)
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: directory.file("a/model.safetensors"))),
                        try Data(contentsOf: URL(fileURLWithPath: directory.file("b/model.safetensors"))))
+        // Both give back the base's config.json: quantization_config gone (the container embedded it).
+        for folder in ["a", "b"] {
+            XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: directory.file(folder + "/config.json"))),
+                           try Data(contentsOf: URL(fileURLWithPath: Fixtures.path("hf_bnb/base_bf16/config.json"))), folder)
+        }
         // int8: the same, through a container made by qconv without outliers.
         let int8 = directory.file("int8.qc")
         XCTAssertEqual(try runQConv(["to-int8", Fixtures.path("hf_bnb/base_f16"), int8, "--outlier-threshold", "0", "--quiet"]).status, 0)

@@ -70,16 +70,17 @@ public enum Dequantizer {
         }
     }
 
-    /// The side files a dequantized model keeps: a bitsandbytes model's
-    /// config.json loses its `quantization_config` (transformers would
-    /// otherwise look for quantized weights), written anew; every other file
-    /// is copied as it is.
+    /// The side files a dequantized model keeps: a config.json with a
+    /// bitsandbytes `quantization_config` (a bitsandbytes checkpoint's, or one a
+    /// container embedded from one) loses it, written anew (transformers would
+    /// otherwise look for quantized weights); every other file is copied as it is.
     static func dequantizedSideFiles(_ model: Model) throws -> (copied: [SideFile], config: [UInt8]?) {
-        guard case .bitsandbytes = model.format, let config = model.sideFiles.first(where: { $0.name == BitsandbytesConfig.fileName }) else {
-            return (model.sideFiles, nil)
-        }
-        let rewritten = try BitsandbytesConfig.configWithoutQuantization(try config.readAll(), path: FileSystem.join(model.path, config.name))
-        return (model.sideFiles.filter { $0.name != BitsandbytesConfig.fileName }, rewritten)
+        guard let config = model.sideFiles.first(where: { $0.name == BitsandbytesConfig.fileName }),
+              config.size <= BitsandbytesConfigFile.maximumSize else { return (model.sideFiles, nil) }
+        let bytes = try config.readAll()
+        let path = FileSystem.join(model.path, config.name)
+        guard (try? BitsandbytesConfigFile(path: path, bytes: bytes))?.isBitsandbytes == true else { return (model.sideFiles, nil) }
+        return (model.sideFiles.filter { $0.name != BitsandbytesConfig.fileName }, try BitsandbytesConfig.configWithoutQuantization(bytes, path: path))
     }
 
     /// Writes `model` as safetensors at `destination`: a single file when
