@@ -203,6 +203,8 @@ func run() throws {
     var rows: [Row] = []
     rows.append(timeAgainstCopy("qconv to-nf4 (double quant)", [q, "to-nf4", weights, work + "/out.qc", "--quiet"] + threads,
                                 output: work + "/out.qc", copySource: weights, runs: settings.runs, targetRatio: 1.5, targetRSS: mb300))
+    rows.append(timeAgainstCopy("qconv to-nf4 --format hf (bitsandbytes layout)", [q, "to-nf4", base, work + "/out-hf", "--format", "hf", "--quiet"] + threads,
+                                output: work + "/out-hf", copySource: weights, runs: settings.runs, targetRatio: 1.5, targetRSS: mb300))
     rows.append(timeAgainstCopy("qconv to-int8", [q, "to-int8", weights, work + "/out.qc", "--quiet"] + threads,
                                 output: work + "/out.qc", copySource: weights, runs: settings.runs, targetRatio: 1.5, targetRSS: mb300))
     rows.append(timeAgainstCopy("qconv merge-lora (r=16, every linear)", [q, "merge-lora", base, adapter, work + "/merged", "--quiet"] + threads,
@@ -217,6 +219,8 @@ func run() throws {
     rows.append(inspect)
     printTable(rows, title: "qconv against cp", judged: !settings.quick)
     print("\n`qconv inspect` target: under 50 ms: \(fixed(inspect.seconds * 1000, 1)) ms, \(inspect.seconds < 0.05 ? "met" : "NOT met").")
+    let layoutRatio = rows[1].seconds / rows[0].seconds
+    print("`qconv to-nf4 --format hf` against `qconv to-nf4` (target within 1.2x): \(fixed(layoutRatio, 2))x, \(layoutRatio <= 1.2 ? "met" : "NOT met").")
 
     if settings.usePeers ?? !settings.quick {
         try runPeers(settings: settings, rows: rows, weights: weights, base: base, adapter: adapter, work: work)
@@ -235,9 +239,9 @@ func runPeers(settings: Settings, rows: [Row], weights: String, base: String, ad
     }
     let peers = settings.peersDirectory
     let jobs: [(name: String, qconvRow: Int, command: [String], output: String)] = [
-        ("bitsandbytes NF4 + double quant", 0, [settings.python, peers + "/bnb_quantize.py", weights, work + "/peer.safetensors", "--mode", "nf4"], work + "/peer.safetensors"),
-        ("bitsandbytes int8", 1, [settings.python, peers + "/bnb_quantize.py", weights, work + "/peer.safetensors", "--mode", "int8"], work + "/peer.safetensors"),
-        ("PEFT merge_and_unload", 2, [settings.python, peers + "/peft_merge.py", base, adapter, work + "/peer-merged"], work + "/peer-merged"),
+        ("bitsandbytes NF4 + double quant (vs qconv to-nf4 --format hf)", 1, [settings.python, peers + "/bnb_quantize.py", weights, work + "/peer.safetensors", "--mode", "nf4"], work + "/peer.safetensors"),
+        ("bitsandbytes int8", 2, [settings.python, peers + "/bnb_quantize.py", weights, work + "/peer.safetensors", "--mode", "int8"], work + "/peer.safetensors"),
+        ("PEFT merge_and_unload", 3, [settings.python, peers + "/peft_merge.py", base, adapter, work + "/peer-merged"], work + "/peer-merged"),
     ]
     print("\n### Peers (same files, same run)\n")
     print("| job | peer time | peer peak RSS | qconv time | qconv peak RSS | qconv speed-up | memory ratio |")
@@ -275,7 +279,7 @@ func runLlamaCpp(settings: Settings, rows: [Row], weights: String, work: String)
             return
         }
     }
-    for (kind, row) in [("Q4_0", rows[0]), ("Q8_0", rows[1])] {
+    for (kind, row) in [("Q4_0", rows[0]), ("Q8_0", rows[2])] {
         var times: [Double] = [], peak: UInt64 = 0
         for _ in 0..<settings.runs {
             FileSystem.removeItem(work + "/peer.gguf")

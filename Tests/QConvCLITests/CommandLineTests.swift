@@ -119,7 +119,7 @@ final class CommandLineTests: XCTestCase {
     func testHelpForACommandAndDidYouMean() throws {
         let help = try runQConv(["help", "dequant"])
         XCTAssertEqual(help.status, 0)
-        XCTAssertTrue(help.stdout.hasPrefix("Turn a qconv container back into safetensors."), help.stdout)
+        XCTAssertTrue(help.stdout.hasPrefix("Turn a qconv container or a bitsandbytes checkpoint back into safetensors."), help.stdout)
         XCTAssertTrue(help.stdout.contains("examples:\n  qconv dequant "), help.stdout)
         let cases: [([String], String)] = [
             (["help", "nosuch"], "qconv: error: unknown command 'nosuch'\n  see 'qconv --help'\n"),

@@ -372,27 +372,43 @@ final class InspectCLITests: XCTestCase {
         XCTAssertEqual(report["tensor_bytes"] as? Int, Int(bytes))
     }
 
-    /// transformers' on-disk layout of bitsandbytes checkpoints reads as what it
-    /// is: packed 4-bit weights are U8 `[n/2, 1]` tensors with their absmax,
-    /// quant_map and quant_state companions; int8 weights are I8 with an F32 SCB.
-    func testBitsandbytesCheckpointsInspectAsStored() throws {
+    /// transformers' on-disk layout of bitsandbytes checkpoints reads as the
+    /// model it holds: each quantized weight is one tensor with its source
+    /// dtype and shape and its scheme; the pieces (absmax, quant_map, quant
+    /// state, SCB, weight_format) are not listed as tensors.
+    func testBitsandbytesCheckpointsInspectAsTheirWeights() throws {
         let nf4 = try json(try runQConv(["inspect", Fixtures.path("models/hf_bnb_nf4_dq"), "--tensors", "--json"]).stdout)
+        XCTAssertEqual(nf4["format"] as? String, "bitsandbytes-folder")
         let nf4Tensors = try XCTUnwrap(nf4["tensors"] as? [[String: Any]])
         let byName = Dictionary(uniqueKeysWithValues: nf4Tensors.compactMap { t in (t["name"] as? String).map { ($0, t) } })
-        let packed = try XCTUnwrap(byName["model.layers.0.self_attn.q_proj.weight"])
-        XCTAssertEqual(packed["dtype"] as? String, "U8")
-        XCTAssertEqual((packed["shape"] as? [Int])?.last, 1)
-        XCTAssertEqual(packed["shape"] as? [Int], [8192, 1], "128 x 128 weights, two per byte")
+        let weight = try XCTUnwrap(byName["model.layers.0.self_attn.q_proj.weight"])
+        XCTAssertEqual(weight["dtype"] as? String, "F32")
+        XCTAssertEqual(weight["shape"] as? [Int], [128, 128])
+        XCTAssertEqual(weight["scheme"] as? String, "nf4")
+        XCTAssertEqual(weight["block_size"] as? Int, 64)
+        XCTAssertEqual(weight["double_quant"] as? Bool, true)
+        XCTAssertEqual(weight["bits_per_weight"] as? Double, Double(8192 + 256 + 4) * 8 / 16384)
+        let summary = try XCTUnwrap(nf4["bitsandbytes"] as? [String: Any])
+        XCTAssertEqual(summary["schemes"] as? [String: Int], ["nf4, block size 64, double quant": 14])
+        XCTAssertEqual((summary["quantization_config"] as? [String: Any])?["bnb_4bit_compute_dtype"] as? String, "bfloat16")
         for suffix in [".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", ".quant_state.bitsandbytes__nf4"] {
-            XCTAssertNotNil(byName["model.layers.0.self_attn.q_proj.weight" + suffix], suffix)
+            XCTAssertNil(byName["model.layers.0.self_attn.q_proj.weight" + suffix], suffix)
         }
-        XCTAssertEqual(nf4["tensor_count"] as? Int, nf4Tensors.count)
-        XCTAssertEqual(nf4Tensors.count, 91, "every tensor of the file, quantization state included")
+        XCTAssertEqual(nf4Tensors.count, 21)
         let int8 = try json(try runQConv(["inspect", Fixtures.path("models/hf_bnb_int8"), "--tensors", "--json"]).stdout)
         let int8Tensors = try XCTUnwrap(int8["tensors"] as? [[String: Any]])
-        XCTAssertEqual(int8Tensors.first { $0["name"] as? String == "model.layers.0.self_attn.q_proj.weight" }?["dtype"] as? String, "I8")
-        XCTAssertEqual(int8Tensors.first { $0["name"] as? String == "model.layers.0.self_attn.q_proj.SCB" }?["dtype"] as? String, "F32")
-        XCTAssertEqual(int8Tensors.count, 49)
+        let q = try XCTUnwrap(int8Tensors.first { $0["name"] as? String == "model.layers.0.self_attn.q_proj.weight" })
+        XCTAssertEqual(q["scheme"] as? String, "int8")
+        XCTAssertEqual(q["outlier_columns"] as? Int, 0)
+        XCTAssertNil(int8Tensors.first { $0["name"] as? String == "model.layers.0.self_attn.q_proj.SCB" })
+        XCTAssertEqual(int8Tensors.count, 21)
+
+        let text = try runQConv(["inspect", Fixtures.path("hf_bnb/fp4_bf16")])
+        XCTAssertEqual(text.status, 0, text.stderr)
+        XCTAssertTrue(text.stdout.contains("format       bitsandbytes-folder"), text.stdout)
+        XCTAssertTrue(text.stdout.contains("schemes      fp4, block size 64: 14"), text.stdout)
+        XCTAssertTrue(text.stdout.contains("bits/weight  4.500 quantized tensors"), text.stdout)
+        XCTAssertTrue(text.stdout.contains("bnb_4bit_quant_type=fp4"), text.stdout)
     }
 
     /// `inspect --tensors` of an int8 container shows each tensor's outlier

@@ -116,7 +116,7 @@ final class SelectionCLITests: XCTestCase {
         for name in ["m.safetensors", "pytorch_model.bin", "m.GGUF"] {
             let result = try runQConv(["to-nf4", sample, directory.file(name)])
             XCTAssertEqual(result.status, 2, name)
-            XCTAssertTrue(result.stderr.contains("name it .qc (or pass --force-name)"), result.stderr)
+            XCTAssertTrue(result.stderr.contains("name it .qc, write a safetensors model folder with --format hf, or pass --force-name"), result.stderr)
         }
         XCTAssertEqual(directory.contents(), [])
         XCTAssertEqual(try runQConv(["to-nf4", sample, directory.file("m.safetensors"), "--force-name", "--quiet"]).status, 0)

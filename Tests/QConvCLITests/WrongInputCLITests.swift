@@ -32,11 +32,11 @@ final class WrongInputCLITests: XCTestCase {
         XCTAssertEqual(try runQConv(["to-nf4", sample, directory.file("m.qc"), "--quiet"]).status, 0)
         let again = try runQConv(["to-int8", directory.file("m.qc"), directory.file("again.qc")])
         XCTAssertEqual(again.status, 3)
-        XCTAssertTrue(again.stderr.contains("holds quantized tensors already (tensor 'model.layers.0.self_attn.k_proj.weight' is nf4); dequantize it"), again.stderr)
+        XCTAssertTrue(again.stderr.contains("tensor 'model.layers.0.self_attn.k_proj.weight' is stored as nf4") && again.stderr.contains("dequantize it"), again.stderr)
         let dequant = try runQConv(["dequant", sample, directory.file("out")])
         XCTAssertEqual(dequant.status, 3)
         XCTAssertEqual(dequant.stderr, "qconv: error: \(sample): this is a safetensors-sharded-folder model; "
-                       + "dequant turns a quantized model (a qconv container) back into safetensors\n")
+                       + "dequant turns a quantized model (a qconv container, a bitsandbytes checkpoint) back into safetensors\n")
         let swapped = try runQConv(["verify", directory.file("m.qc"), sample])
         XCTAssertEqual(swapped.status, 2)
         XCTAssertTrue(swapped.stderr.contains("the arguments look swapped"), swapped.stderr)

@@ -9,12 +9,13 @@ public enum ConversionError: QConvError, Equatable {
     /// Values computed for a tensor (a merge's) that are NaN or infinite once
     /// written in the output dtype (a finite float32 can overflow F16).
     case nonFiniteResults(tensor: String, count: Int)
-    /// A source to quantize that holds quantized tensors already (a qconv
-    /// container): quantizing its dequantized values again would add the
-    /// errors of both.
-    case alreadyQuantized(path: String, tensor: String, scheme: String)
     /// Sharding or parts asked of an output that is one file (a container).
     case notAFolderOutput(path: String)
+    /// A quantized source (a container, a bitsandbytes checkpoint) whose
+    /// tensor is stored with another scheme than the one asked for: its codes
+    /// can be laid out again, not quantized a second time (which would add
+    /// the errors of both).
+    case schemeMismatch(path: String, tensor: String, stored: String, asked: String)
 
     public var category: ErrorCategory { .invalidInput }
 
@@ -27,8 +28,9 @@ public enum ConversionError: QConvError, Equatable {
                 + "int8 quantization rounds values to float16 first, as bitsandbytes quantizes float16 weights"
         case let .notAFolderOutput(path):
             return "\(path): a qconv container is one file, so it has no shards to split into parts or to size; write a model folder instead"
-        case let .alreadyQuantized(path, tensor, scheme):
-            return "\(path): holds quantized tensors already (tensor '\(tensor)' is \(scheme)); dequantize it to convert it again"
+        case let .schemeMismatch(path, tensor, stored, asked):
+            return "\(path): tensor '\(tensor)' is stored as \(stored), not \(asked); its codes can be laid out again only in the "
+                + "scheme they have (dequantize it to quantize it differently)"
         case let .nonFiniteResults(tensor, count):
             return "tensor '\(tensor)': \(count) value\(count == 1 ? " is" : "s are") NaN or infinite"
         }

@@ -39,12 +39,18 @@ public struct ConversionReport {
     public var tensors: [Tensor] = []
     /// Bytes of the source's weight files.
     public var sourceBytes: UInt64 = 0
-    /// Bytes of the container.
+    /// Bytes written (the container, or every file of the folder).
     public var outputBytes: UInt64 = 0
     /// Names of the files embedded in the container (config.json, ...).
     public var embeddedFiles: [String] = []
     /// Files of the source folder that were not carried, and why.
     public var leftOutFiles: [SideFileScan.LeftOut] = []
+    /// What was written: "qconv-container" or "bitsandbytes-folder".
+    public var format = ModelFormat.container.name
+    /// The files of a folder output (shards, index, config.json, ...), sorted.
+    public var files: [String] = []
+    /// The source's stored codes were copied into the other layout, not quantized again.
+    public var relaid = false
     /// Wall-clock time of the conversion.
     public var seconds: Double = 0
 
@@ -107,6 +113,9 @@ public struct ConversionReport {
         object.append("quantized_bits_per_weight", .double(quantizedBitsPerWeight))
         object.append("embedded_files", .array(embeddedFiles.map { .string($0) }))
         object.append("left_out_files", .array(leftOutFiles.map { .object(["name": .string($0.name), "reason": .string($0.reason)]) }))
+        object.append("format", .string(format))
+        object.append("files", .array(files.map { .string($0) }))
+        object.append("relaid", .bool(relaid))
         object.append("seconds", .double((seconds * 1000).rounded() / 1000))
         object.append("tensors", .array(tensors.map { tensor in
             var row = JSONObject()

@@ -73,6 +73,19 @@ public enum Dequantizer {
         }
     }
 
+    /// The side files a dequantized model keeps: a config.json with a
+    /// bitsandbytes `quantization_config` (a bitsandbytes checkpoint's, or one a
+    /// container embedded from one) loses it, written anew (transformers would
+    /// otherwise look for quantized weights); every other file is copied as it is.
+    static func dequantizedSideFiles(_ model: Model) throws -> (copied: [SideFile], config: [UInt8]?) {
+        guard let config = model.sideFiles.first(where: { $0.name == BitsandbytesConfig.fileName }),
+              config.size <= BitsandbytesConfigFile.maximumSize else { return (model.sideFiles, nil) }
+        let bytes = try config.readAll()
+        let path = FileSystem.join(model.path, config.name)
+        guard (try? BitsandbytesConfigFile(path: path, bytes: bytes))?.isBitsandbytes == true else { return (model.sideFiles, nil) }
+        return (model.sideFiles.filter { $0.name != BitsandbytesConfig.fileName }, try BitsandbytesConfig.configWithoutQuantization(bytes, path: path))
+    }
+
     /// Writes `model` as safetensors at `destination`: a single file when
     /// it ends in `.safetensors` (and no shard size is given), otherwise a model
     /// folder with the side files (config.json, ...).
@@ -86,9 +99,11 @@ public enum Dequantizer {
         let asFile = destination.hasSuffix(".safetensors") && options.maxShardSize == nil && options.part == nil
         let layout: CheckpointWriter.Layout = asFile ? .file
             : .folder(shards: CheckpointWriter.planShards(outputs, maximumBytes: options.maxShardSize ?? .max))
+        let (sideFiles, config) = try dequantizedSideFiles(model)
         let writer = try CheckpointWriter(destination: destination, layout: layout, tensors: outputs, metadata: model.metadata,
-                                          sideFiles: asFile ? [] : model.sideFiles, overwrite: options.overwrite,
+                                          sideFiles: asFile ? [] : sideFiles, overwrite: options.overwrite,
                                           inputs: model.inputPaths + (transform?.inputFiles ?? []), part: options.part)
+        if let config, !asFile { try writer.addFile(named: BitsandbytesConfig.fileName, bytes: config) }
         let context = EncodingContext(threads: options.threads, allowNonfinite: true)
         try ModelConversion.run(steps, into: writer, context: context,
                                 progress: ProgressCounter(label: "dequant", total: model.sourceTensorBytes, handler: options.progress))

@@ -26,6 +26,17 @@ public struct ConversionStep {
         ConversionStep(source: tensor, output: tensor.info, action: .copy)
     }
 
+    /// The scheme the tensor will be written with, computed before writing
+    /// (a 4-bit tensor's double-quantization offset takes a pass over its
+    /// values): what a layout that records it ahead of the data plans with.
+    /// Nil when it cannot be known in advance (int8 outlier columns).
+    public func finalScheme(context: EncodingContext) throws -> TensorScheme? {
+        switch action {
+        case .copy: return source.scheme
+        case let .encode(encoder, values): return try encoder.finalScheme(for: try values(), as: output, context: context)
+        }
+    }
+
     /// The scheme the writer plans the tensor's room for.
     public var plannedScheme: TensorScheme {
         switch action {

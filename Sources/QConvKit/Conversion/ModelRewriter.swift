@@ -39,7 +39,10 @@ public enum ModelRewriter {
                 }), allowNonfinite: transform.allowsNonFinite)
             }
             // The merged values as a merge writes them, in the tensor's dtype, quantized again.
-            return ConversionStep(source: tensor, output: output, action: .encode(method.encoder, values: {
+            // bitsandbytes' own offsets in its layout, qconv's in a container.
+            let encoder: TensorEncoder
+            if case .bitsandbytes = model.format { encoder = method.encoder(mean: .torchFloat32) } else { encoder = method.encoder }
+            return ConversionStep(source: tensor, output: output, action: .encode(encoder, values: {
                 DTypeRoundedSource(try transform.transformedValues(of: tensor, threads: threads), through: output.dtype)
             }), allowNonfinite: transform.allowsNonFinite)
         }
@@ -88,6 +91,20 @@ public enum ModelRewriter {
             return try CheckpointWriter(destination: destination, layout: .folder(shards: shards), tensors: steps.map(\.output),
                                         metadata: model.metadata, sideFiles: model.sideFiles, sourceIndex: model.index,
                                         overwrite: options.overwrite, inputs: inputs, part: options.part)
+        case .bitsandbytes(let layout):
+            // Its layout records each tensor's scheme ahead of the data: the
+            // merged tensors' offsets are computed first.
+            let tensors = try steps.map { step -> (info: TensorInfo, scheme: TensorScheme) in
+                guard let scheme = try step.finalScheme(context: context.allowing(nonfinite: step.allowNonfinite)) else {
+                    preconditionFailure("\(step.output.name): a bitsandbytes scheme is known before encoding")
+                }
+                return (step.output, scheme)
+            }
+            var sharding: BitsandbytesWriter.Sharding = layout == .file && options.part == nil ? .singleFile
+                : .mirroring(names: model.files.map(\.name), shardOfTensor: steps.map(\.source.file), index: model.index)
+            if let maximum = options.maxShardSize { sharding = .bySize(maximumBytes: maximum) }
+            return try BitsandbytesWriter(destination: destination, overwrite: options.overwrite, inputs: inputs, tensors: tensors,
+                                          sideFiles: model.sideFiles, config: .keep, sharding: sharding, source: model.path, part: options.part)
         }
     }
 }

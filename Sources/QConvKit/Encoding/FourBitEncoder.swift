@@ -10,12 +10,16 @@ public struct FourBitEncoder: TensorEncoder {
     public let format: FourBitFormat
     public let blockSize: Int
     public let doubleQuant: Bool
+    /// How the double-quantization offset is computed: float64 for qconv
+    /// containers, torch's float32 mean for bitsandbytes' layout.
+    public let mean: DoubleQuantization.Mean
 
-    public init(format: FourBitFormat, blockSize: Int, doubleQuant: Bool) {
+    public init(format: FourBitFormat, blockSize: Int, doubleQuant: Bool, mean: DoubleQuantization.Mean = .float64) {
         precondition(Blockwise4Bit.supportedBlockSizes.contains(blockSize), "unsupported block size \(blockSize)")
         self.format = format
         self.blockSize = blockSize
         self.doubleQuant = doubleQuant
+        self.mean = mean
     }
 
     public func plannedScheme(for tensor: TensorInfo) -> TensorScheme {
@@ -57,7 +61,7 @@ public struct FourBitEncoder: TensorEncoder {
             try sink.write(parts[1], bytes: UnsafeRawBufferPointer(absmax))
             return .fourBit(FourBitParameters(format: format, blockSize: blockSize, blockScales: .float32))
         }
-        let nested = DoubleQuantization.quantize(absmax: UnsafeBufferPointer(absmax))
+        let nested = DoubleQuantization.quantize(absmax: UnsafeBufferPointer(absmax), mean: mean)
         try sink.write(parts[1], array: nested.codes)
         try sink.write(parts[2], array: nested.nestedAbsmax)
         return .fourBit(FourBitParameters(format: format, blockSize: blockSize, blockScales: .doubleQuantized(offset: nested.offset)))
@@ -96,5 +100,31 @@ struct NonFiniteValue {
         let text = value.isNaN ? "NaN" : "\(value)"
         return overflowsFloat16 ? .float16Overflow(file: file, tensor: tensor, index: index, value: text)
             : .nonFiniteValue(file: file, tensor: tensor, index: index, value: text)
+    }
+}
+
+extension FourBitEncoder {
+    /// The scheme `encode` will return for these values, computed first: with
+    /// double quantization its offset, the mean of the block absmax values,
+    /// which a layout that records it ahead of the data needs (bitsandbytes'
+    /// quant-state blob, whose length depends on it). A pass over the values
+    /// that only takes block maxima, on all cores.
+    public func finalScheme(for values: FloatTensorSource, as tensor: TensorInfo, context: EncodingContext) throws -> TensorScheme? {
+        guard doubleQuant else { return plannedScheme(for: tensor) }
+        let n = tensor.elementCount
+        let plan = ChunkPlan(elementCount: n, unit: leastCommonMultiple(blockSize, values.alignment))
+        let buffers = context.buffers(bufferSize).fitting(ChunkBuffers.Size(floats: plan.tile, bytes: 0, scratch: values.scratchBytes(for: plan.tile)))
+        let blocks = Blockwise4Bit.blockCount(elementCount: n, blockSize: blockSize)
+        let absmax = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(1, blocks))
+        defer { absmax.deallocate() }
+        try computeChunksInOrder(count: plan.chunkCount, slots: buffers.slots, threads: context.threads, compute: { c, slot in
+            let floats = buffers.floats(slot).baseAddress!
+            for tile in plan.tiles(of: plan.chunkRange(c)) {
+                try values.readFloats(tile, into: floats, scratch: buffers.scratch(slot))
+                Blockwise4Bit.absmax(floats, count: tile.count, blockSize: blockSize, into: absmax.baseAddress! + tile.lowerBound / blockSize)
+            }
+        }, inOrder: { _, _ in })
+        let offset = DoubleQuantization.offset(absmax: UnsafeBufferPointer(rebasing: absmax[0..<blocks]), mean: mean)
+        return .fourBit(FourBitParameters(format: format, blockSize: blockSize, blockScales: .doubleQuantized(offset: offset)))
     }
 }

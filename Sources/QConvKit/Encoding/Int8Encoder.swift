@@ -20,6 +20,11 @@ public struct Int8Encoder: TensorEncoder {
         .int8(Int8Parameters(outlierRule: outliers, outlierColumnCount: 0, outlierThreshold: nil))
     }
 
+    /// Known up front only without outliers (plain int8 of every row).
+    public func finalScheme(for values: FloatTensorSource, as tensor: TensorInfo, context: EncodingContext) throws -> TensorScheme? {
+        outliers == .none ? plannedScheme(for: tensor) : nil
+    }
+
     public var bufferSize: ChunkBuffers.Size {
         ChunkBuffers.Size(floats: ChunkPlan.defaultTileElements, bytes: ChunkPlan.defaultChunkElements, scratch: ChunkPlan.defaultTileElements * 8)
     }

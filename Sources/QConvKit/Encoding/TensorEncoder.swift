@@ -10,6 +10,12 @@ public protocol TensorEncoder {
     /// Writers plan their layout from it.
     func plannedScheme(for tensor: TensorInfo) -> TensorScheme
 
+    /// The scheme `encode` will return for `values`, when it can be known
+    /// before encoding (with at most a pass over the values); nil when it
+    /// cannot (int8 outlier columns are known only once every row is seen).
+    /// Layouts that record parameters ahead of the data need it.
+    func finalScheme(for values: FloatTensorSource, as tensor: TensorInfo, context: EncodingContext) throws -> TensorScheme?
+
     /// The chunk buffers the encoder works in (allocated once per command).
     var bufferSize: ChunkBuffers.Size { get }
 

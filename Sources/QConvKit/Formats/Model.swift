@@ -56,6 +56,19 @@ public final class Model: @unchecked Sendable {
     /// Bytes of every tensor in its source dtype (what `dequant` writes).
     public var sourceTensorBytes: UInt64 { tensors.reduce(0) { $0 + UInt64($1.info.byteCount) } }
 
+    /// How many quantized tensors each scheme (`TensorScheme.summary`) has, in order of first appearance.
+    public var quantizedSchemeCounts: [(scheme: String, count: Int)] { Self.quantizedSchemeCounts(tensors) }
+
+    /// How many of `tensors` each quantized scheme has, in order of first appearance.
+    public static func quantizedSchemeCounts(_ tensors: [ModelTensor]) -> [(scheme: String, count: Int)] {
+        var counts: [(scheme: String, count: Int)] = []
+        for tensor in tensors where tensor.scheme.isQuantized {
+            let name = tensor.scheme.summary
+            if let i = counts.firstIndex(where: { $0.scheme == name }) { counts[i].count += 1 } else { counts.append((name, 1)) }
+        }
+        return counts
+    }
+
     /// Bytes of the files that hold tensors.
     public var fileBytes: UInt64 { files.reduce(0) { $0 + $1.size } }
 }

@@ -8,15 +8,23 @@ public enum ModelFormat: Equatable, Sendable {
     case safetensorsShardedFolder
     /// A qconv container (docs/FORMAT.md).
     case container
+    /// transformers' layout of a bitsandbytes-quantized model (a file, a
+    /// folder, or a sharded folder): weights stored as pieces beside a
+    /// quant state (docs/FORMAT.md).
+    case bitsandbytes(Checkpoint.Layout)
 
     /// The name reports use: "safetensors", "safetensors-folder",
-    /// "safetensors-sharded-folder" or "qconv-container".
+    /// "safetensors-sharded-folder", "qconv-container", "bitsandbytes",
+    /// "bitsandbytes-folder" or "bitsandbytes-sharded-folder".
     public var name: String {
         switch self {
         case .safetensorsFile: return "safetensors"
         case .safetensorsFolder: return "safetensors-folder"
         case .safetensorsShardedFolder: return "safetensors-sharded-folder"
         case .container: return "qconv-container"
+        case .bitsandbytes(.file): return "bitsandbytes"
+        case .bitsandbytes(.folder): return "bitsandbytes-folder"
+        case .bitsandbytes(.shardedFolder): return "bitsandbytes-sharded-folder"
         }
     }
 
@@ -28,6 +36,7 @@ public enum ModelFormat: Equatable, Sendable {
         case .safetensorsFolder: return "model folder"
         case .safetensorsShardedFolder: return "sharded model folder"
         case .container: return "qconv container"
+        case .bitsandbytes(let layout): return "bitsandbytes " + layout.rawValue
         }
     }
 
@@ -36,6 +45,7 @@ public enum ModelFormat: Equatable, Sendable {
         switch self {
         case .safetensorsFolder, .safetensorsShardedFolder: return true
         case .safetensorsFile, .container: return false
+        case .bitsandbytes(let layout): return layout != .file
         }
     }
 
@@ -43,7 +53,7 @@ public enum ModelFormat: Equatable, Sendable {
     /// as they were in the source (so `verify` requires them identical).
     public var storesQuantizedTensors: Bool {
         switch self {
-        case .container: return true
+        case .container, .bitsandbytes: return true
         case .safetensorsFile, .safetensorsFolder, .safetensorsShardedFolder: return false
         }
     }
@@ -141,7 +151,7 @@ public enum ModelFormatError: QConvError, Equatable {
 
 extension Model {
     /// The readers `open` tries, in order; the first to recognize a path reads it.
-    public static let readers: [ModelReader.Type] = [ContainerReader.self, SafeTensorsReader.self]
+    public static let readers: [ModelReader.Type] = [ContainerReader.self, BitsandbytesReader.self, SafeTensorsReader.self]
 
     /// Opens any model qconv reads: what it is comes from the file's first
     /// bytes or the folder's files, never from the name.

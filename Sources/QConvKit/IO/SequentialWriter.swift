@@ -192,6 +192,13 @@ public struct OutputRegion: @unchecked Sendable {
     public let start: UInt64
     public let length: UInt64
 
+    /// The `length` bytes at `offset` bytes into the region, as a region of
+    /// their own (a piece of a file whose layout is planned up front).
+    public func subregion(at offset: UInt64, length: UInt64) -> OutputRegion {
+        precondition(offset + length <= self.length, "subregion outside the reserved region")
+        return OutputRegion(writer: writer, start: start + offset, length: length)
+    }
+
     /// Writes `bytes` at `offset` bytes into the region.
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
         precondition(offset >= 0 && UInt64(offset) + UInt64(bytes.count) <= length, "write outside the reserved region")

@@ -33,10 +33,12 @@ extension InspectionReport {
                 row.scheme = tensor.scheme.name
                 row.bitsPerWeight = elements > 0 ? Double(tensor.storedBytes) * 8 / Double(elements) : 0
                 if case .int8(let p) = tensor.scheme { row.outlierColumns = p.outlierColumnCount }
+                if case .fourBit(let p) = tensor.scheme { (row.blockSize, row.doubleQuant) = (p.blockSize, p.blockScales != .float32) }
             }
             return row
         }
         if model.format == .container { container = ContainerSummary(model, storedBytes: tensorBytes, parameters: parameterCount) }
+        if case .bitsandbytes = model.format { bitsandbytes = BitsandbytesSummary(model, storedBytes: tensorBytes, parameters: parameterCount) }
     }
 
     /// Streams every float tensor of `model` on all threads (a tensor each)
@@ -70,5 +72,18 @@ extension InspectionReport.ContainerSummary {
                   bitsPerWeight: parameters > 0 ? Double(storedBytes) * 8 / Double(parameters) : 0,
                   quantizedBitsPerWeight: quantizedElements > 0
                       ? Double(quantized.reduce(UInt64(0)) { $0 + $1.storedBytes }) * 8 / Double(quantizedElements) : 0)
+    }
+}
+
+extension InspectionReport.BitsandbytesSummary {
+    init(_ model: Model, storedBytes: UInt64, parameters: Int) {
+        let quantized = model.tensors.filter { $0.scheme.isQuantized }
+        let elements = quantized.reduce(0) { $0 + $1.info.elementCount }
+        let config = model.sideFiles.first { $0.name == BitsandbytesConfig.fileName }
+        let parsed = (try? config?.readAll()).flatMap { try? JSONParser.parse($0) }
+        self.init(schemes: model.quantizedSchemeCounts, sourceTensorBytes: model.sourceTensorBytes,
+                  bitsPerWeight: parameters > 0 ? Double(storedBytes) * 8 / Double(parameters) : 0,
+                  quantizedBitsPerWeight: elements > 0 ? Double(quantized.reduce(UInt64(0)) { $0 + $1.storedBytes }) * 8 / Double(elements) : 0,
+                  quantizationConfig: parsed?.objectValue?["quantization_config"])
     }
 }

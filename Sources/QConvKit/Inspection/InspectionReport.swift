@@ -15,8 +15,11 @@ public struct InspectionReport {
         /// Bytes stored for this tensor (all parts, for a quantized format).
         public var bytes: UInt64
         public var file: String
-        /// Quantized formats only: the scheme, its bits per weight, outlier columns (int8).
+        /// Quantized formats only: the scheme, its bits per weight, outlier columns (int8),
+        /// block size and double quantization (4-bit).
         public var scheme: String? = nil
+        public var blockSize: Int? = nil
+        public var doubleQuant: Bool? = nil
         public var bitsPerWeight: Double? = nil
         public var outlierColumns: Int? = nil
         public var statistics: TensorStatistics? = nil
@@ -37,6 +40,28 @@ public struct InspectionReport {
     public var tensors: [Tensor] = []
     /// Container facts: format version, writer, options, sizes.
     public var container: ContainerSummary?
+    /// bitsandbytes checkpoint facts: schemes, sizes, quantization_config.
+    public var bitsandbytes: BitsandbytesSummary?
+
+    public struct BitsandbytesSummary {
+        /// Weight count per scheme with its parameters ("nf4, block size 64, double quant"), in order of first appearance.
+        public var schemes: [(scheme: String, count: Int)]
+        public var sourceTensorBytes: UInt64
+        public var bitsPerWeight: Double
+        public var quantizedBitsPerWeight: Double
+        /// config.json's quantization_config, when there is one.
+        public var quantizationConfig: JSONValue?
+
+        public var json: JSONValue {
+            var object = JSONObject()
+            object.append("schemes", .object(JSONObject(schemes.map { ($0.scheme, JSONValue.int($0.count)) })))
+            object.append("source_tensor_bytes", .uint(sourceTensorBytes))
+            object.append("bits_per_weight", .double(bitsPerWeight))
+            object.append("quantized_bits_per_weight", .double(quantizedBitsPerWeight))
+            object.append("quantization_config", quantizationConfig ?? .null)
+            return .object(object)
+        }
+    }
 
     public struct ContainerSummary {
         public var version: UInt32
@@ -108,6 +133,7 @@ public struct InspectionReport {
         object.append("dtypes", .object(dtypes))
         object.append("metadata", .object(JSONObject(metadata.map { ($0.key, .string($0.value)) })))
         if let container { object.append("container", container.json) }
+        if let bitsandbytes { object.append("bitsandbytes", bitsandbytes.json) }
         if includeTensors {
             object.append("tensors", .array(tensors.map { tensor in
                 var row = JSONObject()
@@ -120,6 +146,8 @@ public struct InspectionReport {
                 if let scheme = tensor.scheme { row.append("scheme", .string(scheme)) }
                 if let bits = tensor.bitsPerWeight { row.append("bits_per_weight", .double(bits)) }
                 if let outliers = tensor.outlierColumns { row.append("outlier_columns", .int(outliers)) }
+                if let blockSize = tensor.blockSize { row.append("block_size", .int(blockSize)) }
+                if let doubleQuant = tensor.doubleQuant { row.append("double_quant", .bool(doubleQuant)) }
                 if let statistics = tensor.statistics { row.append("stats", statistics.json) }
                 return .object(row)
             }))

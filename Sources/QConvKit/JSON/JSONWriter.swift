@@ -8,6 +8,9 @@ public enum JSONWriter {
         /// everything outside printable ASCII escaped as `\uxxxx`, lower-case hex (Python's default
         /// `ensure_ascii`); except that arrays of numbers, strings, booleans and nulls stay on one line.
         case indented
+        /// Exactly Python's `json.dumps(indent=2)` (how transformers writes `config.json`):
+        /// as `indented`, but every non-empty array has one item per line.
+        case python
     }
 
     public static func serialize(_ value: JSONValue, style: Style = .compact, sortKeys: Bool = false) -> String {
@@ -21,7 +24,7 @@ public enum JSONWriter {
         case .null: out += "null"
         case .bool(let b): out += b ? "true" : "false"
         case .number(let n): out += n.text
-        case .string(let s): writeString(s, to: &out, asciiOnly: style == .indented)
+        case .string(let s): writeString(s, to: &out, asciiOnly: style != .compact)
         case .array(let items):
             if items.isEmpty { out += "[]"; return }
             if style == .indented && items.allSatisfy(\.isScalar) {
@@ -49,7 +52,7 @@ public enum JSONWriter {
             for (i, member) in members.enumerated() {
                 if i > 0 { out += "," }
                 newline(&out, style, level + 1)
-                writeString(member.key, to: &out, asciiOnly: style == .indented)
+                writeString(member.key, to: &out, asciiOnly: style != .compact)
                 out += style == .compact ? ":" : ": "
                 write(member.value, to: &out, style: style, sortKeys: sortKeys, level: level + 1)
             }
@@ -59,7 +62,7 @@ public enum JSONWriter {
     }
 
     private static func newline(_ out: inout String, _ style: Style, _ level: Int) {
-        guard style == .indented else { return }
+        guard style != .compact else { return }
         out += "\n"
         out += String(repeating: "  ", count: level)
     }

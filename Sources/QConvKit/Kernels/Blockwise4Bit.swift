@@ -63,6 +63,21 @@ public enum Blockwise4Bit {
         }
     }
 
+    /// The absmax values `quantize` stores for the same `count` elements
+    /// (from a block boundary), without encoding anything: what a writer that
+    /// must know the double-quantization offset before quantizing computes first.
+    public static func absmax(_ values: UnsafePointer<Float>, count: Int, blockSize: Int, into absmax: UnsafeMutablePointer<Float>) {
+        precondition(supportedBlockSizes.contains(blockSize), "unsupported 4-bit block size \(blockSize)")
+        let fullBlocks = count / blockSize
+        for block in 0..<fullBlocks {
+            absmax[block] = Magnitudes.absoluteMaximum(values + block * blockSize, count: blockSize)
+        }
+        let rest = count - fullBlocks * blockSize
+        if rest > 0 {
+            absmax[fullBlocks] = clampedScale(Magnitudes.absoluteMaximum(values + fullBlocks * blockSize, count: rest))
+        }
+    }
+
     /// code[nibble] * absmax[i / blockSize] in float32 for `count` elements starting at a block boundary.
     /// `packed` holds ceil(count/2) bytes and `absmax` ceil(count/blockSize) values (the caller checks
     /// stored sizes before calling).

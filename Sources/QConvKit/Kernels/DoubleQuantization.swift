@@ -26,15 +26,33 @@ public enum DoubleQuantization {
         }
     }
 
-    /// offset = mean of absmax (computed in Double, rounded to Float), then quantize(absmax:offset:).
-    ///
-    /// bnb takes torch's float32 mean; the double mean agrees with it to about
-    /// one ulp. An empty input has offset 0.
-    public static func quantize(absmax: UnsafeBufferPointer<Float>) -> Result {
-        var sum = 0.0
-        for value in absmax { sum += Double(value) }
-        let offset = absmax.isEmpty ? 0 : Float(sum / Double(absmax.count))
-        return quantize(absmax: absmax, offset: offset)
+    /// How the offset, the mean of the absmax values, is computed.
+    public enum Mean: Sendable {
+        /// Summed in Double in order, rounded to Float: qconv containers
+        /// (agrees with torch's float32 mean to about one ulp).
+        case float64
+        /// torch's float32 `mean()`, bit for bit (`TorchMean`): what
+        /// bitsandbytes computes, for checkpoints in its layout.
+        case torchFloat32
+    }
+
+    /// offset = mean of absmax (`mean`), then quantize(absmax:offset:). An
+    /// empty input has offset 0.
+    public static func quantize(absmax: UnsafeBufferPointer<Float>, mean: Mean = .float64) -> Result {
+        quantize(absmax: absmax, offset: offset(absmax: absmax, mean: mean))
+    }
+
+    /// The offset `quantize(absmax:mean:)` subtracts (0 for no values).
+    public static func offset(absmax: UnsafeBufferPointer<Float>, mean: Mean) -> Float {
+        guard !absmax.isEmpty else { return 0 }
+        switch mean {
+        case .float64:
+            var sum = 0.0
+            for value in absmax { sum += Double(value) }
+            return Float(sum / Double(absmax.count))
+        case .torchFloat32:
+            return TorchMean.mean(absmax)
+        }
     }
 
     /// Quantizes absmax - offset blockwise (blocks of 256) with the dynamic map using bnb's 65,536-entry lookup-table rule.

@@ -156,7 +156,7 @@ public enum LoRAMerger {
             return LoRAMergeError.nonFiniteRequantization(tensor: tensor, scheme: base.tensor(named: tensor)?.scheme.name ?? "?", index: index, value: value)
         case let .float16Overflow(_, tensor, index, value) where plan.change(for: tensor) != nil:
             return LoRAMergeError.requantizationOverflow(tensor: tensor, index: index, value: value)
-        case .nonFiniteResults, .nonFiniteValue, .float16Overflow, .alreadyQuantized, .notAFolderOutput:
+        case .nonFiniteResults, .nonFiniteValue, .float16Overflow, .schemeMismatch, .notAFolderOutput:
             return error
         }
     }

@@ -15,13 +15,36 @@ public enum QuantizationMethod: Equatable, Sendable {
         }
     }
 
+    /// Whether a tensor stored with `scheme` is what this method makes:
+    /// the same 4-bit format, block size and double quantization, or int8.
+    public func matches(_ scheme: TensorScheme) -> Bool {
+        switch (self, scheme) {
+        case let (.fourBit(format, blockSize, doubleQuant), .fourBit(p)):
+            return p.format == format && p.blockSize == blockSize && (p.blockScales != .float32) == doubleQuant
+        case (.int8, .int8): return true
+        case (.fourBit, _), (.int8, _): return false
+        }
+    }
+
+    /// "nf4, block size 64, double quant" or "int8": for messages.
+    public var summary: String {
+        switch self {
+        case let .fourBit(format, blockSize, doubleQuant): return "\(format.rawValue), block size \(blockSize)" + (doubleQuant ? ", double quant" : "")
+        case .int8: return "int8"
+        }
+    }
+
     /// The command that selects this method ("to-nf4").
     public var commandName: String { "to-\(schemeName)" }
 
-    /// The encoder that quantizes with this method.
-    public var encoder: TensorEncoder {
+    /// The encoder that quantizes with this method (for a qconv container).
+    public var encoder: TensorEncoder { encoder(mean: .float64) }
+
+    /// The encoder that quantizes with this method, taking a double-quantization
+    /// offset computed by `mean` (`.torchFloat32` for bitsandbytes' layout).
+    public func encoder(mean: DoubleQuantization.Mean) -> TensorEncoder {
         switch self {
-        case let .fourBit(format, blockSize, doubleQuant): return FourBitEncoder(format: format, blockSize: blockSize, doubleQuant: doubleQuant)
+        case let .fourBit(format, blockSize, doubleQuant): return FourBitEncoder(format: format, blockSize: blockSize, doubleQuant: doubleQuant, mean: mean)
         case let .int8(outliers): return Int8Encoder(outliers: outliers)
         }
     }

@@ -21,6 +21,17 @@ public enum TensorScheme: Equatable, Sendable {
         }
     }
 
+    /// "nf4, block size 64, double quant", "int8", "int8, 3 outlier columns", "raw": for messages and reports.
+    public var summary: String {
+        switch self {
+        case .raw: return "raw"
+        case .fourBit(let p): return "\(p.format.rawValue), block size \(p.blockSize)" + (p.blockScales == .float32 ? "" : ", double quant")
+        case .int8(let p):
+            let k = p.outlierColumnCount
+            return k == 0 ? "int8" : "int8, \(k) outlier column\(k == 1 ? "" : "s")"
+        }
+    }
+
     public var isQuantized: Bool {
         switch self {
         case .raw: return false

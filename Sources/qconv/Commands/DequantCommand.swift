@@ -10,9 +10,9 @@ enum DequantCommand: Command {
 
     static let spec = CommandSpec(
         name: "dequant",
-        abstract: "Turn a qconv container back into safetensors.",
+        abstract: "Turn a qconv container or a bitsandbytes checkpoint back into safetensors.",
         positionals: [
-            ("IN", "A qconv container."),
+            ("IN", "A qconv container, or a bitsandbytes checkpoint (file or model folder)."),
             ("OUT", "A .safetensors file, or a model folder (any other name; embedded config files are restored)."),
         ],
         options: [dtypeOption.spec, maxShardSizeOption.spec, PartOption.spec, CommonOptions.threads, CommonOptions.json, CommonOptions.quiet,
@@ -44,7 +44,7 @@ enum DequantCommand: Command {
     static func run(_ options: Options, console: Console) throws -> Int32 {
         let model = try Model.open(options.input)
         guard model.format.storesQuantizedTensors else {
-            throw ModelFormatError.wrongKind(path: options.input, found: model.format, expected: "dequant turns a quantized model (a qconv container) back into safetensors")
+            throw ModelFormatError.wrongKind(path: options.input, found: model.format, expected: "dequant turns a quantized model (a qconv container, a bitsandbytes checkpoint) back into safetensors")
         }
         let report = try Dequantizer.dequantize(model, to: options.output, options: .init(
             dtype: options.dtype, maxShardSize: options.maxShardSize, threads: options.common.threads, overwrite: options.force,

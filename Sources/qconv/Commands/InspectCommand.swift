@@ -8,8 +8,8 @@ enum InspectCommand: Command {
 
     static let spec = CommandSpec(
         name: "inspect",
-        abstract: "Show what is inside a safetensors file, a model folder or a qconv container.",
-        positionals: [("PATH", "A .safetensors file, a model folder (sharded or not), or a qconv container.")],
+        abstract: "Show what is inside a safetensors file, a model folder, a qconv container or a bitsandbytes checkpoint.",
+        positionals: [("PATH", "A .safetensors file, a model folder (sharded or not), a qconv container, or a bitsandbytes checkpoint.")],
         options: [tensorsFlag.spec, statsFlag.spec, CommonOptions.json, CommonOptions.quiet, CommonOptions.threads],
         discussion: "Without --stats only headers are read, so the answer is immediate for files of any size.",
         examples: [
@@ -61,7 +61,7 @@ enum InspectCommand: Command {
         for (dtype, total) in report.dtypeTotals {
             rows.append(["  \(dtype)", "\(Format.grouped(total.parameters)) in \(total.tensorCount) tensor\(total.tensorCount == 1 ? "" : "s"), \(Format.bytes(total.bytes))"])
         }
-        if report.container == nil {
+        if report.container == nil && report.bitsandbytes == nil {
             rows.append(["tensor data", "\(Format.grouped(report.tensorBytes)) bytes (\(Format.bytes(report.tensorBytes)))"])
         }
         rows.append(["on disk", "\(Format.grouped(report.fileBytes)) bytes (\(Format.bytes(report.fileBytes)))"])
@@ -74,6 +74,19 @@ enum InspectCommand: Command {
             let ratio = container.sourceTensorBytes > 0 ? Double(report.tensorBytes) * 100 / Double(container.sourceTensorBytes) : 0
             rows.append(["size", "\(Format.bytes(container.sourceTensorBytes)) source -> \(Format.bytes(report.tensorBytes)) stored (\(Format.fixed(ratio, 1))%)"])
             rows.append(["bits/weight", "\(Format.fixed(container.quantizedBitsPerWeight, 3)) quantized tensors, \(Format.fixed(container.bitsPerWeight, 3)) overall"])
+        }
+        if let bnb = report.bitsandbytes {
+            rows.append(["schemes", bnb.schemes.isEmpty ? "none quantized" : bnb.schemes.map { "\($0.scheme): \($0.count)" }.joined(separator: "; ")])
+            let ratio = bnb.sourceTensorBytes > 0 ? Double(report.tensorBytes) * 100 / Double(bnb.sourceTensorBytes) : 0
+            rows.append(["size", "\(Format.bytes(bnb.sourceTensorBytes)) source -> \(Format.bytes(report.tensorBytes)) stored (\(Format.fixed(ratio, 1))%)"])
+            rows.append(["bits/weight", "\(Format.fixed(bnb.quantizedBitsPerWeight, 3)) quantized tensors, \(Format.fixed(bnb.bitsPerWeight, 3)) overall"])
+            if case .object(let config)? = bnb.quantizationConfig {
+                let shown = config.members.filter { ["quant_method", "load_in_4bit", "load_in_8bit", "bnb_4bit_quant_type", "bnb_4bit_use_double_quant",
+                                                     "bnb_4bit_compute_dtype", "llm_int8_skip_modules"].contains($0.key) }
+                rows.append(["config", shown.map { "\($0.key)=\(describe($0.value))" }.joined(separator: " ")])
+            } else {
+                rows.append(["config", "no quantization_config"])
+            }
         }
         if report.metadata.isEmpty {
             rows.append(["metadata", "(none)"])

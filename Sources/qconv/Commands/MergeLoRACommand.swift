@@ -7,16 +7,16 @@ enum MergeLoRACommand: Command {
     static let dryRunFlag = Flag("--dry-run", "Only check the adapter against BASE and list the tensors that would change.")
     static let allowNonfiniteFlag = Flag("--allow-nonfinite", "Write merged tensors even when they hold NaN or infinity.")
     static let dequantizeFlag = Flag("--dequantize",
-                                     "With a container BASE: write safetensors (a file if OUT ends in .safetensors, else a model folder) instead of a container.")
+                                     "With a container or bitsandbytes BASE: write safetensors (a file if OUT ends in .safetensors, else a model folder) instead.")
     static let dtypeOption = Option<DType>("--dtype", "T",
                                            "With --dequantize: output dtype of float tensors, f32, f16 or bf16 (default: each tensor's source dtype).",
                                            expected: "f32, f16 or bf16") { DType(commandLineName: $0) }
 
     static let spec = CommandSpec(
         name: "merge-lora",
-        abstract: "Merge a PEFT LoRA adapter into base weights (safetensors or a qconv container).",
+        abstract: "Merge a PEFT LoRA adapter into base weights (safetensors, a qconv container or a bitsandbytes checkpoint).",
         positionals: [
-            ("BASE", "The base model: a .safetensors file, a model folder (sharded or not), or a qconv container."),
+            ("BASE", "The base model: a .safetensors file, a model folder (sharded or not), a qconv container or a bitsandbytes checkpoint."),
             ("ADAPTER", "A PEFT adapter folder (adapter_config.json + adapter_model.safetensors)."),
             ("OUT", "Where to write the merged model: a file for a file BASE, a folder for a folder (not needed with --dry-run)."),
         ],
@@ -32,7 +32,8 @@ enum MergeLoRACommand: Command {
             directly or, for an adapter trained on a differently wrapped model, with a common prefix added or
             removed. Nothing is written when any adapter tensor does not fit.
             With a qconv container as BASE (QLoRA), each changed tensor is dequantized, merged and quantized
-            again with its own scheme and parameters, and OUT is a container; other tensors are copied as stored.
+            again with its own scheme and parameters, and OUT is a container; other tensors are copied as stored. \
+            A bitsandbytes BASE gives a bitsandbytes OUT the same way, in the same layout.
             """,
         examples: [
             "qconv merge-lora Samples/lora_llama_basic/base Samples/lora_llama_basic/adapter --dry-run",
@@ -69,7 +70,7 @@ enum MergeLoRACommand: Command {
     static func run(_ options: Options, console: Console) throws -> Int32 {
         let base = try Model.open(options.base)
         if options.dequantize && !base.format.storesQuantizedTensors {
-            throw UsageError("--dequantize needs a qconv container as BASE\nsee 'qconv merge-lora --help'")
+            throw UsageError("--dequantize needs a qconv container or a bitsandbytes checkpoint as BASE\nsee 'qconv merge-lora --help'")
         }
         if base.format == .container && !options.dequantize && (options.part != nil || options.maxShardSize != nil) {
             throw UsageError("--part and --max-shard-size need a folder output: a container BASE merges into one container file "

@@ -18,10 +18,12 @@ struct QuantizeOptions: CommandOptions {
 
     static let selection = [allFlag.spec, onlyOption.spec, skipOption.spec, allowNonfiniteFlag.spec, keepDTypeOption.spec, verifyFlag.spec,
                             dryRunFlag.spec]
-    static let common = [CommonOptions.threads, CommonOptions.json, CommonOptions.quiet, OutputOptions.force, forceNameFlag.spec]
+    static let common = QuantizeOutputOptions.options + [PartOption.spec, CommonOptions.threads, CommonOptions.json, CommonOptions.quiet,
+                                                         OutputOptions.force, forceNameFlag.spec]
 
     static func positionals(_ what: String) -> [(name: String, help: String)] {
-        [("IN", "A .safetensors file or a model folder (sharded or not)."), ("OUT", "The \(what) container to write (not needed with --dry-run).")]
+        [("IN", "A .safetensors file or a model folder (sharded or not); or a container or bitsandbytes checkpoint quantized this way, laid out again."),
+         ("OUT", "The \(what) container to write (with --format hf, the model folder; not needed with --dry-run).")]
     }
 
     static let selectionHelp = """
@@ -37,11 +39,13 @@ struct QuantizeOptions: CommandOptions {
     /// nil: a dry run.
     let output: String?
     let method: QuantizationMethod
+    let layout: Quantizer.Output
     let selection: TensorSelection
     let allowNonfinite: Bool
     let keepDType: DType?
     /// nil: no verification after writing.
     let verification: VerificationThresholds?
+    let part: OutputPart?
     let force: Bool
     let common: CommonOptions
 
@@ -49,6 +53,7 @@ struct QuantizeOptions: CommandOptions {
     init(_ arguments: ParsedArguments, method: QuantizationMethod) throws {
         input = arguments.positionals[0]
         self.method = method
+        layout = try QuantizeOutputOptions.parse(arguments)
         selection = try TensorSelection(all: arguments[Self.allFlag], only: try arguments.values(Self.onlyOption),
                                         skip: try arguments.values(Self.skipOption))
         allowNonfinite = arguments[Self.allowNonfiniteFlag]
@@ -58,6 +63,10 @@ struct QuantizeOptions: CommandOptions {
         verification = arguments[Self.verifyFlag] ? thresholds.values : nil
         force = arguments[OutputOptions.forceFlag]
         common = try CommonOptions(arguments)
+        part = try PartOption.resolve(arguments)
+        if part != nil && layout == .container {
+            throw arguments.usageError("--part writes shards of a model folder; a container is one file (pass --format hf)")
+        }
         if arguments[Self.dryRunFlag] {
             if verification != nil { throw arguments.usageError("--dry-run writes nothing, so there is nothing to --verify") }
             output = nil
@@ -65,16 +74,16 @@ struct QuantizeOptions: CommandOptions {
         }
         guard arguments.positionals.count == 2 else { throw arguments.usageError("missing argument OUT (or pass --dry-run)") }
         let out = arguments.positionals[1]
-        if !arguments[Self.forceNameFlag], let suffix = Self.foreignExtensions.first(where: { out.lowercased().hasSuffix($0) }) {
+        if layout == .container, !arguments[Self.forceNameFlag], let suffix = Self.foreignExtensions.first(where: { out.lowercased().hasSuffix($0) }) {
             throw arguments.usageError("\(out): a qconv container named \(suffix) would be taken for another format by other tools; "
-                                       + "name it .qc (or pass --force-name)")
+                                       + "name it .qc, write a safetensors model folder with --format hf, or pass --force-name")
         }
         output = out
     }
 
     var conversion: Quantizer.Options {
-        Quantizer.Options(method: method, selection: selection, threads: common.threads, allowNonfinite: allowNonfinite, keepDType: keepDType,
-                          overwrite: force, progress: common.progress)
+        Quantizer.Options(method: method, output: layout, selection: selection, threads: common.threads, allowNonfinite: allowNonfinite,
+                          keepDType: keepDType, overwrite: force, progress: common.progress, part: part)
     }
 }
 
@@ -180,6 +189,14 @@ enum ToInt8Command: QuantizeCommand {
 
     static func parse(_ arguments: ParsedArguments) throws -> QuantizeOptions {
         let threshold = try arguments.value(thresholdOption), multiple = try arguments.value(rmsMultipleOption)
+        if try QuantizeOutputOptions.wantsBitsandbytes(arguments) {
+            // bitsandbytes stores no outlier columns: its threshold acts on activations at run time.
+            if let value = threshold ?? multiple, value != 0 {
+                throw arguments.usageError("--format hf writes plain int8 of every row, as bitsandbytes stores it (no outlier columns); "
+                                           + "drop --outlier-threshold and --outlier-rms-multiple, or write a container")
+            }
+            return try QuantizeOptions(arguments, method: .int8(outliers: .none))
+        }
         var outliers = OutlierCriterion.default
         switch (threshold, multiple) {
         case (.some, .some): throw arguments.usageError("give --outlier-threshold or --outlier-rms-multiple, not both")

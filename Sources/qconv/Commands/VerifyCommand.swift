@@ -36,7 +36,8 @@ enum VerifyCommand: Command {
         name: "verify",
         abstract: "Measure how much a conversion changed each tensor, or check one model's integrity.",
         positionals: [
-            ("ORIGINAL", "The source checkpoint (file or model folder); alone, any model to check for integrity."),
+            ("ORIGINAL", "The source checkpoint (file or model folder); alone, any model to check for integrity (a bitsandbytes "
+             + "checkpoint: that transformers would load it)."),
             ("CONVERTED", "A qconv container or a safetensors checkpoint to compare with ORIGINAL."),
         ],
         optionalPositionals: 1,
@@ -45,7 +46,9 @@ enum VerifyCommand: Command {
             Metrics per tensor: max absolute error, RMSE, relative RMSE (RMSE / RMS of the original), SQNR in dB, \
             cosine similarity. Overall figures are weighted by element count over the tensors that were approximated. \
             Tensors stored raw must be identical. Exit 1 when a tensor breaks a per-tensor threshold or the overall \
-            figures an overall one; 3 when the inputs do not match (missing tensor, other shape) or a checksum fails.
+            figures an overall one; 3 when the inputs do not match (missing tensor, other shape) or a checksum fails. \
+            With one bitsandbytes checkpoint: one error line per problem (a weight's missing or extra pieces, its quant \
+            state, its shards, config.json), exit 3 when there is one, 0 when transformers would load it.
             """,
         examples: [
             "qconv verify Samples/sharded_llama model-nf4.qc",
@@ -80,9 +83,27 @@ enum VerifyCommand: Command {
                                          only: only, includeTensors: includeTensors), common: common)
     }
 
+    /// `verify BNB`: every problem on its own error line (exit 3), or one line saying it loads.
+    static func checkBitsandbytes(_ path: String, options: Options, console: Console) throws -> Int32 {
+        let report = try BitsandbytesCheck.check(path: path)
+        if options.common.json {
+            console.printJSON(report.json)
+        } else {
+            for problem in report.problems { Console.error(problem.description) }
+            if report.loads {
+                let schemes = report.schemes.map { "\($0.scheme): \($0.count)" }.joined(separator: "; ")
+                let files = "\(report.shardCount) shard\(report.shardCount == 1 ? "" : "s")"
+                console.say("\(path): ok: \(report.tensorCount) tensors, \(files); quantized weights: \(schemes.isEmpty ? "none" : schemes)")
+            }
+        }
+        return report.loads ? 0 : 3
+    }
+
     static func run(_ options: Options, console: Console) throws -> Int32 {
         switch options.mode {
         case .integrity(let path):
+            // A bitsandbytes checkpoint is checked from its pieces, so that every problem is listed, not the first.
+            if case .bitsandbytes? = try Model.format(of: path) { return try checkBitsandbytes(path, options: options, console: console) }
             try checkIntegrity(of: try Model.open(path), console: console, json: options.common.json)
             return 0
         case let .comparison(original, converted, thresholds, only, includeTensors):
@@ -117,6 +138,8 @@ enum VerifyCommand: Command {
             } else {
                 console.say("\(report.path): ok: \(report.tensorCount) tensors, \(report.partCount) parts, \(report.fileCount) embedded files, \(Format.grouped(report.bytesChecked)) bytes checked")
             }
+        case .bitsandbytes:
+            preconditionFailure("a bitsandbytes checkpoint is checked by checkBitsandbytes")
         case .safetensorsFile, .safetensorsFolder, .safetensorsShardedFolder:
             let files = model.files.count
             if json {

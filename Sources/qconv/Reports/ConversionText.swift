@@ -3,10 +3,15 @@ import QConvKit
 /// The text report of `to-nf4`, `to-fp4` and `to-int8`.
 enum ConversionText {
     static func report(_ report: ConversionReport) -> String {
+        var methodText = method(report.method)
+        if report.format != ModelFormat.container.name && report.method == .int8(outliers: .none) {
+            methodText += " (bitsandbytes' layout: plain int8 of every row, as bitsandbytes stores it)"
+        }
+        if report.relaid { methodText += "; stored codes laid out again, not quantized twice" }
         let quantized = report.quantized
         var rows: [[String]] = [
-            ["wrote", report.output],
-            ["method", method(report.method)],
+            ["wrote", report.output + (report.files.isEmpty ? "" : " (\(report.format): \(report.files.joined(separator: ", ")))")],
+            ["method", methodText],
             ["tensors", "\(report.tensors.count) (\(quantized.count) quantized, \(report.tensors.count - quantized.count) kept as they were)"],
             ["parameters", "\(Format.grouped(report.quantizedParameterCount)) quantized of \(Format.grouped(report.parameterCount))"],
             // Tensor data on both sides, as `inspect` counts it; the files add headers and side files.
@@ -21,6 +26,10 @@ enum ConversionText {
         }
         if !report.embeddedFiles.isEmpty { rows.append(["files", report.embeddedFiles.joined(separator: ", ")]) }
         for (i, file) in report.leftOutFiles.enumerated() { rows.append([i == 0 ? "not carried" : "", "\(file.name) (\(file.reason))"]) }
+        if report.format != ModelFormat.container.name && !report.files.contains("config.json") {
+            rows.append(["note", "IN has no config.json: put the model's config.json beside the weights, with the quantization_config "
+                         + "of 'qconv inspect', before loading them with transformers"])
+        }
         rows.append(["time", "\(Format.fixed(report.seconds, 2)) s"])
         return Format.table(rows)
     }

@@ -116,37 +116,44 @@ public final class CheckpointWriter: ModelWriter {
     /// The index transformers writes: sorted keys, two-space indent, newline at the end.
     static func indexJSON(shards: [(fileName: String, tensors: [TensorInfo])]) -> String {
         let all = shards.flatMap(\.tensors)
-        let totalSize = all.reduce(UInt64(0)) { $0 + UInt64($1.byteCount) }
-        let parameters = all.reduce(UInt64(0)) { $0 + UInt64($1.elementCount) }
-        var map = JSONObject()
-        for shard in shards { for tensor in shard.tensors { map.append(tensor.name, .string(shard.fileName)) } }
-        let index: JSONValue = .object([
-            "metadata": .object(["total_parameters": .uint(parameters), "total_size": .uint(totalSize)]),
-            "weight_map": .object(map),
-        ])
-        return JSONWriter.serialize(index, style: .indented, sortKeys: true) + "\n"
+        return indexJSON(weightMap: shards.flatMap { shard in shard.tensors.map { ($0.name, shard.fileName) } },
+                         totalSize: all.reduce(UInt64(0)) { $0 + UInt64($1.byteCount) },
+                         totalParameters: all.reduce(UInt64(0)) { $0 + UInt64($1.elementCount) }, mirroring: nil)
     }
 
-    /// The index of a folder that mirrors a source folder: the source index's
-    /// members and `metadata` keys as they were (a duplicated key once, in its
-    /// first place with its last value, as Python reads it), `total_size`
-    /// set to the new byte count (added if missing), `total_parameters`
-    /// updated only where the source has it, and the new `weight_map`; written
-    /// as transformers writes an index (sorted keys, two-space indent).
+    /// The index of a folder that mirrors a source folder (see below).
     static func indexJSON(shards: [(fileName: String, tensors: [TensorInfo])], mirroring source: JSONObject) -> String {
         let all = shards.flatMap(\.tensors)
-        let totalSize = all.reduce(UInt64(0)) { $0 + UInt64($1.byteCount) }
-        let parameters = all.reduce(UInt64(0)) { $0 + UInt64($1.elementCount) }
-        var map = JSONObject()
-        for shard in shards { for tensor in shard.tensors { map.append(tensor.name, .string(shard.fileName)) } }
+        return indexJSON(weightMap: shards.flatMap { shard in shard.tensors.map { ($0.name, shard.fileName) } },
+                         totalSize: all.reduce(UInt64(0)) { $0 + UInt64($1.byteCount) },
+                         totalParameters: all.reduce(UInt64(0)) { $0 + UInt64($1.elementCount) }, mirroring: source)
+    }
 
+    /// An index listing `weightMap` (tensor, shard file), written as
+    /// transformers writes one (sorted keys, two-space indent). Without a
+    /// source: `metadata` holds `total_parameters` and `total_size`. Mirroring
+    /// a source index: its members and `metadata` keys as they were (a
+    /// duplicated key once, in its first place with its last value, as Python
+    /// reads it), `total_size` set to the new byte count (added if missing),
+    /// `total_parameters` updated only where the source has it, and the new `weight_map`.
+    static func indexJSON(weightMap entries: [(tensor: String, file: String)], totalSize: UInt64, totalParameters: UInt64,
+                          mirroring source: JSONObject?) -> String {
+        var map = JSONObject()
+        for entry in entries { map.append(entry.tensor, .string(entry.file)) }
+        guard let source else {
+            let index: JSONValue = .object([
+                "metadata": .object(["total_parameters": .uint(totalParameters), "total_size": .uint(totalSize)]),
+                "weight_map": .object(map),
+            ])
+            return JSONWriter.serialize(index, style: .indented, sortKeys: true) + "\n"
+        }
         var index = deduplicated(source)
         var metadata = deduplicated(index["metadata"]?.objectValue ?? JSONObject())
         func set(_ key: String, _ value: JSONValue) {
             if let i = metadata.members.firstIndex(where: { $0.key == key }) { metadata.members[i].value = value } else { metadata.append(key, value) }
         }
         set("total_size", .uint(totalSize))
-        if metadata["total_parameters"] != nil { set("total_parameters", .uint(parameters)) }
+        if metadata["total_parameters"] != nil { set("total_parameters", .uint(totalParameters)) }
 
         index.members.removeAll { $0.key == "metadata" || $0.key == "weight_map" }
         index.append("metadata", .object(metadata))

@@ -32,14 +32,18 @@ public enum SafeTensorsReader: ModelReader {
             let file = try ReadableFile(path: FileSystem.join(checkpoint.path, name))
             return SideFile(name: name, size: file.size, bytes: StoredBytes(file: file, offset: 0, length: file.size))
         }
-        let tensors = checkpoint.tensors.map { tensor in
-            let stored = tensor.stored
-            let bytes = StoredBytes(file: stored.file, offset: stored.offset, length: UInt64(stored.info.byteCount))
-            return ModelTensor(info: stored.info, scheme: .raw, parts: [StoredPart(layout: PartLayout(.data, stored.info.dtype, stored.info.shape), bytes: bytes)],
-                               file: tensor.shard)
-        }
         return Model(path: checkpoint.path, format: format, files: files, sideFiles: sideFiles, metadata: checkpoint.metadata,
-                     tensors: tensors, index: checkpoint.layout == .shardedFolder ? checkpoint.index : nil, inputPaths: checkpoint.filePaths,
+                     tensors: checkpoint.tensors.map(rawTensor), index: checkpoint.layout == .shardedFolder ? checkpoint.index : nil, inputPaths: checkpoint.filePaths,
                      leftOutFiles: checkpoint.leftOutFiles)
+    }
+}
+
+extension SafeTensorsReader {
+    /// A checkpoint's tensor as a raw model tensor.
+    static func rawTensor(_ tensor: Checkpoint.Tensor) -> ModelTensor {
+        let stored = tensor.stored
+        let bytes = StoredBytes(file: stored.file, offset: stored.offset, length: UInt64(stored.info.byteCount))
+        return ModelTensor(info: stored.info, scheme: .raw, parts: [StoredPart(layout: PartLayout(.data, stored.info.dtype, stored.info.shape), bytes: bytes)],
+                           file: tensor.shard)
     }
 }
