@@ -72,6 +72,11 @@ final class PartsCLITests: XCTestCase {
         try assertPartsEqualOneRun(["merge-lora", base + "/base", base + "/adapter", "--max-shard-size", "20kB"])
     }
 
+    func testBitsandbytesLayoutInPartsEqualsOneRun() throws {
+        try assertPartsEqualOneRun(["to-nf4", sample, "--format", "hf", "--max-shard-size", "60kB"])
+        try assertPartsEqualOneRun(["to-int8", sample, "--format", "hf", "--outlier-threshold", "0", "--max-shard-size", "60kB"])
+    }
+
     func testAPartsShardsAreItsOwnAndAutoReadsTheScheduler() throws {
         let directory = TemporaryDirectory()
         XCTAssertEqual(try runQConv(["to-nf4", sample, directory.file("m.qc"), "--quiet"]).status, 0)
@@ -113,5 +118,8 @@ final class PartsCLITests: XCTestCase {
         let merge = try runQConv(["merge-lora", directory.file("m.qc"), Fixtures.sample("lora_llama_basic/adapter"), directory.file("o.qc"), "--part", "1/2"])
         XCTAssertEqual(merge.status, 2)
         XCTAssertTrue(merge.stderr.contains("need a folder output"), merge.stderr)
+        let convert = try runQConv(["to-nf4", sample, directory.file("p.qc"), "--part", "1/2"])
+        XCTAssertEqual(convert.status, 2)
+        XCTAssertTrue(convert.stderr.contains("a container is one file (pass --format hf)"), convert.stderr)
     }
 }
