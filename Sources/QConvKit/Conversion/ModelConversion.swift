@@ -5,6 +5,8 @@ public struct ConversionStep {
         case copy
         /// Values (from `values`, read when the tensor's turn comes) encoded anew.
         case encode(TensorEncoder, values: () throws -> FloatTensorSource)
+        /// A strided view's elements copied in order into one contiguous raw part.
+        case gather
     }
 
     public let source: ModelTensor
@@ -21,9 +23,12 @@ public struct ConversionStep {
         self.allowNonfinite = allowNonfinite
     }
 
-    /// A tensor copied as it is stored.
+    /// A tensor copied as it is stored; a strided view is written contiguous.
     public static func copy(_ tensor: ModelTensor) -> ConversionStep {
-        ConversionStep(source: tensor, output: tensor.info, action: .copy)
+        switch tensor.scheme {
+        case .raw, .fourBit, .int8: return ConversionStep(source: tensor, output: tensor.info, action: .copy)
+        case .strided: return ConversionStep(source: tensor, output: tensor.info, action: .gather)
+        }
     }
 
     /// The scheme the writer plans the tensor's room for.
@@ -31,6 +36,7 @@ public struct ConversionStep {
         switch action {
         case .copy: return source.scheme
         case .encode(let encoder, _): return encoder.plannedScheme(for: output)
+        case .gather: return .raw
         }
     }
 }
@@ -73,6 +79,9 @@ public enum ModelConversion {
             case let .encode(encoder, values):
                 scheme = try encoder.encode(try values(), as: step.output, from: step.source.filePath, into: sink,
                                             context: context.allowing(nonfinite: step.allowNonfinite))
+            case .gather:
+                try StridedCopy.write(step.source, into: sink, context: context)
+                scheme = .raw
             }
             return scheme
         }

@@ -50,7 +50,9 @@ public enum ModelRewriter {
     }
 
     /// A writer of `model`'s own format and layout: the same shard files
-    /// holding the same tensors, the same side files and metadata.
+    /// holding the same tensors, the same side files and metadata. A PyTorch
+    /// model is written as safetensors in the same layout (shards named as
+    /// transformers names them).
     static func makeWriter(like model: Model, destination: String, steps: [ConversionStep], inputs: [String], options: Options,
                            context: EncodingContext) throws -> ModelWriter {
         switch model.format {
@@ -62,11 +64,12 @@ public enum ModelRewriter {
             return try ContainerModelWriter(destination: destination, overwrite: options.overwrite, inputs: inputs,
                                             tensors: steps.map { ($0.output, $0.plannedScheme) }, sideFiles: model.sideFiles,
                                             metadata: model.metadata, provenance: provenance, context: context)
-        case .safetensorsFile:
+        case .safetensorsFile, .pytorchFile:
             return try CheckpointWriter(destination: destination, layout: .file, tensors: steps.map(\.output), metadata: model.metadata,
                                         overwrite: options.overwrite, inputs: inputs)
-        case .safetensorsFolder, .safetensorsShardedFolder:
-            var shards: [(fileName: String, tensors: [TensorInfo])] = model.files.map { ($0.name, []) }
+        case .safetensorsFolder, .safetensorsShardedFolder, .pytorchFolder, .pytorchShardedFolder:
+            let pytorch = model.format == .pytorchFolder || model.format == .pytorchShardedFolder
+            var shards: [(fileName: String, tensors: [TensorInfo])] = model.files.map { (pytorch ? PyTorchReader.safetensorsName(of: $0.name) : $0.name, []) }
             for step in steps { shards[step.source.file].tensors.append(step.output) }
             // A sharded base's index is mirrored: its metadata keys are kept and
             // total_size follows the merged tensors (a resized vocabulary changes it).

@@ -22,7 +22,7 @@ public struct SideData: Sendable {
     public init(_ tensor: ModelTensor) throws {
         var absmax: [Float] = [], rowScales: [Float] = [], outlierColumns: [Int] = [], outlierValues: [UInt16] = [0]
         switch tensor.scheme {
-        case .raw:
+        case .raw, .strided:
             break
         case .fourBit(let p):
             switch p.blockScales {

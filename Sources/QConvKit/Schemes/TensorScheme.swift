@@ -8,6 +8,11 @@ public enum TensorScheme: Equatable, Sendable {
     case fourBit(FourBitParameters)
     /// Row-wise int8 (LLM.int8), with outlier columns kept in FP16.
     case int8(Int8Parameters)
+    /// Unquantized, but a non-contiguous view of stored bytes (a transposed
+    /// tensor of a PyTorch checkpoint): its one part is the span of the
+    /// storage the view covers. Copies write it contiguous (`.raw`); no
+    /// output format holds it.
+    case strided(StridedLayout)
 
     /// Every scheme name, in the order reports list them.
     public static let names = ["raw", "nf4", "fp4", "int8"]
@@ -18,12 +23,13 @@ public enum TensorScheme: Equatable, Sendable {
         case .raw: return "raw"
         case .fourBit(let parameters): return parameters.format.rawValue
         case .int8: return "int8"
+        case .strided: return "strided"
         }
     }
 
     public var isQuantized: Bool {
         switch self {
-        case .raw: return false
+        case .raw, .strided: return false
         case .fourBit, .int8: return true
         }
     }
@@ -32,7 +38,7 @@ public enum TensorScheme: Equatable, Sendable {
     /// a quantized base re-quantizes what it changed); nil for `raw`.
     public var method: QuantizationMethod? {
         switch self {
-        case .raw: return nil
+        case .raw, .strided: return nil
         case .fourBit(let p): return .fourBit(p.format, blockSize: p.blockSize, doubleQuant: p.blockScales != .float32)
         case .int8(let p): return .int8(outliers: p.outlierRule)
         }
@@ -46,6 +52,8 @@ public enum TensorScheme: Equatable, Sendable {
         switch self {
         case .raw:
             return [PartLayout(.data, tensor.dtype, tensor.shape)]
+        case .strided(let layout):
+            return [PartLayout(.data, tensor.dtype, [layout.span])]
         case .fourBit(let p):
             let blocks = divideRoundingUp(n, p.blockSize)
             let codes = PartLayout(.codes, .u8, [Blockwise4Bit.packedByteCount(elementCount: n)])

@@ -8,8 +8,8 @@ enum InspectCommand: Command {
 
     static let spec = CommandSpec(
         name: "inspect",
-        abstract: "Show what is inside a safetensors file, a model folder or a qconv container.",
-        positionals: [("PATH", "A .safetensors file, a model folder (sharded or not), or a qconv container.")],
+        abstract: "Show what is inside a model: safetensors, a PyTorch .bin, a model folder or a qconv container.",
+        positionals: [("PATH", "A .safetensors file, a PyTorch .bin, a model folder (sharded or not), or a qconv container.")],
         options: [tensorsFlag.spec, statsFlag.spec, CommonOptions.json, CommonOptions.quiet, CommonOptions.threads],
         discussion: "Without --stats only headers are read, so the answer is immediate for files of any size."
     )

@@ -14,7 +14,7 @@ struct QuantizeOptions: CommandOptions {
     static let common = [CommonOptions.threads, CommonOptions.json, CommonOptions.quiet, OutputOptions.force]
 
     static func positionals(_ what: String) -> [(name: String, help: String)] {
-        [("IN", "A .safetensors file or a model folder (sharded or not)."), ("OUT", "The \(what) container to write.")]
+        [("IN", "A .safetensors file, a PyTorch .bin, or a model folder (sharded or not)."), ("OUT", "The \(what) container to write.")]
     }
 
     static let selectionHelp = """

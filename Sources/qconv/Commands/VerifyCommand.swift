@@ -27,8 +27,8 @@ enum VerifyCommand: Command {
         name: "verify",
         abstract: "Measure how much a conversion changed each tensor, or check a container's integrity.",
         positionals: [
-            ("ORIGINAL", "The source checkpoint (file or model folder); alone, a container to check for integrity."),
-            ("CONVERTED", "A qconv container or a safetensors checkpoint to compare with ORIGINAL."),
+            ("ORIGINAL", "The source checkpoint (safetensors or PyTorch .bin, file or model folder); alone, a container to check for integrity."),
+            ("CONVERTED", "A qconv container or a checkpoint (safetensors or PyTorch .bin) to compare with ORIGINAL."),
         ],
         optionalPositionals: 1,
         options: VerifyThresholds.options + [onlyOption.spec, tensorsFlag.spec, CommonOptions.threads, CommonOptions.json, CommonOptions.quiet],

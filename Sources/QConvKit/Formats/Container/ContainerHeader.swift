@@ -82,6 +82,8 @@ public struct ContainerHeader: Sendable {
         switch scheme {
         case .raw:
             break
+        case .strided:
+            preconditionFailure("a container never holds a strided view (copies write it contiguous)")
         case .fourBit(let p):
             params.append("block_size", .int(p.blockSize))
             switch p.blockScales {

@@ -130,6 +130,8 @@ extension ContainerHeader {
             switch tensor.scheme {
             case .raw:
                 scheme = .raw
+            case .strided:
+                preconditionFailure("\(tensor.info.name): a container never holds a strided view (copies write it contiguous)")
             case .fourBit(var p):
                 if case .doubleQuantized = p.blockScales { p.blockScales = .doubleQuantized(offset: -Float.leastNormalMagnitude.nextUp) }
                 scheme = .fourBit(p)
