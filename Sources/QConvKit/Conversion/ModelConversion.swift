@@ -23,11 +23,17 @@ public struct ConversionStep {
         self.allowNonfinite = allowNonfinite
     }
 
-    /// A tensor copied as it is stored; a strided view is written contiguous.
+    /// A tensor copied as it is stored; a strided view is written
+    /// contiguous, and FP8 weights, which no output format holds, are
+    /// decoded to their dtype.
     public static func copy(_ tensor: ModelTensor) -> ConversionStep {
         switch tensor.scheme {
         case .raw, .fourBit, .int8: return ConversionStep(source: tensor, output: tensor.info, action: .copy)
         case .strided: return ConversionStep(source: tensor, output: tensor.info, action: .gather)
+        case .scaledFP8:
+            return ConversionStep(source: tensor, output: tensor.info, action: .encode(FloatEncoder(dtype: tensor.info.dtype), values: {
+                try tensor.values(checkingInOrder: true)
+            }), allowNonfinite: true)
         }
     }
 

@@ -56,10 +56,12 @@ public enum Quantizer {
     /// Converts `source` into a container at `destination`.
     ///
     /// - Throws: `ConversionError.alreadyQuantized` for a source that holds
-    ///   quantized tensors, the readers', encoders' and writer's errors.
+    ///   tensors quantized by a method qconv writes (a container's; FP8
+    ///   weights are decoded and quantized again), the readers', encoders'
+    ///   and writer's errors.
     public static func convert(_ source: Model, to destination: String, options: Options) throws -> ConversionReport {
         let started = monotonicSeconds()
-        if let quantized = source.tensors.first(where: { $0.scheme.isQuantized }) {
+        if let quantized = source.tensors.first(where: { $0.scheme.method != nil }) {
             throw ConversionError.alreadyQuantized(path: source.path, tensor: quantized.name, scheme: quantized.scheme.name)
         }
         let steps = plan(source, options: options)

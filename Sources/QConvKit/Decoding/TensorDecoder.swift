@@ -48,7 +48,7 @@ public final class TensorDecoder: SequentiallyCheckedSource, @unchecked Sendable
 
     public var alignment: Int {
         switch tensor.scheme {
-        case .raw, .strided: return 1
+        case .raw, .strided, .scaledFP8: return 1
         case .fourBit(let p): return p.blockSize
         case .int8: return max(1, tensor.info.matrixShape.columns)
         }
@@ -60,7 +60,7 @@ public final class TensorDecoder: SequentiallyCheckedSource, @unchecked Sendable
         // The gathered elements, then a window for the stored bytes they lie in.
         case .strided: return count * (tensor.info.dtype.byteWidth ?? 8) * 4 + 4096
         case .fourBit: return count / 2 + 1
-        case .int8: return count
+        case .int8, .scaledFP8: return count
         }
     }
 
@@ -71,7 +71,7 @@ public final class TensorDecoder: SequentiallyCheckedSource, @unchecked Sendable
         // Never checked in order: no format records a checksum of a view.
         case .strided: return 0
         case .fourBit: return UInt64((element + 1) / 2)
-        case .int8: return UInt64(element)
+        case .int8, .scaledFP8: return UInt64(element)
         }
     }
 
@@ -113,6 +113,13 @@ public final class TensorDecoder: SequentiallyCheckedSource, @unchecked Sendable
                 Blockwise4Bit.dequantize(packed: raw.baseAddress!.assumingMemoryBound(to: UInt8.self), count: range.count,
                                          blockSize: p.blockSize, format: p.format, absmax: absmax.baseAddress! + range.lowerBound / p.blockSize,
                                          into: destination, fp4NegativeZero: fp4NegativeZero)
+            }
+        case .scaledFP8(let p):
+            let raw = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<range.count])
+            try bulk.readBytes(at: range.lowerBound, into: raw)
+            FloatConversion.decode(UnsafeRawPointer(raw.baseAddress!), dtype: p.valuesDType, count: range.count, into: destination)
+            side.scales.withUnsafeBufferPointer { scales in
+                ScaledFP8.applyScales(destination, range: range, columns: tensor.info.matrixShape.columns, granularity: p.granularity, scales: scales)
             }
         case .int8:
             let columns = tensor.info.matrixShape.columns

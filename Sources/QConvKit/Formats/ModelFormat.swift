@@ -165,7 +165,7 @@ extension Model {
         let probe = try FormatProbe(path: path)
         if let what = UnreadableFormat.describe(probe) { throw ModelFormatError.unsupportedFormat(path: path, what: what) }
         for reader in readers {
-            if let format = reader.recognize(probe) { return try reader.open(probe, as: format) }
+            if let format = reader.recognize(probe) { return try ScaledFP8Checkpoint.pairing(try reader.open(probe, as: format)) }
         }
         throw ModelFormatError.noModel(folder: path)
     }

@@ -63,6 +63,27 @@ public enum FloatConversion {
         return (bits & 0x7FFF_FFFF) > 0x7F80_0000 ? 0x7FC0 : rounded
     }
 
+    /// float8 E4M3 (torch's `float8_e4m3fn`: bias 7, no infinities, max
+    /// 448) to float32, exact; 0x7F and 0xFF are NaN, decoded with the bits
+    /// torch gives them (0x7FF00000 with the sign).
+    public static func float(fromE4M3 bits: UInt8) -> Float {
+        let sign = UInt32(bits & 0x80) << 24
+        let exponent = UInt32(bits >> 3) & 0xF, mantissa = UInt32(bits & 7)
+        if exponent == 15 && mantissa == 7 { return Float(bitPattern: sign | 0x7FF0_0000) }
+        let magnitude = exponent == 0 ? Float(mantissa) * 0x1p-9 : Float(bitPattern: (exponent + 120) << 23 | mantissa << 20)
+        return Float(bitPattern: magnitude.bitPattern | sign)
+    }
+
+    /// float8 E5M2 (bias 15, IEEE-like with infinities and NaN) to float32,
+    /// exact: the top byte of a half.
+    public static func float(fromE5M2 bits: UInt8) -> Float {
+        float(fromHalf: UInt16(bits) << 8)
+    }
+
+    /// Every float8 code's value, looked up by the bulk decoders.
+    private static let e4m3Values: [Float] = (0...255).map { float(fromE4M3: UInt8($0)) }
+    private static let e5m2Values: [Float] = (0...255).map { float(fromE5M2: UInt8($0)) }
+
     // MARK: - Bulk
 
     /// Decodes `count` elements of `dtype` from `source` (2-byte aligned for F16/BF16)
@@ -79,6 +100,10 @@ public enum FloatConversion {
             for i in 0..<count {
                 destination[i] = Float(source.loadUnaligned(fromByteOffset: i * 8, as: Double.self))
             }
+        case .f8e4m3:
+            decodeBytes(source, count: count, table: e4m3Values, into: destination)
+        case .f8e5m2:
+            decodeBytes(source, count: count, table: e5m2Values, into: destination)
         default:
             preconditionFailure("decode(\(dtype)) is not supported; check isDecodableToFloat first")
         }
@@ -130,6 +155,13 @@ public enum FloatConversion {
         #else
         for i in 0..<count { destination[i] = float(fromHalf: halves[i]) }
         #endif
+    }
+
+    private static func decodeBytes(_ source: UnsafeRawPointer, count: Int, table: [Float], into destination: UnsafeMutablePointer<Float>) {
+        let codes = source.assumingMemoryBound(to: UInt8.self)
+        table.withUnsafeBufferPointer { table in
+            for i in 0..<count { destination[i] = table[Int(codes[i])] }
+        }
     }
 
     private static func decodeBFloat16s(_ source: UnsafeRawPointer, count: Int, into destination: UnsafeMutablePointer<Float>) {

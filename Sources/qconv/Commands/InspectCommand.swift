@@ -70,6 +70,10 @@ enum InspectCommand: Command {
             rows.append(["size", "\(Format.bytes(container.sourceTensorBytes)) source -> \(Format.bytes(report.tensorBytes)) stored (\(Format.fixed(ratio, 1))%)"])
             rows.append(["bits/weight", "\(Format.fixed(container.quantizedBitsPerWeight, 3)) quantized tensors, \(Format.fixed(container.bitsPerWeight, 3)) overall"])
         }
+        let fp8 = report.tensors.filter { $0.fp8 != nil }
+        if !fp8.isEmpty {
+            rows.append(["fp8", "\(fp8.count) tensor\(fp8.count == 1 ? "" : "s") stored as FP8 with a scale tensor each, read as their scaled values"])
+        }
         if report.metadata.isEmpty {
             rows.append(["metadata", "(none)"])
         } else {
@@ -88,7 +92,9 @@ enum InspectCommand: Command {
         for tensor in report.tensors {
             var row = [tensor.name, tensor.dtype, "[" + tensor.shape.map(String.init).joined(separator: ",") + "]", Format.grouped(tensor.parameters)]
             if isContainer {
-                row += [tensor.scheme ?? "", tensor.bitsPerWeight.map { Format.fixed($0, 2) } ?? "",
+                let scheme = tensor.fp8.map { "fp8 \($0.valuesDType.rawValue) \($0.granularityDescription) + \($0.scaleName.split(separator: ".").last ?? "")" }
+                    ?? tensor.scheme ?? ""
+                row += [scheme, tensor.bitsPerWeight.map { Format.fixed($0, 2) } ?? "",
                         tensor.outlierColumns.map(String.init) ?? "", Format.grouped(tensor.bytes)]
             } else {
                 row += [Format.grouped(tensor.bytes), tensor.file]

@@ -82,8 +82,8 @@ public struct ContainerHeader: Sendable {
         switch scheme {
         case .raw:
             break
-        case .strided:
-            preconditionFailure("a container never holds a strided view (copies write it contiguous)")
+        case .strided, .scaledFP8:
+            preconditionFailure("a container never holds a strided view or FP8 weights (copies write them raw)")
         case .fourBit(let p):
             params.append("block_size", .int(p.blockSize))
             switch p.blockScales {

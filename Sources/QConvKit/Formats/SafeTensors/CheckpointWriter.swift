@@ -183,15 +183,16 @@ public final class CheckpointWriter: ModelWriter {
     }
 
     /// Writes a side file into the folder output: copied by the kernel, or
-    /// read whole and checked against its checksum (a container's embedded file).
+    /// read whole and checked against its checksum (a container's embedded
+    /// file), or as it was made.
     private func write(_ file: SideFile) throws {
         let writer = try FileSystem.createFile(output.path(for: file.name))
-        if file.bytes.checksum != nil {
-            try writer.write(try file.readAll())
-        } else {
+        if case .stored(let bytes) = file.contents, bytes.checksum == nil {
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: SequentialWriter.bufferSize, alignment: 64)
             defer { buffer.deallocate() }
-            try writer.append(contentsOf: file.bytes.file, offset: file.bytes.offset, length: file.bytes.length, buffer: buffer)
+            try writer.append(contentsOf: bytes.file, offset: bytes.offset, length: bytes.length, buffer: buffer)
+        } else {
+            try writer.write(try file.readAll())
         }
         try writer.close()
     }
