@@ -101,6 +101,31 @@ final class PyTorchCLITests: XCTestCase {
         if !existedBefore { XCTAssertFalse(FileManager.default.fileExists(atPath: marker)) }
     }
 
+    /// Given a file it cannot use, each command says what the file is (exit 3).
+    func testEveryCommandNamesWhatItWasGiven() throws {
+        let directory = TemporaryDirectory()
+        let gguf = directory.file("model.gguf"), zip = directory.file("notes.bin"), container = directory.file("m.qc")
+        writeFile(gguf, Array("GGUF".utf8) + [3] + [UInt8](repeating: 0, count: 27))
+        try writeZip(zip, [("notes/readme.txt", Array("hello".utf8))])
+        try run(["to-nf4", Self.fixture("shared_storage/pytorch_model.bin"), container, "--quiet"])
+        let bin = Self.fixture("shared_storage/pytorch_model.bin"), legacy = Self.fixture("hostile/legacy_format.bin")
+        let cases: [([String], String)] = [
+            (["inspect", gguf], "\(gguf): this is a GGUF file (llama.cpp), which qconv does not read"),
+            (["to-nf4", gguf, directory.file("o.qc")], "\(gguf): this is a GGUF file (llama.cpp), which qconv does not read"),
+            (["inspect", zip], "\(zip): this is a zip archive that is not a PyTorch checkpoint (it has no data.pkl)"),
+            (["to-safetensors", legacy, directory.file("o.safetensors")], "\(legacy): this is a Python pickle (a legacy PyTorch checkpoint, saved by torch before 1.6"),
+            (["to-nf4", container, directory.file("o.qc")], "\(container): holds quantized tensors already"),
+            (["dequant", bin, directory.file("o")], "\(bin): this is a PyTorch file, not a qconv container; 'qconv to-safetensors'"),
+            (["verify", bin], "\(bin): this is a PyTorch file, not a qconv container"),
+            (["dequant", gguf, directory.file("o")], "\(gguf): this is a GGUF file (llama.cpp), not a qconv container"),
+        ]
+        for (arguments, message) in cases {
+            let result = try runQConv(arguments)
+            XCTAssertEqual(result.status, 3, "\(arguments): \(result.stderr)")
+            XCTAssertTrue(result.stderr.hasPrefix("qconv: error: " + message), "\(arguments): \(result.stderr)")
+        }
+    }
+
     func testInspectNamesTheFormat() throws {
         let result = try run(["inspect", Self.fixture("sharded"), "--json"])
         let json = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]

@@ -31,6 +31,8 @@ enum ErrorWording {
             return " (pass --allow-nonfinite to write them anyway)"
         case LoRAMergeError.requantizationOverflow:
             return " (pass --allow-nonfinite to write it anyway)"
+        case ModelFormatError.notAContainer:
+            return "; 'qconv to-safetensors' writes any model qconv reads as safetensors"
         default:
             return nil
         }

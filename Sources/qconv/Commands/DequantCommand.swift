@@ -34,8 +34,10 @@ enum DequantCommand: Command {
     }
 
     static func run(_ options: Options, console: Console) throws -> Int32 {
+        guard try Model.format(of: options.input) == .container else {
+            throw ModelFormatError.notAContainer(path: options.input, what: try Model.describe(options.input) ?? "a folder with no model")
+        }
         let model = try Model.open(options.input)
-        guard model.format == .container else { throw ContainerError.notAContainer(file: options.input) }
         let report = try Dequantizer.dequantize(model, to: options.output, options: .init(
             dtype: options.dtype, maxShardSize: options.maxShardSize, threads: options.common.threads, overwrite: options.force,
             progress: options.common.progress))

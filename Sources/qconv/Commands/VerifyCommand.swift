@@ -69,6 +69,9 @@ enum VerifyCommand: Command {
     static func run(_ options: Options, console: Console) throws -> Int32 {
         switch options.mode {
         case .integrity(let path):
+            if try Model.format(of: path) != .container {
+                throw ModelFormatError.notAContainer(path: path, what: try Model.describe(path) ?? "a folder with no model")
+            }
             let report = try IntegrityCheck.check(try ContainerFile(path: path))
             if options.common.json {
                 console.printJSON(report.json)
