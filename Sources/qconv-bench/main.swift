@@ -217,6 +217,7 @@ func run() throws {
     rows.append(inspect)
     printTable(rows, title: "qconv against cp", judged: !settings.quick)
     print("\n`qconv inspect` target: under 50 ms: \(fixed(inspect.seconds * 1000, 1)) ms, \(inspect.seconds < 0.05 ? "met" : "NOT met").")
+    try SourceFormats.run(settings: settings, model: model, weights: weights, work: work, threads: threads, reference: rows[0])
 
     if settings.usePeers ?? !settings.quick {
         try runPeers(settings: settings, rows: rows, weights: weights, base: base, adapter: adapter, work: work)
