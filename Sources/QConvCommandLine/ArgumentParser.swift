@@ -8,11 +8,13 @@ public struct CommandSpec: Sendable {
     public let optionalPositionals: Int
     public let options: [OptionSpec]
     public let discussion: String?
+    /// Real command lines that show the command at work, ending the help.
+    public let examples: [String]
     /// The command as its usage line names it ("qconv to-nf4").
     public let program: String
 
     public init(program: String = "qconv", name: String, abstract: String, positionals: [(name: String, help: String)] = [],
-                optionalPositionals: Int = 0, options: [OptionSpec], discussion: String? = nil) {
+                optionalPositionals: Int = 0, options: [OptionSpec], discussion: String? = nil, examples: [String] = []) {
         self.program = program
         self.name = name
         self.abstract = abstract
@@ -20,6 +22,7 @@ public struct CommandSpec: Sendable {
         self.optionalPositionals = optionalPositionals
         self.options = options
         self.discussion = discussion
+        self.examples = examples
     }
 
     public var usage: String {
@@ -44,6 +47,7 @@ public struct CommandSpec: Sendable {
             lines.append(Self.row(left, option.help + (option.repeatable ? " (repeatable)" : "")))
         }
         if let discussion { lines += ["", discussion] }
+        if !examples.isEmpty { lines += ["", "examples:"] + examples.map { "  " + $0 } }
         return lines.joined(separator: "\n")
     }
 
@@ -114,7 +118,8 @@ public struct ParsedArguments: Sendable {
                 inlineValue = String(argument[argument.index(after: equals)...])
             }
             guard let option = spec.options.first(where: { $0.name == name }) else {
-                throw parsed.usageError("unknown option '\(name)' for '\([spec.program, spec.name].filter { !$0.isEmpty }.joined(separator: " "))'")
+                let hint = Suggestions.hint(for: name, among: spec.options.map(\.name))
+                throw parsed.usageError("unknown option '\(name)' for '\([spec.program, spec.name].filter { !$0.isEmpty }.joined(separator: " "))'\(hint)")
             }
             if let valueName = option.valueName {
                 let value: String

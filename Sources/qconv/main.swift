@@ -30,12 +30,18 @@ func topLevelHelp() -> String {
     lines += [
         "",
         "options:",
-        "  --help      Show this help; 'qconv COMMAND --help' shows a command's options.",
+        "  --help      Show this help; 'qconv help COMMAND' or 'qconv COMMAND --help' shows a command's options.",
         "  --version   Print the version.",
         "",
         "exit codes: 0 ok, 1 a check failed, 2 usage error, 3 invalid or corrupt input, 4 I/O error.",
     ]
     return lines.joined(separator: "\n")
+}
+
+/// The usage error for a command qconv does not have, with the closest ones.
+func unknownCommand(_ name: String) -> Int32 {
+    Console.error("unknown command '\(name)'\(Suggestions.hint(for: name, among: commands.map { $0.spec.name }))\nsee 'qconv --help'")
+    return UsageError.exitCode
 }
 
 func runMain() -> Int32 {
@@ -46,8 +52,17 @@ func runMain() -> Int32 {
         return UsageError.exitCode
     }
     switch first {
-    case "--help", "-h", "help":
+    case "--help", "-h":
         print(topLevelHelp())
+        return 0
+    case "help":
+        // `qconv help` and `qconv help COMMAND`.
+        guard arguments.count > 1 else {
+            print(topLevelHelp())
+            return 0
+        }
+        guard let command = commands.first(where: { $0.spec.name == arguments[1] }) else { return unknownCommand(arguments[1]) }
+        print(command.spec.help)
         return 0
     case "--version", "-V", "version":
         print("qconv \(QConvVersion.string)")
@@ -59,10 +74,7 @@ func runMain() -> Int32 {
         Console.error(problem)
         return 4
     }
-    guard let command = commands.first(where: { $0.spec.name == first }) else {
-        Console.error("unknown command '\(first)'\nsee 'qconv --help'")
-        return UsageError.exitCode
-    }
+    guard let command = commands.first(where: { $0.spec.name == first }) else { return unknownCommand(first) }
     let rest = Array(arguments.dropFirst())
     if rest.contains("--help") || rest.contains("-h") {
         print(command.spec.help)

@@ -40,7 +40,7 @@ final class CommandLineTests: XCTestCase {
             }
         }
         XCTAssertThrowsError(try ParsedArguments.parse(["in", "--cuont", "3"], spec: Self.spec)) { error in
-            XCTAssertEqual((error as? UsageError)?.message, "unknown option '--cuont' for 'qconv demo'\nsee 'qconv demo --help'")
+            XCTAssertEqual((error as? UsageError)?.message, "unknown option '--cuont' for 'qconv demo' (did you mean --count?)\nsee 'qconv demo --help'")
         }
     }
 
@@ -100,15 +100,63 @@ final class CommandLineTests: XCTestCase {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: qconvExecutablePath)
         process.arguments = ["to-nf4", input, directory.file("out.qc"), "--quiet", "--threads", "1"]
+        let err = Pipe()
+        process.standardError = err
         try process.run()
         // Wait for the temporary output to appear, then interrupt.
         let deadline = Date().addingTimeInterval(20)
         while !directory.contents().contains(where: { $0.contains("qconv-tmp") }) && process.isRunning && Date() < deadline { usleep(1000) }
         XCTAssertTrue(process.isRunning, "the conversion finished before it could be interrupted")
         kill(process.processIdentifier, SIGINT)
+        let message = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
         XCTAssertEqual(process.terminationReason, .uncaughtSignal)
         XCTAssertEqual(process.terminationStatus, SIGINT)
         XCTAssertEqual(directory.contents(), ["big.safetensors"])
+        XCTAssertEqual(message, "qconv: interrupted, nothing written\n")
+    }
+
+    func testHelpForACommandAndDidYouMean() throws {
+        let help = try runQConv(["help", "dequant"])
+        XCTAssertEqual(help.status, 0)
+        XCTAssertTrue(help.stdout.hasPrefix("Turn a qconv container back into safetensors."), help.stdout)
+        XCTAssertTrue(help.stdout.contains("examples:\n  qconv dequant "), help.stdout)
+        let cases: [([String], String)] = [
+            (["help", "nosuch"], "qconv: error: unknown command 'nosuch'\n  see 'qconv --help'\n"),
+            (["help", "to-nf44"], "qconv: error: unknown command 'to-nf44' (did you mean to-nf4?)\n  see 'qconv --help'\n"),
+            (["inspct", "x"], "qconv: error: unknown command 'inspct' (did you mean inspect?)\n  see 'qconv --help'\n"),
+            (["to-nf4", "a", "b", "--block-sz", "32"],
+             "qconv: error: unknown option '--block-sz' for 'qconv to-nf4' (did you mean --block-size?)\n  see 'qconv to-nf4 --help'\n"),
+        ]
+        for (arguments, expected) in cases {
+            let result = try runQConv(arguments)
+            XCTAssertEqual(result.status, 2, "\(arguments)")
+            XCTAssertEqual(result.stderr, expected, "\(arguments)")
+        }
+        // Every command's help ends with real examples.
+        for name in ["inspect", "to-nf4", "to-fp4", "to-int8", "dequant", "verify", "merge-lora"] {
+            let text = try runQConv(["help", name]).stdout
+            let examples = text.components(separatedBy: "examples:\n").last?.split(separator: "\n") ?? []
+            XCTAssertGreaterThanOrEqual(examples.count, 2, name)
+            XCTAssertTrue(examples.allSatisfy { $0.hasPrefix("  qconv \(name) ") }, "\(name): \(examples)")
+        }
+    }
+
+    func testProgressTextFitsItsWidthLosingTheMiddleOfTheName() {
+        let name = "model.layers.0.self_attn.k_proj.weight"
+        XCTAssertEqual(TerminalText.fitted("to-nf4 42%", name, width: 80), "to-nf4 42% " + name)
+        let narrow = TerminalText.fitted("to-nf4 42%", name, width: 40)
+        XCTAssertEqual(narrow.count, 39)
+        XCTAssertEqual(narrow, "to-nf4 42% model.layers...._proj.weight")
+        XCTAssertEqual(TerminalText.fitted("to-nf4 42%", name, width: 12), "to-nf4 42%")
+        XCTAssertEqual(TerminalText.fitted("to-nf4 42%", name, width: 5), "to-n")
+        XCTAssertEqual(TerminalText.fitted("verify 100%", "", width: 40), "verify 100%")
+    }
+
+    func testSuggestionsPickTheNearestNames() {
+        XCTAssertEqual(Suggestions.closest(to: "--block-sz", among: ["--block-size", "--no-double-quant", "--json"]), ["--block-size"])
+        XCTAssertEqual(Suggestions.closest(to: "--jsno", among: ["--json", "--quiet"]), ["--json"])
+        XCTAssertEqual(Suggestions.closest(to: "--xyz", among: ["--json", "--quiet"]), [])
+        XCTAssertEqual(Suggestions.closest(to: "merge", among: ["merge-lora", "verify"]), ["merge-lora"])
     }
 }

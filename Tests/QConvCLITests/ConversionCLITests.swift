@@ -17,7 +17,7 @@ final class ConversionCLITests: XCTestCase {
             let command = metadata["quant_type"] == "fp4" ? "to-fp4" : "to-nf4"
             let nested = metadata["nested"] == "true"
             let directory = TemporaryDirectory()
-            var arguments = [command, file, directory.file("q.qc"), "--all", "--only", "^input$", "--block-size", metadata["blocksize"]!, "--quiet"]
+            var arguments = [command, file, directory.file("q.qc"), "--all", "--only", "input", "--block-size", metadata["blocksize"]!, "--quiet"]
             if !nested { arguments.append("--no-double-quant") }
             let convert = try runQConv(arguments)
             XCTAssertEqual(convert.status, 0, "\(file): \(convert.stderr)")
@@ -56,7 +56,7 @@ final class ConversionCLITests: XCTestCase {
             let reference = try Checkpoint(path: file)
             let metadata = Dictionary(uniqueKeysWithValues: (reference.metadata ?? []).map { ($0.key, $0.value) })
             let directory = TemporaryDirectory()
-            let convert = try runQConv(["to-int8", file, directory.file("q.qc"), "--all", "--only", "^input$",
+            let convert = try runQConv(["to-int8", file, directory.file("q.qc"), "--all", "--only", "input",
                                         "--outlier-threshold", metadata["threshold"]!, "--quiet"])
             XCTAssertEqual(convert.status, 0, "\(file): \(convert.stderr)")
             let dequant = try runQConv(["dequant", directory.file("q.qc"), directory.file("out.safetensors"), "--dtype", "f32", "--quiet"])
@@ -174,7 +174,7 @@ final class ConversionCLITests: XCTestCase {
     func testAllRawRoundTripIsByteIdentical() throws {
         let directory = TemporaryDirectory()
         let file = Fixtures.path("quant/nf4_one_block.safetensors")
-        XCTAssertEqual(try runQConv(["to-nf4", file, directory.file("raw.qc"), "--skip", ".", "--quiet"]).status, 0)
+        XCTAssertEqual(try runQConv(["to-nf4", file, directory.file("raw.qc"), "--skip", "*", "--quiet"]).status, 0)
         XCTAssertEqual(try runQConv(["dequant", directory.file("raw.qc"), directory.file("back.safetensors"), "--quiet"]).status, 0)
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: directory.file("back.safetensors"))), try Data(contentsOf: URL(fileURLWithPath: file)))
 
@@ -211,7 +211,7 @@ final class ConversionCLITests: XCTestCase {
     /// `--skip` applies after `--only`.
     func testSkipIsAppliedAfterOnly() throws {
         let directory = TemporaryDirectory()
-        let result = try runQConv(["to-nf4", Fixtures.sample("sharded_llama"), directory.file("q.qc"), "--only", "q_proj", "--skip", #"layers\.1\."#, "--json"])
+        let result = try runQConv(["to-nf4", Fixtures.sample("sharded_llama"), directory.file("q.qc"), "--only", "*q_proj*", "--skip", #"re:layers\.1\."#, "--json"])
         XCTAssertEqual(result.status, 0, result.stderr)
         let report = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
         let quantized = (report["tensors"] as! [[String: Any]]).filter { $0["scheme"] as? String == "nf4" }.map { $0["name"] as! String }
@@ -420,7 +420,7 @@ final class ConversionCLITests: XCTestCase {
         let sample = Fixtures.sample("sharded_llama")
         let directory = TemporaryDirectory()
         for arguments in [["to-nf4", sample, directory.file("x"), "--block-size", "48"],
-                          ["to-nf4", sample, directory.file("x"), "--only", "("],
+                          ["to-nf4", sample, directory.file("x"), "--only", "re:("],
                           ["to-int8", sample, directory.file("x"), "--outlier-threshold", "-1"],
                           ["to-nf4", sample, directory.file("x"), "--min-sqnr", "3"],
                           ["dequant", directory.file("x"), directory.file("y"), "--dtype", "f8"]] {
@@ -451,10 +451,10 @@ final class ConversionCLITests: XCTestCase {
         XCTAssertEqual(byDefault["model.layers.0.self_attn.q_proj.weight"], "nf4")
         let all = try schemes(["--all"])
         XCTAssertEqual(Set(all.values), ["nf4"])
-        let skipped = try schemes(["--skip", "mlp"])
+        let skipped = try schemes(["--skip", "*mlp*"])
         XCTAssertEqual(skipped["model.layers.0.mlp.up_proj.weight"], "raw")
         XCTAssertEqual(skipped["model.layers.0.self_attn.q_proj.weight"], "nf4")
-        let only = try schemes(["--only", "lm_head", "--only", "q_proj"])
+        let only = try schemes(["--only", "lm_head*", "--only", "*q_proj*"])
         XCTAssertEqual(only.filter { $0.value == "nf4" }.keys.sorted(), ["lm_head.weight", "model.layers.0.self_attn.q_proj.weight", "model.layers.1.self_attn.q_proj.weight"])
     }
 

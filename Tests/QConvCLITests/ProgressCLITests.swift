@@ -6,12 +6,13 @@ import XCTest
 final class ProgressCLITests: XCTestCase {
     /// Runs `qconv ARGUMENTS` with stdout and stderr on a pseudo-terminal (util-linux
     /// `script`), returning everything the terminal received; nil where `script` is missing.
-    func runOnTerminal(_ arguments: [String]) throws -> (status: Int32, output: String)? {
+    func runOnTerminal(_ arguments: [String], columns: Int? = nil) throws -> (status: Int32, output: String)? {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/script") else { return nil }
         let quoted = ([qconvExecutablePath] + arguments).map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }
+        let resize = columns.map { "stty cols \($0) rows 24; " } ?? ""
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/script")
-        process.arguments = ["-qefc", quoted.joined(separator: " "), "/dev/null"]
+        process.arguments = ["-qefc", resize + quoted.joined(separator: " "), "/dev/null"]
         let out = Pipe()
         process.standardOutput = out
         process.standardError = FileHandle.nullDevice
@@ -72,6 +73,26 @@ final class ProgressCLITests: XCTestCase {
             XCTAssertEqual(result.status, 0, "\(arguments): \(result.stderr)")
             XCTAssertEqual(result.stderr, "", "\(arguments)")
             XCTAssertFalse(result.stdout.isEmpty, "\(arguments)")
+        }
+    }
+
+    /// On terminals of 40 and 80 columns every drawn line fits (the last
+    /// column stays free; `TerminalText.fitted` cuts the middle of long names).
+    func testTheLineFitsTheTerminalWidth() throws {
+        let directory = TemporaryDirectory()
+        let sample = Fixtures.sample("sharded_llama")
+        for columns in [40, 80] {
+            guard let result = try runOnTerminal(["to-nf4", sample, directory.file("w\(columns).qc")], columns: columns) else {
+                throw XCTSkip("no /usr/bin/script for a pseudo-terminal")
+            }
+            XCTAssertEqual(result.status, 0, result.output)
+            // Each redraw starts with "\r" and ends with the erase-to-end-of-line sequence.
+            let drawn = result.output.components(separatedBy: "\r").compactMap { piece -> String? in
+                guard let end = piece.range(of: "\u{1B}[K") else { return nil }
+                return String(piece[..<end.lowerBound])
+            }.filter { $0.hasPrefix("to-nf4 ") }
+            XCTAssertFalse(drawn.isEmpty, result.output.debugDescription)
+            for line in drawn { XCTAssertLessThan(line.count, columns, line) }
         }
     }
 }

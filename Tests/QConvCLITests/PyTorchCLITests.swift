@@ -115,15 +115,17 @@ final class PyTorchCLITests: XCTestCase {
             (["inspect", zip], "\(zip): this is a zip archive that is not a PyTorch checkpoint (it has no data.pkl)"),
             (["to-safetensors", legacy, directory.file("o.safetensors")], "\(legacy): this is a Python pickle (a legacy PyTorch checkpoint, saved by torch before 1.6"),
             (["to-nf4", container, directory.file("o.qc")], "\(container): holds quantized tensors already"),
-            (["dequant", bin, directory.file("o")], "\(bin): this is a PyTorch file, not a qconv container; 'qconv to-safetensors'"),
-            (["verify", bin], "\(bin): this is a PyTorch file, not a qconv container"),
-            (["dequant", gguf, directory.file("o")], "\(gguf): this is a GGUF file (llama.cpp), not a qconv container"),
+            (["dequant", bin, directory.file("o")], "\(bin): this is a pytorch model; dequant turns a quantized model"),
+            (["dequant", zip, directory.file("o")], "\(zip): this is a zip archive that is not a PyTorch checkpoint"),
         ]
         for (arguments, message) in cases {
             let result = try runQConv(arguments)
             XCTAssertEqual(result.status, 3, "\(arguments): \(result.stderr)")
             XCTAssertTrue(result.stderr.hasPrefix("qconv: error: " + message), "\(arguments): \(result.stderr)")
         }
+        // One-argument verify checks any model: a .bin's archive, pickle and views.
+        XCTAssertTrue(try run(["verify", bin]).stdout.hasPrefix("\(bin): ok: 7 tensors in 1 file"))
+        XCTAssertEqual(try runQConv(["verify", Self.fixture("hostile/os_system.bin")]).status, 3)
     }
 
     func testInspectNamesTheFormat() throws {

@@ -45,9 +45,14 @@ final class ContainerHardeningTests: XCTestCase {
         let original = try makeSampleContainer(in: directory)
         let refused: [(name: String, reason: String)] = [
             ("", "the name is empty"),
-            ("../evil", "the name contains '/'; it must be a plain file name"),
-            ("sub/config.json", "the name contains '/'; it must be a plain file name"),
-            ("/etc/passwd", "the name contains '/'; it must be a plain file name"),
+            ("../evil", "'..' is not a file name"),
+            ("sub/../../evil", "'..' is not a file name"),
+            ("/etc/passwd", "the name starts with '/'; it must be a relative path"),
+            ("sub//config.json", "the name has an empty component ('//' or a trailing '/')"),
+            ("sub/", "the name has an empty component ('//' or a trailing '/')"),
+            ("sub/.git/config", "the name starts with '.' (hidden files are not carried)"),
+            ("a/b/c/d/e.json", "the name is nested deeper than 3 folders"),
+            ("model.safetensors/config.json", "the name is one of the weight files dequant writes"),
             ("a\u{0}b", "the name contains a NUL byte"),
             ("a\nb", "the name contains the control character U+000A"),
             (".", "'.' is not a file name"),
@@ -64,7 +69,8 @@ final class ContainerHardeningTests: XCTestCase {
             assertRefused(try ContainerFile(path: path), .unsafeEmbeddedFileName(file: path, name: name, reason: reason))
         }
         // Names that are fine, including ones that merely resemble weight files.
-        for name in ["tokenizer.model", "generation_config.json", "model.safetensors.txt", "model-1.safetensors", "a..b"] {
+        for name in ["tokenizer.model", "generation_config.json", "model.safetensors.txt", "model-1.safetensors", "a..b", "1_Pooling/config.json",
+                     "a/b/c/d.json"] {
             let path = try copy(original, in: directory)
             try setFileName(path, name)
             XCTAssertEqual(try ContainerFile(path: path).header.files.map(\.name), [name])
@@ -94,7 +100,7 @@ final class ContainerHardeningTests: XCTestCase {
         let output = directory.file("out/model")
         try FileManager.default.createDirectory(atPath: directory.file("out"), withIntermediateDirectories: false)
         XCTAssertThrowsError(try Dequantizer.dequantize(try Model.open(path), to: output, options: Dequantizer.Options())) { error in
-            XCTAssertEqual(error as? ContainerError, .unsafeEmbeddedFileName(file: path, name: "../evil", reason: "the name contains '/'; it must be a plain file name"))
+            XCTAssertEqual(error as? ContainerError, .unsafeEmbeddedFileName(file: path, name: "../evil", reason: "'..' is not a file name"))
         }
         XCTAssertEqual(directory.contents(), ["model.qc", "out"])
         XCTAssertFalse(FileManager.default.fileExists(atPath: directory.file("out/evil")))
@@ -282,14 +288,32 @@ final class ContainerHardeningTests: XCTestCase {
         }
         writeFile(folder + "/tokenizer.model", [1, 2, 3])
         let checkpoint = try Checkpoint(path: folder)
-        XCTAssertEqual(checkpoint.auxiliaryFiles, ["config.json", "tokenizer.model"])
+        XCTAssertEqual(checkpoint.auxiliaryFiles, ["config.json", "subfolder/inner.json", "tokenizer.model"])
         let output = directory.file("model.qc")
         let report = try Quantizer.convert(try SafeTensorsReader.model(of: checkpoint), to: output,
                                            options: Quantizer.Options(method: .fourBit(.nf4, blockSize: 64, doubleQuant: true),
                                                                       selection: try TensorSelection(), threads: 2))
-        XCTAssertEqual(report.embeddedFiles, ["config.json", "tokenizer.model"])
+        XCTAssertEqual(report.embeddedFiles, ["config.json", "subfolder/inner.json", "tokenizer.model"])
         let container = try ContainerFile(path: output)
-        XCTAssertEqual(container.header.files.map(\.name), ["config.json", "tokenizer.model"])
-        XCTAssertLessThan(container.file.size, checkpoint.shards[0].file.size)
+        XCTAssertEqual(container.header.files.map(\.name), ["config.json", "subfolder/inner.json", "tokenizer.model"])
+        // Of the 15 MB of other files, only the 1 MB file of the subfolder came along.
+        XCTAssertLessThan(container.file.size, checkpoint.shards[0].file.size + UInt64(large.count))
+    }
+
+    func testAnEmbeddedFileThatIsAlsoAFolderIsRefused() throws {
+        let directory = TemporaryDirectory()
+        let original = try makeSampleContainer(in: directory)
+        try editor(original).rewriteHeader { header in
+            var files = header["files"] as! [[String: Any]]
+            var second = files[0]
+            files[0]["name"] = "pooling"
+            second["name"] = "pooling/config.json"
+            second["offset"] = (files[0]["offset"] as! Int) + (files[0]["length"] as! Int)
+            second["length"] = 0
+            second["xxh64"] = "ef46db3751d8e999"
+            files.insert(second, at: 1)
+            header["files"] = files
+        }
+        assertRefused(try ContainerFile(path: original), .embeddedFileIsAlsoAFolder(file: original, name: "pooling"))
     }
 }

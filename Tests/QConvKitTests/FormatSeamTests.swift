@@ -175,3 +175,26 @@ final class SupportTests: XCTestCase {
         ProgressCounter(label: "silent", total: 1, handler: nil).advance(by: 1)
     }
 }
+
+/// The shares of a job array's parts.
+final class OutputPartTests: XCTestCase {
+    func testPartsCoverEveryShardOnceBalancedByBytes() {
+        let cases: [[UInt64]] = [[], [10], [5, 5, 5, 5], [100, 1, 1, 1, 1, 100], Array(repeating: 7, count: 11), [0, 0, 3], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]
+        for sizes in cases {
+            for count in [1, 2, 3, 7] {
+                let parts = (1...count).map { OutputPart(index: $0, count: count)!.shards(ofSizes: sizes) }
+                XCTAssertEqual(parts.flatMap { $0 }.sorted(), Array(sizes.indices), "\(sizes) in \(count)")
+                XCTAssertEqual(parts.flatMap { $0 }, Array(sizes.indices), "contiguous runs, in order")
+                // No part holds more than its share plus one shard.
+                let total = sizes.reduce(0, +), largest = sizes.max() ?? 0
+                for part in parts {
+                    XCTAssertLessThanOrEqual(part.reduce(UInt64(0)) { $0 + sizes[$1] }, total / UInt64(count) + largest + 1, "\(sizes) \(count)")
+                }
+            }
+        }
+        XCTAssertEqual(OutputPart(index: 1, count: 4)!.shards(ofSizes: [5, 5, 5, 5]), [0])
+        XCTAssertEqual(OutputPart(index: 4, count: 4)!.shards(ofSizes: [5, 5, 5, 5]), [3])
+        XCTAssertNil(OutputPart(index: 0, count: 3))
+        XCTAssertNil(OutputPart(index: 4, count: 3))
+    }
+}

@@ -13,6 +13,8 @@ public enum ConversionError: QConvError, Equatable {
     /// container): quantizing its dequantized values again would add the
     /// errors of both.
     case alreadyQuantized(path: String, tensor: String, scheme: String)
+    /// Sharding or parts asked of an output that is one file (a container).
+    case notAFolderOutput(path: String)
 
     public var category: ErrorCategory { .invalidInput }
 
@@ -23,6 +25,8 @@ public enum ConversionError: QConvError, Equatable {
         case let .float16Overflow(file, tensor, index, value):
             return "\(file): tensor '\(tensor)': element \(index) is \(value), which overflows float16 (largest finite value 65504); "
                 + "int8 quantization rounds values to float16 first, as bitsandbytes quantizes float16 weights"
+        case let .notAFolderOutput(path):
+            return "\(path): a qconv container is one file, so it has no shards to split into parts or to size; write a model folder instead"
         case let .alreadyQuantized(path, tensor, scheme):
             return "\(path): holds quantized tensors already (tensor '\(tensor)' is \(scheme)); dequantize it to convert it again"
         case let .nonFiniteResults(tensor, count):

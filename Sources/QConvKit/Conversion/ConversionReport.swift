@@ -6,14 +6,17 @@ public struct ConversionReport {
         public var info: TensorInfo
         /// How it was stored.
         public var scheme: TensorScheme
+        /// The tensor as stored (another dtype for a kept tensor made smaller).
+        public var stored: TensorInfo
 
-        public init(info: TensorInfo, scheme: TensorScheme) {
+        public init(info: TensorInfo, scheme: TensorScheme, stored: TensorInfo? = nil) {
             self.info = info
             self.scheme = scheme
+            self.stored = stored ?? info
         }
 
         /// Bytes of all its parts.
-        public var storedBytes: UInt64 { scheme.parts(for: info).reduce(0) { $0 + $1.byteCount } }
+        public var storedBytes: UInt64 { scheme.parts(for: stored).reduce(0) { $0 + $1.byteCount } }
         /// int8 only: the number of outlier columns kept in FP16.
         public var outlierColumns: Int? {
             if case .int8(let p) = scheme { return p.outlierColumnCount }
@@ -40,11 +43,18 @@ public struct ConversionReport {
     public var outputBytes: UInt64 = 0
     /// Names of the files embedded in the container (config.json, ...).
     public var embeddedFiles: [String] = []
+    /// Files of the source folder that were not carried, and why.
+    public var leftOutFiles: [SideFileScan.LeftOut] = []
     /// Wall-clock time of the conversion.
     public var seconds: Double = 0
 
     /// The tensors that were quantized (not stored raw).
     public var quantized: [Tensor] { tensors.filter { $0.scheme.isQuantized } }
+
+    /// Bytes of every tensor in its source dtype (the basis of the size ratio, as in `inspect`).
+    public var sourceTensorBytes: UInt64 { tensors.reduce(0) { $0 + UInt64($1.info.byteCount) } }
+    /// Bytes stored for every tensor (all parts).
+    public var storedTensorBytes: UInt64 { tensors.reduce(0) { $0 + $1.storedBytes } }
 
     /// Elements of every tensor.
     public var parameterCount: Int { tensors.reduce(0) { $0 + $1.info.elementCount } }
@@ -92,8 +102,11 @@ public struct ConversionReport {
         object.append("source_bytes", .uint(sourceBytes))
         object.append("output_bytes", .uint(outputBytes))
         object.append("size_ratio", .double(sourceBytes > 0 ? Double(outputBytes) / Double(sourceBytes) : 0))
+        object.append("source_tensor_bytes", .uint(sourceTensorBytes))
+        object.append("stored_tensor_bytes", .uint(storedTensorBytes))
         object.append("quantized_bits_per_weight", .double(quantizedBitsPerWeight))
         object.append("embedded_files", .array(embeddedFiles.map { .string($0) }))
+        object.append("left_out_files", .array(leftOutFiles.map { .object(["name": .string($0.name), "reason": .string($0.reason)]) }))
         object.append("seconds", .double((seconds * 1000).rounded() / 1000))
         object.append("tensors", .array(tensors.map { tensor in
             var row = JSONObject()

@@ -23,9 +23,11 @@ public enum Dequantizer {
         /// The command reports and progress name: "dequant" or "to-safetensors".
         public var command: String
         public var progress: ProgressHandler?
+        /// Write only this part's shards of the output folder.
+        public var part: OutputPart?
 
         public init(dtype: DType? = nil, maxShardSize: UInt64? = nil, threads: Int = defaultThreadCount, overwrite: Bool = false,
-                    order: TensorOrder = .source, command: String = "dequant", progress: ProgressHandler? = nil) {
+                    order: TensorOrder = .source, command: String = "dequant", progress: ProgressHandler? = nil, part: OutputPart? = nil) {
             self.dtype = dtype
             self.maxShardSize = maxShardSize
             self.threads = threads
@@ -33,6 +35,7 @@ public enum Dequantizer {
             self.order = order
             self.command = command
             self.progress = progress
+            self.part = part
         }
     }
 
@@ -96,7 +99,7 @@ public enum Dequantizer {
                                   transform: TensorTransform? = nil) throws -> Report {
         let started = monotonicSeconds()
         var steps = plan(model, options: options, transform: transform)
-        let asFile = destination.hasSuffix(".safetensors") && options.maxShardSize == nil
+        let asFile = destination.hasSuffix(".safetensors") && options.maxShardSize == nil && options.part == nil
         var shards = CheckpointWriter.planShards(steps.map(\.output), maximumBytes: asFile ? .max : options.maxShardSize ?? .max)
         if case .referenceWriter = options.order {
             shards = shards.map { ($0.fileName, SafeTensorsWriter.referenceOrder($0.tensors)) }
@@ -107,7 +110,7 @@ public enum Dequantizer {
         let layout: CheckpointWriter.Layout = asFile ? .file : .folder(shards: shards)
         let writer = try CheckpointWriter(destination: destination, layout: layout, tensors: outputs, metadata: model.metadata,
                                           sideFiles: asFile ? [] : model.sideFiles, overwrite: options.overwrite,
-                                          inputs: model.inputPaths + (transform?.inputFiles ?? []))
+                                          inputs: model.inputPaths + (transform?.inputFiles ?? []), part: options.part)
         let context = EncodingContext(threads: options.threads, allowNonfinite: true)
         try ModelConversion.run(steps, into: writer, context: context,
                                 progress: ProgressCounter(label: options.command, total: model.sourceTensorBytes, handler: options.progress))

@@ -63,6 +63,11 @@ public enum ModelConversion {
         var schemes: [TensorScheme] = []
         do {
             for step in steps {
+                // One part of a job array skips the tensors of the other parts' shards.
+                guard writer.writes(step.output) else {
+                    schemes.append(step.plannedScheme)
+                    continue
+                }
                 let scheme = try write(step, into: writer, context: context)
                 schemes.append(scheme)
                 progress.advance(by: UInt64(step.source.info.byteCount), item: step.source.name)

@@ -13,12 +13,19 @@ public enum ModelRewriter {
         /// A container records it in its provenance (what was merged).
         public var note: JSONObject
         public var progress: ProgressHandler?
+        /// A folder output: shards of at most this many bytes (transformers' rule) instead of the model's own shards.
+        public var maxShardSize: UInt64?
+        /// A folder output: write only this part's shards.
+        public var part: OutputPart?
 
-        public init(threads: Int = defaultThreadCount, overwrite: Bool = false, note: JSONObject = JSONObject(), progress: ProgressHandler? = nil) {
+        public init(threads: Int = defaultThreadCount, overwrite: Bool = false, note: JSONObject = JSONObject(), progress: ProgressHandler? = nil,
+                    maxShardSize: UInt64? = nil, part: OutputPart? = nil) {
             self.threads = threads
             self.overwrite = overwrite
             self.note = note
             self.progress = progress
+            self.maxShardSize = maxShardSize
+            self.part = part
         }
     }
 
@@ -56,6 +63,8 @@ public enum ModelRewriter {
     static func makeWriter(like model: Model, destination: String, steps: [ConversionStep], inputs: [String], options: Options,
                            context: EncodingContext) throws -> ModelWriter {
         switch model.format {
+        case .container where options.part != nil || options.maxShardSize != nil:
+            throw ConversionError.notAFolderOutput(path: model.path)
         case .container:
             var provenance = model.provenance ?? JSONObject()
             provenance.members.removeAll { $0.key == "qconv_version" }
@@ -64,10 +73,18 @@ public enum ModelRewriter {
             return try ContainerModelWriter(destination: destination, overwrite: options.overwrite, inputs: inputs,
                                             tensors: steps.map { ($0.output, $0.plannedScheme) }, sideFiles: model.sideFiles,
                                             metadata: model.metadata, provenance: provenance, context: context)
-        case .safetensorsFile, .pytorchFile:
+        case .safetensorsFile where options.part == nil && options.maxShardSize == nil,
+             .pytorchFile where options.part == nil && options.maxShardSize == nil:
             return try CheckpointWriter(destination: destination, layout: .file, tensors: steps.map(\.output), metadata: model.metadata,
                                         overwrite: options.overwrite, inputs: inputs)
-        case .safetensorsFolder, .safetensorsShardedFolder, .pytorchFolder, .pytorchShardedFolder:
+        case .safetensorsFile, .safetensorsFolder, .safetensorsShardedFolder, .pytorchFile, .pytorchFolder, .pytorchShardedFolder:
+            let single = model.format == .safetensorsFile || model.format == .pytorchFile
+            if let maximum = options.maxShardSize ?? (single ? .max : nil) {
+                // Sharded anew as transformers shards (a single file becomes a folder).
+                return try CheckpointWriter(destination: destination, layout: .folder(shards: CheckpointWriter.planShards(steps.map(\.output), maximumBytes: maximum)),
+                                            tensors: steps.map(\.output), metadata: model.metadata, sideFiles: model.sideFiles,
+                                            overwrite: options.overwrite, inputs: inputs, part: options.part)
+            }
             let pytorch = model.format == .pytorchFolder || model.format == .pytorchShardedFolder
             var shards: [(fileName: String, tensors: [TensorInfo])] = model.files.map { (pytorch ? PyTorchReader.safetensorsName(of: $0.name) : $0.name, []) }
             for step in steps { shards[step.source.file].tensors.append(step.output) }
@@ -75,7 +92,7 @@ public enum ModelRewriter {
             // total_size follows the merged tensors (a resized vocabulary changes it).
             return try CheckpointWriter(destination: destination, layout: .folder(shards: shards), tensors: steps.map(\.output),
                                         metadata: model.metadata, sideFiles: model.sideFiles, sourceIndex: model.index,
-                                        overwrite: options.overwrite, inputs: inputs)
+                                        overwrite: options.overwrite, inputs: inputs, part: options.part)
         }
     }
 }

@@ -11,8 +11,11 @@ public final class Model: @unchecked Sendable {
     public let format: ModelFormat
     /// The files that hold tensors (shards), in tensor order.
     public let files: [ModelFile]
-    /// Files that belong with the weights (config.json, tokenizer files), by name.
+    /// Files that belong with the weights (config.json, tokenizer files), by
+    /// path relative to the model folder.
     public let sideFiles: [SideFile]
+    /// Files of the model folder that are not carried along, and why.
+    public let leftOutFiles: [SideFileScan.LeftOut]
     /// The `__metadata__` of a safetensors file (of its first shard), or what
     /// a container recorded of its source's.
     public let metadata: [(key: String, value: String)]?
@@ -29,11 +32,13 @@ public final class Model: @unchecked Sendable {
     private let tensorIndex: [String: Int]
 
     public init(path: String, format: ModelFormat, files: [ModelFile], sideFiles: [SideFile], metadata: [(key: String, value: String)]?,
-                tensors: [ModelTensor], index: JSONObject? = nil, provenance: JSONObject? = nil, inputPaths: [String]) {
+                tensors: [ModelTensor], index: JSONObject? = nil, provenance: JSONObject? = nil, inputPaths: [String],
+                leftOutFiles: [SideFileScan.LeftOut] = []) {
         self.path = path
         self.format = format
         self.files = files
         self.sideFiles = sideFiles
+        self.leftOutFiles = leftOutFiles
         self.metadata = metadata
         self.tensors = tensors
         self.index = index

@@ -138,8 +138,8 @@ public enum ModelFormatError: QConvError, Equatable {
     case unsupportedFormat(path: String, what: String)
     /// A folder holding nothing qconv reads.
     case noModel(folder: String)
-    /// A model of another format where a qconv container is expected.
-    case notAContainer(path: String, what: String)
+    /// A model of one format where a command needs another (`dequant` of a safetensors folder).
+    case wrongKind(path: String, found: ModelFormat, expected: String)
 
     public var category: ErrorCategory { .invalidInput }
 
@@ -147,10 +147,10 @@ public enum ModelFormatError: QConvError, Equatable {
         switch self {
         case let .unsupportedFormat(path, what):
             return "\(path): this is \(what), which qconv does not read; it reads safetensors files and model folders, PyTorch checkpoints (.bin, torch >= 1.6) and qconv containers"
-        case let .notAContainer(path, what):
-            return "\(path): this is \(what), not a qconv container"
         case let .noModel(folder):
             return "\(folder): no model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json in this folder"
+        case let .wrongKind(path, found, expected):
+            return "\(path): this is a \(found.name) model; \(expected)"
         }
     }
 }
@@ -178,14 +178,5 @@ extension Model {
     public static func format(of path: String) throws -> ModelFormat? {
         let probe = try FormatProbe(path: path)
         return readers.lazy.compactMap { $0.recognize(probe) }.first
-    }
-
-    /// What `path` is, in words, from its first bytes or its folder's names:
-    /// "a qconv container", "a PyTorch file", "a GGUF file (llama.cpp)", ...
-    /// (nil for a folder of nothing qconv reads).
-    public static func describe(_ path: String) throws -> String? {
-        let probe = try FormatProbe(path: path)
-        if let what = UnreadableFormat.describe(probe) { return what }
-        return readers.lazy.compactMap { $0.recognize(probe) }.first.map { "a " + $0.layoutDescription }
     }
 }

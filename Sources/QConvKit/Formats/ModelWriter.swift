@@ -14,4 +14,11 @@ public protocol ModelWriter: AnyObject {
     func commit() throws
     /// Removes everything written so far.
     func discard()
+    /// Whether the tensor is written here (one part of a job array writes
+    /// its own shards' tensors only); the conversion skips the others.
+    func writes(_ tensor: TensorInfo) -> Bool
+}
+
+extension ModelWriter {
+    public func writes(_ tensor: TensorInfo) -> Bool { true }
 }

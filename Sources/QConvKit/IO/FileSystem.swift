@@ -84,6 +84,15 @@ public enum FileSystem {
         try output.close()
     }
 
+    /// Creates the folders of a relative path's parents inside `root` (`a/b/c.json`: `a` and `a/b`).
+    public static func createFolders(for relativePath: String, in root: String) throws {
+        var path = root
+        for component in relativePath.split(separator: "/").dropLast() {
+            path = join(path, String(component))
+            if kind(of: path) != .directory && mkdir(path, 0o755) != 0 { throw IOError("create", path: path) }
+        }
+    }
+
     /// Creates (or truncates) a file for writing.
     public static func createFile(_ path: String, exclusive: Bool = false) throws -> SequentialWriter {
         let flags = O_WRONLY | O_CREAT | O_CLOEXEC | (exclusive ? O_EXCL : O_TRUNC)

@@ -122,8 +122,10 @@ public final class SequentialWriter {
         if posix_fallocate(descriptor, 0, off_t(length)) == 0 { reserved = true }
     }
 
-    /// Flushes and closes the file; further writes are a programming error.
+    /// Flushes and closes the file (once; closing again does nothing);
+    /// further writes are a programming error.
     public func close() throws {
+        guard descriptor >= 0 else { return }
         try flush()
         if reserved && ftruncate(descriptor, off_t(position)) != 0 { throw IOError("write", path: path) }
         if descriptor >= 0 {

@@ -66,7 +66,8 @@ extension InspectionReport.ContainerSummary {
                       let count = model.tensors.filter { $0.scheme.name == name }.count
                       return count > 0 ? (name, count) : nil
                   },
-                  sourceTensorBytes: model.sourceTensorBytes,
+                  // What the converter recorded of its source (kept tensors may be stored in a smaller dtype).
+                  sourceTensorBytes: model.provenance?["source"]?.objectValue?["tensor_bytes"]?.numberValue?.uint64Value ?? model.sourceTensorBytes,
                   bitsPerWeight: parameters > 0 ? Double(storedBytes) * 8 / Double(parameters) : 0,
                   quantizedBitsPerWeight: quantizedElements > 0
                       ? Double(quantized.reduce(UInt64(0)) { $0 + $1.storedBytes }) * 8 / Double(quantizedElements) : 0)

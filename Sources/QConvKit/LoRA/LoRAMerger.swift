@@ -10,6 +10,10 @@ public struct LoRAMergeOptions {
     /// Replace an existing destination.
     public var overwrite = false
     public var progress: ProgressHandler?
+    /// A folder output: shards of at most this many bytes instead of the base's shards.
+    public var maxShardSize: UInt64?
+    /// A folder output: write only this part's shards.
+    public var part: OutputPart?
 
     public init() {}
 }
@@ -121,8 +125,9 @@ public enum LoRAMerger {
         let transform = LoRATransform(plan: plan, allowNonfinite: options.allowNonfinite)
         do {
             if dequantize {
-                _ = try Dequantizer.dequantize(base, to: destination, options: .init(dtype: dtype, threads: options.threads, overwrite: options.overwrite,
-                                                                                     progress: options.progress), transform: transform)
+                _ = try Dequantizer.dequantize(base, to: destination, options: .init(dtype: dtype, maxShardSize: options.maxShardSize, threads: options.threads,
+                                                                                     overwrite: options.overwrite, progress: options.progress, part: options.part),
+                                               transform: transform)
             } else {
                 // A container's provenance lists the rewritten tensors: `verify`
                 // measures a raw one of them instead of requiring it to be identical.
@@ -131,7 +136,8 @@ public enum LoRAMerger {
                     "tensors": .array(plan.changes.map { .string($0.output.name) }),
                 ]))])
                 try ModelRewriter.rewrite(base, to: destination, transform: transform,
-                                          options: .init(threads: options.threads, overwrite: options.overwrite, note: note, progress: options.progress))
+                                          options: .init(threads: options.threads, overwrite: options.overwrite, note: note, progress: options.progress,
+                                                         maxShardSize: options.maxShardSize, part: options.part))
             }
         } catch let error as ConversionError {
             throw mergeError(error, plan: plan, base: base)
@@ -150,7 +156,7 @@ public enum LoRAMerger {
             return LoRAMergeError.nonFiniteRequantization(tensor: tensor, scheme: base.tensor(named: tensor)?.scheme.name ?? "?", index: index, value: value)
         case let .float16Overflow(_, tensor, index, value) where plan.change(for: tensor) != nil:
             return LoRAMergeError.requantizationOverflow(tensor: tensor, index: index, value: value)
-        case .nonFiniteResults, .nonFiniteValue, .float16Overflow, .alreadyQuantized:
+        case .nonFiniteResults, .nonFiniteValue, .float16Overflow, .alreadyQuantized, .notAFolderOutput:
             return error
         }
     }

@@ -102,8 +102,10 @@ final class TensorComparison {
         var result = VerificationReport.Tensor(name: original.name, dtype: original.info.dtype, shape: original.info.shape,
                                                scheme: converted.scheme.name, metrics: nil, identical: nil, violations: [])
         let bothFloat = original.info.dtype.isDecodableToFloat && converted.info.dtype.isDecodableToFloat
-        if case .raw = converted.scheme, let originalBytes = original.rawStored,
-           !bothFloat || (exactRaw && !merged.contains(converted.name)) {
+        // A raw tensor of a quantized format is a copy, unless a merge rewrote it or it
+        // was stored in another float dtype on purpose (kept tensors made smaller).
+        let copied = exactRaw && !merged.contains(converted.name) && converted.info.dtype == original.info.dtype
+        if case .raw = converted.scheme, let originalBytes = original.rawStored, !bothFloat || copied {
             let same = try bytesEqual(originalBytes, converted.parts[0]) && converted.info.dtype == original.info.dtype
             result.identical = same
             if !same { result.violations.append("not identical (stored raw, must round-trip exactly)") }
@@ -116,6 +118,7 @@ final class TensorComparison {
             let metrics = try measure(try original.values(), try converted.values(checkingInOrder: true))
             result.metrics = metrics
             result.violations = thresholds.violations(of: metrics)
+            result.approximated = converted.scheme.isQuantized || !metrics.isExact
         }
         return result
     }

@@ -1,38 +1,77 @@
-/// Limits a round trip must stay within; nil means "not checked".
+import Glibc
+
+/// Limits a round trip must stay within; nil means "not checked". The
+/// first four hold for every tensor, the `overall` ones for the summary
+/// over the approximated tensors.
 public struct VerificationThresholds: Sendable {
-    /// Largest relative RMSE allowed.
+    /// Largest relative RMSE allowed, per tensor.
     public var maxRelativeRMSE: Double?
-    /// Smallest SQNR in dB allowed.
+    /// Smallest SQNR in dB allowed, per tensor.
     public var minSQNR: Double?
-    /// Largest absolute error allowed.
+    /// Largest absolute error allowed, per tensor.
     public var maxAbsoluteError: Double?
-    /// Smallest cosine similarity allowed.
+    /// Smallest cosine similarity allowed, per tensor.
     public var minCosine: Double?
+    /// Largest relative RMSE allowed over all approximated tensors.
+    public var maxOverallRelativeRMSE: Double?
+    /// Smallest SQNR in dB allowed over all approximated tensors.
+    public var minOverallSQNR: Double?
 
     /// Thresholds; each nil one is not checked.
-    public init(maxRelativeRMSE: Double? = nil, minSQNR: Double? = nil, maxAbsoluteError: Double? = nil, minCosine: Double? = nil) {
+    public init(maxRelativeRMSE: Double? = nil, minSQNR: Double? = nil, maxAbsoluteError: Double? = nil, minCosine: Double? = nil,
+                maxOverallRelativeRMSE: Double? = nil, minOverallSQNR: Double? = nil) {
         self.maxRelativeRMSE = maxRelativeRMSE
         self.minSQNR = minSQNR
         self.maxAbsoluteError = maxAbsoluteError
         self.minCosine = minCosine
+        self.maxOverallRelativeRMSE = maxOverallRelativeRMSE
+        self.minOverallSQNR = minOverallSQNR
     }
 
-    /// The thresholds `metrics` breaks, as "name value limit" descriptions.
-    /// A NaN metric breaks any threshold on it.
+    /// Whether no threshold is set.
+    public var isEmpty: Bool {
+        [maxRelativeRMSE, minSQNR, maxAbsoluteError, minCosine, maxOverallRelativeRMSE, minOverallSQNR].allSatisfy { $0 == nil }
+    }
+
+    /// The per-tensor thresholds `metrics` breaks, as "name value limit"
+    /// descriptions (six significant digits). A NaN metric breaks any threshold on it.
     public func violations(of metrics: ErrorMetrics) -> [String] {
         var broken: [String] = []
-        if let limit = maxRelativeRMSE, !(metrics.relativeRMSE <= limit) { broken.append("rel_rmse \(metrics.relativeRMSE) > \(limit)") }
-        if let limit = minSQNR, !(metrics.sqnrDecibels >= limit) { broken.append("sqnr_db \(metrics.sqnrDecibels) < \(limit)") }
-        if let limit = maxAbsoluteError, !(metrics.maxAbsoluteError <= limit) { broken.append("max_abs_err \(metrics.maxAbsoluteError) > \(limit)") }
-        if let limit = minCosine, !(metrics.cosineSimilarity >= limit) { broken.append("cosine \(metrics.cosineSimilarity) < \(limit)") }
+        if let limit = maxRelativeRMSE, !(metrics.relativeRMSE <= limit) { broken.append(Self.broken("rel_rmse", metrics.relativeRMSE, ">", limit)) }
+        if let limit = minSQNR, !(metrics.sqnrDecibels >= limit) { broken.append(Self.broken("sqnr_db", metrics.sqnrDecibels, "<", limit)) }
+        if let limit = maxAbsoluteError, !(metrics.maxAbsoluteError <= limit) { broken.append(Self.broken("max_abs_err", metrics.maxAbsoluteError, ">", limit)) }
+        if let limit = minCosine, !(metrics.cosineSimilarity >= limit) { broken.append(Self.broken("cosine", metrics.cosineSimilarity, "<", limit)) }
         return broken
     }
 
-    /// `{"max_rel_rmse", "min_sqnr_db", "max_abs_err", "min_cosine"}`, null for unchecked ones.
+    /// The overall thresholds `summary` breaks.
+    public func overallViolations(of summary: ErrorSummary) -> [String] {
+        var broken: [String] = []
+        if let limit = maxOverallRelativeRMSE, !(summary.relativeRMSE <= limit) {
+            broken.append(Self.broken("overall rel_rmse", summary.relativeRMSE, ">", limit))
+        }
+        if let limit = minOverallSQNR, !(summary.sqnrDecibels >= limit) { broken.append(Self.broken("overall sqnr_db", summary.sqnrDecibels, "<", limit)) }
+        return broken
+    }
+
+    private static func broken(_ metric: String, _ value: Double, _ relation: String, _ limit: Double) -> String {
+        "\(metric) \(significant(value)) \(relation) \(significant(limit))"
+    }
+
+    /// `value` with six significant digits ("0.0933835", "1.5e-07", "inf").
+    public static func significant(_ value: Double) -> String {
+        var buffer = [CChar](repeating: 0, count: 40)
+        _ = withVaList([value]) { vsnprintf(&buffer, buffer.count, "%.6g", $0) }
+        return String(cString: buffer)
+    }
+
+    /// `{"max_rel_rmse", "min_sqnr_db", "max_abs_err", "min_cosine",
+    /// "max_overall_rel_rmse", "min_overall_sqnr_db"}`, null for unchecked ones.
     public var json: JSONValue {
         func value(_ x: Double?) -> JSONValue { x.map { .double($0) } ?? .null }
         return .object(["max_rel_rmse": value(maxRelativeRMSE), "min_sqnr_db": value(minSQNR),
-                        "max_abs_err": value(maxAbsoluteError), "min_cosine": value(minCosine)])
+                        "max_abs_err": value(maxAbsoluteError), "min_cosine": value(minCosine),
+                        "max_overall_rel_rmse": value(maxOverallRelativeRMSE), "min_overall_sqnr_db": value(minOverallSQNR)])
     }
 }
 
@@ -54,9 +93,13 @@ public struct VerificationReport {
         public var identical: Bool?
         /// Thresholds broken (and "not identical" for raw tensors).
         public var violations: [String]
+        /// Its values were approximated: it is stored quantized, or it was
+        /// measured and its values differ. The overall figures are over these
+        /// tensors, which are the same for a container and for its dequantized copy.
+        public var approximated: Bool = false
 
-        /// Raw tensors, and non-float tensors, are expected to be exact.
-        public var isExactByConstruction: Bool { identical != nil }
+        /// Compared equal: bit-identical bytes, or measured and exact without being quantized.
+        public var isIdentical: Bool { identical ?? (!approximated && metrics?.isExact == true) }
     }
 
     /// Path of the original checkpoint.
@@ -71,17 +114,34 @@ public struct VerificationReport {
     /// Tensors that broke a threshold or changed when they should not have.
     public var failures: [Tensor] { tensors.filter { !$0.violations.isEmpty } }
 
-    /// Tensors whose values were approximated (and compared as numbers).
-    public var approximatedTensorCount: Int { tensors.filter { !$0.isExactByConstruction }.count }
-    /// Tensors that must be, and were checked to be, bit-identical.
-    public var identicalTensorCount: Int { tensors.filter { $0.identical == true }.count }
+    /// The overall thresholds the summary breaks.
+    public var overallViolations: [String] { thresholds.overallViolations(of: overall) }
 
-    /// Overall figures over the tensors whose values were approximated
-    /// (quantized ones for a container, and raw ones a merge rewrote; every
-    /// float tensor for safetensors),
-    /// weighted by element count.
+    /// No tensor and no overall figure out of bounds.
+    public var passed: Bool { failures.isEmpty && overallViolations.isEmpty }
+
+    /// Tensors whose values were approximated (and compared as numbers).
+    public var approximatedTensorCount: Int { tensors.filter(\.approximated).count }
+    /// Tensors that compared equal.
+    public var identicalTensorCount: Int { tensors.filter(\.isIdentical).count }
+
+    /// The `count` tensors furthest from their originals: the failing ones
+    /// first, then by relative RMSE, largest first.
+    public func worst(_ count: Int) -> [Tensor] {
+        let ranked = tensors.enumerated().sorted { a, b in
+            let (x, y) = (a.element, b.element)
+            if x.violations.isEmpty != y.violations.isEmpty { return !x.violations.isEmpty }
+            let (ex, ey) = (x.metrics?.relativeRMSE ?? -1, y.metrics?.relativeRMSE ?? -1)
+            if ex != ey { return ex > ey || ey.isNaN }
+            return a.offset < b.offset
+        }
+        return ranked.prefix(count).map(\.element)
+    }
+
+    /// Overall figures over the approximated tensors (quantized ones, and
+    /// measured ones whose values differ), weighted by element count.
     public var overall: ErrorSummary {
-        ErrorSummary(tensors.filter { !$0.isExactByConstruction }.compactMap(\.metrics))
+        ErrorSummary(tensors.filter(\.approximated).compactMap(\.metrics))
     }
 
     /// The report as docs/CLI.md describes it; per-tensor rows only with `includeTensors`.
@@ -94,8 +154,9 @@ public struct VerificationReport {
         object.append("exact_tensor_count", .int(identicalTensorCount))
         object.append("overall", Self.json(overall))
         object.append("thresholds", thresholds.json)
-        object.append("passed", .bool(failures.isEmpty))
+        object.append("passed", .bool(passed))
         object.append("failures", .array(failures.map { .object(["name": .string($0.name), "violations": .array($0.violations.map { .string($0) })]) }))
+        object.append("overall_violations", .array(overallViolations.map { .string($0) }))
         if includeTensors {
             object.append("tensors", .array(tensors.map { tensor in
                 var row = JSONObject()

@@ -9,6 +9,8 @@ enum ErrorWording {
         switch error {
         case let usage as UsageError:
             return (usage.message, UsageError.exitCode)
+        case let error as SelectionError:
+            return (wording(error), error.category.exitCode)
         case let VerificationError.nothingSelected(patterns):
             return ("--only \(patterns.joined(separator: " ")) matches no tensor", VerificationError.nothingSelected(patterns: patterns).category.exitCode)
         case let error as QConvError:
@@ -31,10 +33,22 @@ enum ErrorWording {
             return " (pass --allow-nonfinite to write them anyway)"
         case LoRAMergeError.requantizationOverflow:
             return " (pass --allow-nonfinite to write it anyway)"
-        case ModelFormatError.notAContainer:
-            return "; 'qconv to-safetensors' writes any model qconv reads as safetensors"
         default:
             return nil
+        }
+    }
+
+    /// A selection error with the options that set the patterns.
+    static func wording(_ error: SelectionError) -> String {
+        switch error {
+        case let .patternMatchesNothing(role, pattern, closest):
+            let glob = pattern.hasPrefix(NamePatterns.Pattern.regexPrefix) || pattern.contains("*") ? ""
+                : " (a glob matches whole names: '*\(pattern)*' matches the names that contain it)"
+            return "--\(role.rawValue) '\(pattern)' matches no tensor\(glob)" + (closest.isEmpty ? "" : "; the closest names: \(closest.joined(separator: ", "))")
+        case let .nothingToQuantize(patterns, reasons):
+            let all = reasons.contains(TensorSelection.KeepReason.oneDimensional.rawValue) ? "; pass --all to quantize 1-D tensors too" : ""
+            return "--only \(patterns.map { "'\($0)'" }.joined(separator: " ")) names no tensor that can be quantized "
+                + "(those it names are kept: \(reasons.joined(separator: ", ")))\(all)"
         }
     }
 }

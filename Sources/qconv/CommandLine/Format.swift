@@ -1,4 +1,5 @@
 import Glibc
+import QConvKit
 
 /// Formatting shared by the text reports.
 enum Format {
@@ -42,6 +43,9 @@ enum Format {
         }
         return cString("%.6f", value)
     }
+
+    /// Six significant digits: "0.0919588", "1.5e-07", "inf".
+    static func significant(_ value: Double) -> String { VerificationThresholds.significant(value) }
 
     static func cString(_ format: String, _ value: Double) -> String {
         var buffer = [CChar](repeating: 0, count: 64)

@@ -2,8 +2,9 @@ import Glibc
 import QConvKit
 
 /// What qconv does when told to stop (Ctrl-C, `kill`, a closed terminal):
-/// remove every temporary output, then die of the signal as if it had not
-/// been handled, so that the caller sees the usual status.
+/// clear the progress line, remove every temporary output, say so, then die
+/// of the signal as if it had not been handled, so that the caller sees the
+/// usual status.
 ///
 /// The signals are blocked in every thread, and one thread waits for them
 /// with `sigwait`: the cleanup then runs as ordinary code, not in a signal
@@ -35,7 +36,10 @@ enum Interrupts {
         var set = signalSet()
         var received: Int32 = 0
         guard sigwait(&set, &received) == 0 else { return nil }
+        ProgressLine.clearForInterruption()
+        let hadOutput = !TemporaryOutputs.paths.isEmpty
         TemporaryOutputs.removeAll()
+        fputs(hadOutput ? "qconv: interrupted, nothing written\n" : "qconv: interrupted\n", stderr)
         signal(received, SIG_DFL)
         var one = sigset_t()
         sigemptyset(&one)

@@ -15,8 +15,14 @@ enum DequantCommand: Command {
             ("IN", "A qconv container."),
             ("OUT", "A .safetensors file, or a model folder (any other name; embedded config files are restored)."),
         ],
-        options: [dtypeOption.spec, maxShardSizeOption.spec, CommonOptions.threads, CommonOptions.json, CommonOptions.quiet, OutputOptions.force],
-        discussion: "Names, shapes, order and __metadata__ are those of the original. Tensors stored raw come back bit-identical unless --dtype converts them."
+        options: [dtypeOption.spec, maxShardSizeOption.spec, PartOption.spec, CommonOptions.threads, CommonOptions.json, CommonOptions.quiet,
+                  OutputOptions.force],
+        discussion: "Names, shapes, order and __metadata__ are those of the original. Tensors stored raw come back bit-identical unless --dtype converts them.",
+        examples: [
+            "qconv dequant model-nf4.qc restored",
+            "qconv dequant model-nf4.qc model.safetensors --dtype bf16",
+            "qconv dequant model-nf4.qc restored --max-shard-size 5GB",
+        ]
     )
 
     struct Options: CommandOptions {
@@ -24,23 +30,25 @@ enum DequantCommand: Command {
         let output: String
         let dtype: DType?
         let maxShardSize: UInt64?
+        let part: OutputPart?
         let force: Bool
         let common: CommonOptions
     }
 
     static func parse(_ arguments: ParsedArguments) throws -> Options {
         Options(input: arguments.positionals[0], output: arguments.positionals[1], dtype: try arguments.value(dtypeOption),
-                maxShardSize: try arguments.value(maxShardSizeOption), force: arguments[OutputOptions.forceFlag], common: try CommonOptions(arguments))
+                maxShardSize: try arguments.value(maxShardSizeOption), part: try PartOption.resolve(arguments), force: arguments[OutputOptions.forceFlag],
+                common: try CommonOptions(arguments))
     }
 
     static func run(_ options: Options, console: Console) throws -> Int32 {
-        guard try Model.format(of: options.input) == .container else {
-            throw ModelFormatError.notAContainer(path: options.input, what: try Model.describe(options.input) ?? "a folder with no model")
-        }
         let model = try Model.open(options.input)
+        guard model.format.storesQuantizedTensors else {
+            throw ModelFormatError.wrongKind(path: options.input, found: model.format, expected: "dequant turns a quantized model (a qconv container) back into safetensors")
+        }
         let report = try Dequantizer.dequantize(model, to: options.output, options: .init(
             dtype: options.dtype, maxShardSize: options.maxShardSize, threads: options.common.threads, overwrite: options.force,
-            progress: options.common.progress))
+            progress: options.common.progress, part: options.part))
         if options.common.json {
             console.printJSON(report.json)
         } else {

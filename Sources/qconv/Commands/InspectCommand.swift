@@ -11,7 +11,12 @@ enum InspectCommand: Command {
         abstract: "Show what is inside a model: safetensors, a PyTorch .bin, a model folder or a qconv container.",
         positionals: [("PATH", "A .safetensors file, a PyTorch .bin, a model folder (sharded or not), or a qconv container.")],
         options: [tensorsFlag.spec, statsFlag.spec, CommonOptions.json, CommonOptions.quiet, CommonOptions.threads],
-        discussion: "Without --stats only headers are read, so the answer is immediate for files of any size."
+        discussion: "Without --stats only headers are read, so the answer is immediate for files of any size.",
+        examples: [
+            "qconv inspect Samples/sharded_llama",
+            "qconv inspect model-nf4.qc --tensors",
+            "qconv inspect model.safetensors --stats --json",
+        ]
     )
 
     struct Options: CommandOptions {

@@ -22,6 +22,7 @@ enum MergeLoRACommand: Command {
         ],
         optionalPositionals: 1,
         options: [scaleOption.spec, dryRunFlag.spec, allowNonfiniteFlag.spec, dequantizeFlag.spec, dtypeOption.spec,
+                  DequantCommand.maxShardSizeOption.spec, PartOption.spec,
                   CommonOptions.json, CommonOptions.quiet, OutputOptions.force, CommonOptions.threads],
         discussion: """
             The merge follows PEFT's merge_and_unload() (LoRA, rsLoRA, rank/alpha patterns, DoRA, fan_in_fan_out,
@@ -33,7 +34,12 @@ enum MergeLoRACommand: Command {
             removed. Nothing is written when any adapter tensor does not fit.
             With a qconv container as BASE (QLoRA), each changed tensor is dequantized, merged and quantized
             again with its own scheme and parameters, and OUT is a container; other tensors are copied as stored.
-            """
+            """,
+        examples: [
+            "qconv merge-lora Samples/lora_llama_basic/base Samples/lora_llama_basic/adapter --dry-run",
+            "qconv merge-lora base/ adapter/ merged",
+            "qconv merge-lora model-nf4.qc adapter/ merged --dequantize --dtype f16",
+        ]
     )
 
     struct Options: CommandOptions {
@@ -45,6 +51,8 @@ enum MergeLoRACommand: Command {
         let allowNonfinite: Bool
         let dequantize: Bool
         let dtype: DType?
+        let maxShardSize: UInt64?
+        let part: OutputPart?
         let force: Bool
         let common: CommonOptions
     }
@@ -55,13 +63,18 @@ enum MergeLoRACommand: Command {
         if !dryRun && arguments.positionals.count < 3 { throw arguments.usageError("missing argument OUT (or pass --dry-run)") }
         return Options(base: arguments.positionals[0], adapter: arguments.positionals[1], output: dryRun ? nil : arguments.positionals[2],
                        scale: try arguments.value(scaleOption) ?? 1, allowNonfinite: arguments[allowNonfiniteFlag], dequantize: dequantize,
-                       dtype: dtype, force: arguments[OutputOptions.forceFlag], common: try CommonOptions(arguments))
+                       dtype: dtype, maxShardSize: try arguments.value(DequantCommand.maxShardSizeOption), part: try PartOption.resolve(arguments),
+                       force: arguments[OutputOptions.forceFlag], common: try CommonOptions(arguments))
     }
 
     static func run(_ options: Options, console: Console) throws -> Int32 {
         let base = try Model.open(options.base)
         if options.dequantize && !base.format.storesQuantizedTensors {
             throw UsageError("--dequantize needs a qconv container as BASE\nsee 'qconv merge-lora --help'")
+        }
+        if base.format == .container && !options.dequantize && (options.part != nil || options.maxShardSize != nil) {
+            throw UsageError("--part and --max-shard-size need a folder output: a container BASE merges into one container file "
+                             + "(pass --dequantize for a model folder)\nsee 'qconv merge-lora --help'")
         }
         let adapter = try LoRAAdapter(path: options.adapter)
         let summary: LoRAMergeSummary
@@ -72,6 +85,8 @@ enum MergeLoRACommand: Command {
             merge.threads = options.common.threads
             merge.overwrite = options.force
             merge.progress = options.common.progress
+            merge.maxShardSize = options.maxShardSize
+            merge.part = options.part
             summary = try LoRAMerger.merge(base: base, adapter: adapter, to: output, options: merge, dequantize: options.dequantize, dtype: options.dtype)
         } else {
             let plan = try LoRAMerger.plan(base: base, adapter: adapter, scale: options.scale)

@@ -1,32 +1,45 @@
 import QConvCommandLine
 import QConvKit
 
-/// What `to-nf4`, `to-fp4` and `to-int8` share: the selection, verification
-/// and common options, and the run itself (convert, verify if asked, report).
+/// The options `to-nf4`, `to-fp4` and `to-int8` share (selection,
+/// verification, output, common), read once; each command adds its method's.
 struct QuantizeOptions: CommandOptions {
     static let allFlag = Flag("--all", "Quantize every floating-point tensor (default: rank >= 2, except embeddings, lm_head and norms).")
-    static let onlyOption = Option<String>("--only", "REGEX", "Quantize only float tensors whose name matches.", repeatable: true)
-    static let skipOption = Option<String>("--skip", "REGEX", "Keep tensors whose name matches unquantized.", repeatable: true)
+    static let onlyOption = Option<String>("--only", "GLOB",
+                                           "Quantize only the tensors of rank >= 2 (any rank with --all) whose whole name matches the glob "
+                                           + "(*, ?, [a-z]; 're:REGEX' for a regular expression searched in the name).", repeatable: true)
+    static let skipOption = Option<String>("--skip", "GLOB", "Keep the tensors whose name matches unquantized (a glob, or 're:REGEX').", repeatable: true)
     static let allowNonfiniteFlag = Flag("--allow-nonfinite", "Quantize tensors holding NaN or Inf instead of refusing them.")
+    static let keepDTypeOption = Option<DType>("--keep-dtype", "T", "Store kept F32/F64 tensors (embeddings, norms, ...) as f16 or bf16.",
+                                               expected: "f16 or bf16") { name in DType(commandLineName: name).flatMap { $0 == .f32 ? nil : $0 } }
     static let verifyFlag = Flag("--verify", "Check the round trip after writing and print its summary (takes the verify thresholds).")
+    static let dryRunFlag = Flag("--dry-run", "Read the headers only and show what each tensor would become, and why, with the sizes; write nothing.")
+    static let forceNameFlag = Flag("--force-name", "Write the container even under a name other tools take for their format (.safetensors, .bin, .gguf).")
 
-    static let selection = [allFlag.spec, onlyOption.spec, skipOption.spec, allowNonfiniteFlag.spec, verifyFlag.spec]
-    static let common = [CommonOptions.threads, CommonOptions.json, CommonOptions.quiet, OutputOptions.force]
+    static let selection = [allFlag.spec, onlyOption.spec, skipOption.spec, allowNonfiniteFlag.spec, keepDTypeOption.spec, verifyFlag.spec,
+                            dryRunFlag.spec]
+    static let common = [CommonOptions.threads, CommonOptions.json, CommonOptions.quiet, OutputOptions.force, forceNameFlag.spec]
 
     static func positionals(_ what: String) -> [(name: String, help: String)] {
-        [("IN", "A .safetensors file, a PyTorch .bin, or a model folder (sharded or not)."), ("OUT", "The \(what) container to write.")]
+        [("IN", "A .safetensors file, a PyTorch .bin, or a model folder (sharded or not)."), ("OUT", "The \(what) container to write (not needed with --dry-run).")]
     }
 
     static let selectionHelp = """
-        Tensors not selected are stored as they are and come back bit-identical. \
-        --only replaces the default choice; --skip is applied last.
+        Tensors not selected are stored as they are and come back bit-identical (or in the --keep-dtype). \
+        --only narrows the default choice to the names it matches; --skip is applied last. A pattern that \
+        matches no tensor is a usage error.
         """
 
+    /// Extensions of the files other tools read, which a container must not pretend to be.
+    static let foreignExtensions = [".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt"]
+
     let input: String
-    let output: String
+    /// nil: a dry run.
+    let output: String?
     let method: QuantizationMethod
     let selection: TensorSelection
     let allowNonfinite: Bool
+    let keepDType: DType?
     /// nil: no verification after writing.
     let verification: VerificationThresholds?
     let force: Bool
@@ -35,24 +48,52 @@ struct QuantizeOptions: CommandOptions {
     /// Reads the shared options; `method` comes from the command's own.
     init(_ arguments: ParsedArguments, method: QuantizationMethod) throws {
         input = arguments.positionals[0]
-        output = arguments.positionals[1]
         self.method = method
         selection = try TensorSelection(all: arguments[Self.allFlag], only: try arguments.values(Self.onlyOption),
                                         skip: try arguments.values(Self.skipOption))
         allowNonfinite = arguments[Self.allowNonfiniteFlag]
+        keepDType = try arguments.value(Self.keepDTypeOption)
         let thresholds = try VerifyThresholds(arguments)
         if thresholds.isActive && !arguments[Self.verifyFlag] { throw arguments.usageError("verify thresholds need --verify") }
         verification = arguments[Self.verifyFlag] ? thresholds.values : nil
         force = arguments[OutputOptions.forceFlag]
         common = try CommonOptions(arguments)
+        if arguments[Self.dryRunFlag] {
+            if verification != nil { throw arguments.usageError("--dry-run writes nothing, so there is nothing to --verify") }
+            output = nil
+            return
+        }
+        guard arguments.positionals.count == 2 else { throw arguments.usageError("missing argument OUT (or pass --dry-run)") }
+        let out = arguments.positionals[1]
+        if !arguments[Self.forceNameFlag], let suffix = Self.foreignExtensions.first(where: { out.lowercased().hasSuffix($0) }) {
+            throw arguments.usageError("\(out): a qconv container named \(suffix) would be taken for another format by other tools; "
+                                       + "name it .qc (or pass --force-name)")
+        }
+        output = out
     }
 
-    /// Converts, verifies when asked, and prints the report.
-    func run(console: Console) throws -> Int32 {
-        let source = try Model.open(input)
-        let report = try Quantizer.convert(source, to: output, options: .init(
-            method: method, selection: selection, threads: common.threads, allowNonfinite: allowNonfinite, overwrite: force, progress: common.progress))
-        let verified = try verification.map { thresholds in
+    var conversion: Quantizer.Options {
+        Quantizer.Options(method: method, selection: selection, threads: common.threads, allowNonfinite: allowNonfinite, keepDType: keepDType,
+                          overwrite: force, progress: common.progress)
+    }
+}
+
+/// `to-nf4`, `to-fp4` and `to-int8`: one run (convert, verify when asked,
+/// report), three ways to choose the method.
+protocol QuantizeCommand: Command where Options == QuantizeOptions {}
+
+extension QuantizeCommand {
+    /// Converts (or previews), verifies when asked, and prints the report.
+    static func run(_ options: QuantizeOptions, console: Console) throws -> Int32 {
+        let common = options.common
+        let source = try Model.open(options.input)
+        guard let output = options.output else {
+            let preview = try Quantizer.preview(source, options: options.conversion)
+            if common.json { console.printJSON(preview.json) } else { console.say(ConversionText.preview(preview)) }
+            return 0
+        }
+        let report = try Quantizer.convert(source, to: output, options: options.conversion)
+        let verified = try options.verification.map { thresholds in
             try RoundTripVerifier.compare(original: source, converted: try Model.open(output),
                                           options: .init(thresholds: thresholds, threads: common.threads, progress: common.progress))
         }
@@ -64,38 +105,15 @@ struct QuantizeOptions: CommandOptions {
             }
             console.printJSON(json)
         } else {
-            console.say(Self.render(report))
-            if let verified { console.say("\n" + VerificationText.summary(verified)) }
+            console.say(ConversionText.report(report))
+            if let verified { console.say("\n" + VerificationText.summary(verified, kept: output)) }
         }
-        if let verified, !verified.failures.isEmpty {
+        if let verified, !verified.passed {
+            // The conversion itself succeeded: its output stays, for inspection.
             if !common.json { VerificationText.reportFailures(verified) }
             return 1
         }
         return 0
-    }
-
-    static func render(_ report: ConversionReport) -> String {
-        var method = report.method.schemeName
-        switch report.method {
-        case let .fourBit(_, blockSize, doubleQuant): method += ", block size \(blockSize)" + (doubleQuant ? ", double quant" : "")
-        case let .int8(outliers): method += ", outliers: \(outliers)"
-        }
-        let quantized = report.quantized
-        var rows: [[String]] = [
-            ["wrote", report.output],
-            ["method", method],
-            ["tensors", "\(report.tensors.count) (\(quantized.count) quantized, \(report.tensors.count - quantized.count) kept as they were)"],
-            ["parameters", "\(Format.grouped(report.quantizedParameterCount)) quantized of \(Format.grouped(report.parameterCount))"],
-            ["size", "\(Format.bytes(report.sourceBytes)) -> \(Format.bytes(report.outputBytes)) (\(Format.fixed(report.sourceBytes > 0 ? Double(report.outputBytes) * 100 / Double(report.sourceBytes) : 0, 1))%)"],
-            ["bits/weight", "\(Format.fixed(report.quantizedBitsPerWeight, 3)) over quantized tensors"],
-        ]
-        if case .int8 = report.method {
-            let counts = report.outlierColumnCounts
-            rows.append(["outliers", "\(counts.outliers) of \(counts.columns) columns kept in FP16"])
-        }
-        if !report.embeddedFiles.isEmpty { rows.append(["files", report.embeddedFiles.joined(separator: ", ")]) }
-        rows.append(["time", "\(Format.fixed(report.seconds, 2)) s"])
-        return Format.table(rows)
     }
 }
 
@@ -105,10 +123,16 @@ enum FourBitOptions {
     static let noDoubleQuantFlag = Flag("--no-double-quant", "Store block absmax values as float32 instead of double-quantizing them.")
 
     static func spec(_ format: FourBitFormat, abstract: String) -> CommandSpec {
-        CommandSpec(name: "to-\(format.rawValue)", abstract: abstract,
-                    positionals: QuantizeOptions.positionals(format.rawValue.uppercased()),
-                    options: [blockSizeOption.spec, noDoubleQuantFlag.spec] + QuantizeOptions.selection + VerifyThresholds.options + QuantizeOptions.common,
-                    discussion: QuantizeOptions.selectionHelp)
+        let name = "to-\(format.rawValue)"
+        return CommandSpec(name: name, abstract: abstract,
+                           positionals: QuantizeOptions.positionals(format.rawValue.uppercased()), optionalPositionals: 1,
+                           options: [blockSizeOption.spec, noDoubleQuantFlag.spec] + QuantizeOptions.selection + VerifyThresholds.options
+                               + QuantizeOptions.common,
+                           discussion: QuantizeOptions.selectionHelp,
+                           examples: ["qconv \(name) Samples/sharded_llama model-\(format.rawValue).qc --verify",
+                                      "qconv \(name) model/ --dry-run --only '*self_attn*'",
+                                      "qconv \(name) model/ model-\(format.rawValue).qc --skip '*mlp*' --keep-dtype bf16 --verify --max-rel-rmse 0.1",
+                                      "qconv \(name) model/ model-\(format.rawValue).qc --block-size 128 --no-double-quant"])
     }
 
     static func parse(_ format: FourBitFormat, _ arguments: ParsedArguments) throws -> QuantizeOptions {
@@ -121,21 +145,19 @@ enum FourBitOptions {
 }
 
 /// `qconv to-nf4 IN OUT`.
-enum ToNF4Command: Command {
+enum ToNF4Command: QuantizeCommand {
     static let spec = FourBitOptions.spec(.nf4, abstract: "Quantize to 4-bit NormalFloat (QLoRA) with double-quantized block constants.")
     static func parse(_ arguments: ParsedArguments) throws -> QuantizeOptions { try FourBitOptions.parse(.nf4, arguments) }
-    static func run(_ options: QuantizeOptions, console: Console) throws -> Int32 { try options.run(console: console) }
 }
 
 /// `qconv to-fp4 IN OUT`.
-enum ToFP4Command: Command {
+enum ToFP4Command: QuantizeCommand {
     static let spec = FourBitOptions.spec(.fp4, abstract: "Quantize to 4-bit float (bitsandbytes FP4) with double-quantized block constants.")
     static func parse(_ arguments: ParsedArguments) throws -> QuantizeOptions { try FourBitOptions.parse(.fp4, arguments) }
-    static func run(_ options: QuantizeOptions, console: Console) throws -> Int32 { try options.run(console: console) }
 }
 
 /// `qconv to-int8 IN OUT`.
-enum ToInt8Command: Command {
+enum ToInt8Command: QuantizeCommand {
     static let thresholdOption = Option<Double>("--outlier-threshold", "T",
                                                 "bitsandbytes' absolute rule: a column with any |w| >= T is an outlier; 0 means none.",
                                                 expected: "a number >= 0", allowing: { $0 >= 0 })
@@ -146,9 +168,14 @@ enum ToInt8Command: Command {
     static let spec = CommandSpec(
         name: "to-int8",
         abstract: "Quantize to row-wise int8 with outlier columns kept in FP16 (LLM.int8).",
-        positionals: QuantizeOptions.positionals("INT8"),
+        positionals: QuantizeOptions.positionals("INT8"), optionalPositionals: 1,
         options: [thresholdOption.spec, rmsMultipleOption.spec] + QuantizeOptions.selection + VerifyThresholds.options + QuantizeOptions.common,
-        discussion: QuantizeOptions.selectionHelp
+        discussion: QuantizeOptions.selectionHelp,
+        examples: [
+            "qconv to-int8 Samples/sharded_llama model-int8.qc",
+            "qconv to-int8 model/ model-int8.qc --outlier-threshold 6",
+            "qconv to-int8 model/ model-int8.qc --verify --max-rel-rmse 0.01",
+        ]
     )
 
     static func parse(_ arguments: ParsedArguments) throws -> QuantizeOptions {
@@ -163,5 +190,4 @@ enum ToInt8Command: Command {
         return try QuantizeOptions(arguments, method: .int8(outliers: outliers))
     }
 
-    static func run(_ options: QuantizeOptions, console: Console) throws -> Int32 { try options.run(console: console) }
 }

@@ -3,31 +3,40 @@ import QConvKit
 
 /// The threshold options of `verify` (and of `--verify` on the quantizing commands).
 struct VerifyThresholds {
-    static let maxRelativeRMSE = Option<Double>("--max-rel-rmse", "X", "Fail (exit 1) when a tensor's RMSE / RMS(original) exceeds X.")
-    static let minSQNR = Option<Double>("--min-sqnr", "DB", "Fail when a tensor's signal-to-quantization-noise ratio is below DB decibels.")
-    static let maxAbsoluteError = Option<Double>("--max-abs-err", "X", "Fail when a tensor's largest absolute error exceeds X.")
-    static let minCosine = Option<Double>("--min-cosine", "X", "Fail when a tensor's cosine similarity is below X.")
-    static let options = [maxRelativeRMSE.spec, minSQNR.spec, maxAbsoluteError.spec, minCosine.spec]
+    static let nonNegative: @Sendable (Double) -> Bool = { $0 >= 0 }
+    static let maxRelativeRMSE = Option<Double>("--max-rel-rmse", "X", "Fail (exit 1) when a tensor's RMSE / RMS(original) exceeds X (per tensor).",
+                                                expected: "a number >= 0", allowing: nonNegative)
+    static let minSQNR = Option<Double>("--min-sqnr", "DB", "Fail when a tensor's signal-to-quantization-noise ratio is below DB decibels (per tensor).")
+    static let maxAbsoluteError = Option<Double>("--max-abs-err", "X", "Fail when a tensor's largest absolute error exceeds X (per tensor).",
+                                                 expected: "a number >= 0", allowing: nonNegative)
+    static let minCosine = Option<Double>("--min-cosine", "X", "Fail when a tensor's cosine similarity is below X (per tensor).",
+                                          expected: "a number in -1...1", allowing: { $0 >= -1 && $0 <= 1 })
+    static let maxOverallRelativeRMSE = Option<Double>("--max-overall-rel-rmse", "X", "Fail when the relative RMSE over all approximated tensors exceeds X.",
+                                                       expected: "a number >= 0", allowing: nonNegative)
+    static let minOverallSQNR = Option<Double>("--min-overall-sqnr", "DB", "Fail when the SQNR over all approximated tensors is below DB decibels.")
+    static let options = [maxRelativeRMSE.spec, minSQNR.spec, maxAbsoluteError.spec, minCosine.spec, maxOverallRelativeRMSE.spec, minOverallSQNR.spec]
 
     let values: VerificationThresholds
-    var isActive: Bool { values.maxRelativeRMSE != nil || values.minSQNR != nil || values.maxAbsoluteError != nil || values.minCosine != nil }
+    var isActive: Bool { !values.isEmpty }
 
     init(_ arguments: ParsedArguments) throws {
         values = VerificationThresholds(maxRelativeRMSE: try arguments.value(Self.maxRelativeRMSE), minSQNR: try arguments.value(Self.minSQNR),
-                                        maxAbsoluteError: try arguments.value(Self.maxAbsoluteError), minCosine: try arguments.value(Self.minCosine))
+                                        maxAbsoluteError: try arguments.value(Self.maxAbsoluteError), minCosine: try arguments.value(Self.minCosine),
+                                        maxOverallRelativeRMSE: try arguments.value(Self.maxOverallRelativeRMSE),
+                                        minOverallSQNR: try arguments.value(Self.minOverallSQNR))
     }
 }
 
 /// `qconv verify ORIGINAL CONVERTED` and `qconv verify CONTAINER`.
 enum VerifyCommand: Command {
     static let onlyOption = Option<String>("--only", "REGEX", "Compare only tensors whose name matches.", repeatable: true)
-    static let tensorsFlag = Flag("--tensors", "With --json, include every tensor's metrics (the text report always lists them).")
+    static let tensorsFlag = Flag("--tensors", "List every tensor (the text report shows the 10 furthest from the original); with --json, include every tensor's metrics.")
 
     static let spec = CommandSpec(
         name: "verify",
-        abstract: "Measure how much a conversion changed each tensor, or check a container's integrity.",
+        abstract: "Measure how much a conversion changed each tensor, or check one model's integrity.",
         positionals: [
-            ("ORIGINAL", "The source checkpoint (safetensors or PyTorch .bin, file or model folder); alone, a container to check for integrity."),
+            ("ORIGINAL", "The source checkpoint (safetensors or PyTorch .bin, file or model folder); alone, any model to check for integrity."),
             ("CONVERTED", "A qconv container or a checkpoint (safetensors or PyTorch .bin) to compare with ORIGINAL."),
         ],
         optionalPositionals: 1,
@@ -35,9 +44,14 @@ enum VerifyCommand: Command {
         discussion: """
             Metrics per tensor: max absolute error, RMSE, relative RMSE (RMSE / RMS of the original), SQNR in dB, \
             cosine similarity. Overall figures are weighted by element count over the tensors that were approximated. \
-            Tensors stored raw must be identical. Exit 1 when any tensor breaks a threshold; 3 when the inputs \
-            do not match (missing tensor, other shape) or a checksum fails.
-            """
+            Tensors stored raw must be identical. Exit 1 when a tensor breaks a per-tensor threshold or the overall \
+            figures an overall one; 3 when the inputs do not match (missing tensor, other shape) or a checksum fails.
+            """,
+        examples: [
+            "qconv verify Samples/sharded_llama model-nf4.qc",
+            "qconv verify model/ model-int8.qc --max-rel-rmse 0.01 --quiet",
+            "qconv verify model-nf4.qc",
+        ]
     )
 
     enum Mode {
@@ -58,7 +72,7 @@ enum VerifyCommand: Command {
         guard arguments.positionals.count == 2 else {
             // An integrity check compares nothing: options that shape a comparison would be ignored.
             if thresholds.isActive || !only.isEmpty || includeTensors {
-                throw arguments.usageError("thresholds, --only and --tensors need ORIGINAL and CONVERTED; a single CONTAINER gets an integrity check")
+                throw arguments.usageError("thresholds, --only and --tensors need ORIGINAL and CONVERTED; a single model gets an integrity check")
             }
             return Options(mode: .integrity(arguments.positionals[0]), common: common)
         }
@@ -69,15 +83,7 @@ enum VerifyCommand: Command {
     static func run(_ options: Options, console: Console) throws -> Int32 {
         switch options.mode {
         case .integrity(let path):
-            if try Model.format(of: path) != .container {
-                throw ModelFormatError.notAContainer(path: path, what: try Model.describe(path) ?? "a folder with no model")
-            }
-            let report = try IntegrityCheck.check(try ContainerFile(path: path))
-            if options.common.json {
-                console.printJSON(report.json)
-            } else {
-                console.say("\(report.path): ok: \(report.tensorCount) tensors, \(report.partCount) parts, \(report.fileCount) embedded files, \(Format.grouped(report.bytesChecked)) bytes checked")
-            }
+            try checkIntegrity(of: try Model.open(path), console: console, json: options.common.json)
             return 0
         case let .comparison(original, converted, thresholds, only, includeTensors):
             let (originalModel, convertedModel) = (try Model.open(original), try Model.open(converted))
@@ -90,13 +96,38 @@ enum VerifyCommand: Command {
             if options.common.json {
                 console.printJSON(report.json(includeTensors: includeTensors))
             } else {
-                console.say(VerificationText.table(report) + "\n\n" + VerificationText.summary(report))
+                console.say(VerificationText.table(report, all: includeTensors) + "\n\n" + VerificationText.summary(report))
             }
-            guard report.failures.isEmpty else {
+            guard report.passed else {
                 if !options.common.json { VerificationText.reportFailures(report) }
                 return 1
             }
             return 0
+        }
+    }
+
+    /// One model, checked: a container's every checksum, padding and side part;
+    /// a safetensors file or folder's headers, index and byte counts (what opening it checks).
+    static func checkIntegrity(of model: Model, console: Console, json: Bool) throws {
+        switch model.format {
+        case .container:
+            let report = try IntegrityCheck.check(try ContainerFile(path: model.path))
+            if json {
+                console.printJSON(report.json)
+            } else {
+                console.say("\(report.path): ok: \(report.tensorCount) tensors, \(report.partCount) parts, \(report.fileCount) embedded files, \(Format.grouped(report.bytesChecked)) bytes checked")
+            }
+        case .safetensorsFile, .safetensorsFolder, .safetensorsShardedFolder, .pytorchFile, .pytorchFolder, .pytorchShardedFolder:
+            // A PyTorch checkpoint's archive, pickle and views were checked when it was opened.
+            let files = model.files.count
+            if json {
+                console.printJSON(.object(["path": .string(model.path), "format": .string(model.format.name), "ok": true,
+                                           "tensor_count": .int(model.tensors.count), "file_count": .int(files),
+                                           "tensor_bytes": .uint(model.sourceTensorBytes), "file_bytes": .uint(model.fileBytes)]))
+            } else {
+                console.say("\(model.path): ok: \(model.tensors.count) tensors in \(files) file\(files == 1 ? "" : "s"), "
+                            + "\(Format.grouped(model.sourceTensorBytes)) bytes of tensor data accounted for (headers, index and sizes consistent)")
+            }
         }
     }
 }

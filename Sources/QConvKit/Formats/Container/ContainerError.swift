@@ -67,6 +67,8 @@ public enum ContainerError: QConvError, Equatable {
     case unsafeEmbeddedFileName(file: String, name: String, reason: String)
     /// Two embedded files have the same name.
     case duplicateEmbeddedFileName(file: String, name: String)
+    /// An embedded file's name is also the folder of another's path (`a` and `a/b`).
+    case embeddedFileIsAlsoAFolder(file: String, name: String)
 
     public var category: ErrorCategory { .invalidInput }
 
@@ -132,6 +134,8 @@ public enum ContainerError: QConvError, Equatable {
         case let .unsafeEmbeddedFileName(file, name, reason):
             // JSON-quoted: the name may hold control characters, and the message stays one line.
             return "\(file): embedded file \(JSONWriter.serialize(.string(name))): unsafe name: \(reason)"
+        case let .embeddedFileIsAlsoAFolder(file, name):
+            return "\(file): embedded file '\(name)': the name is also the folder of another embedded file's path"
         case let .duplicateEmbeddedFileName(file, name):
             return "\(file): embedded file '\(name)': name appears more than once in the container"
         }

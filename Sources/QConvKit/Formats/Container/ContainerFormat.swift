@@ -39,24 +39,42 @@ public enum ContainerFormat {
         return T(text, radix: 16)
     }
 
+    /// The most folders an embedded file's path may name (`1_Pooling/config.json` names one).
+    public static let maximumEmbeddedDepth = SideFileScan.maximumDepth
+
     /// Why `name` cannot be an embedded file's name, or nil when it can.
     ///
     /// `dequant` writes embedded files into its output folder under these
-    /// names, beside the weights it writes, so a name must be a plain visible
-    /// file name that none of those weight files can have.
+    /// names, beside the weights it writes, so a name must be a relative path
+    /// of plain visible names (`config.json`, `1_Pooling/config.json`) that
+    /// leaves no folder and cannot be one of those weight files.
     public static func embeddedFileNameProblem(_ name: String) -> String? {
         if name.isEmpty { return "the name is empty" }
-        if name.utf8.count > maximumFileNameLength { return "the name is longer than \(maximumFileNameLength) bytes" }
-        if name.contains("/") { return "the name contains '/'; it must be a plain file name" }
-        if let control = name.unicodeScalars.first(where: { $0.value < 0x20 || $0.value == 0x7F }) {
+        if name.hasPrefix("/") { return "the name starts with '/'; it must be a relative path" }
+        let components = name.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        if components.count > maximumEmbeddedDepth + 1 { return "the name is nested deeper than \(maximumEmbeddedDepth) folders" }
+        for component in components {
+            if let problem = componentProblem(component) { return problem }
+        }
+        if isWeightFileName(components[0]) { return "the name is one of the weight files dequant writes" }
+        return nil
+    }
+
+    /// Why one component of an embedded file's path is not a plain visible name.
+    private static func componentProblem(_ component: String) -> String? {
+        if component.isEmpty { return "the name has an empty component ('//' or a trailing '/')" }
+        if component.utf8.count > maximumFileNameLength { return "the name is longer than \(maximumFileNameLength) bytes" }
+        if let control = component.unicodeScalars.first(where: { $0.value < 0x20 || $0.value == 0x7F }) {
             return control.value == 0 ? "the name contains a NUL byte" : "the name contains the control character U+\(hexString(UInt16(control.value)).uppercased())"
         }
-        if name == "." || name == ".." { return "'\(name)' is not a file name" }
-        if name.hasPrefix(".") { return "the name starts with '.' (hidden files are not carried)" }
-        if name == Checkpoint.singleFileName || name == Checkpoint.indexFileName || isShardFileName(name) {
-            return "the name is one of the weight files dequant writes"
-        }
+        if component == "." || component == ".." { return "'\(component)' is not a file name" }
+        if component.hasPrefix(".") { return "the name starts with '.' (hidden files are not carried)" }
         return nil
+    }
+
+    /// The names of the weight files `dequant` writes.
+    static func isWeightFileName(_ name: String) -> Bool {
+        name == Checkpoint.singleFileName || name == Checkpoint.indexFileName || isShardFileName(name)
     }
 
     /// `model-*-of-*.safetensors`, the names `CheckpointWriter` gives shards.

@@ -143,6 +143,12 @@ public struct ContainerHeader: Sendable {
             return EmbeddedFile(name: name, region: ContainerRegion(offset: try reader.unsigned(entry["offset"], "files[].offset"), length: length,
                                                                     checksum: try reader.checksum(entry["xxh64"], "files[].xxh64")))
         }
+        for name in fileNames.sorted() {
+            let components = name.split(separator: "/")
+            for depth in 1..<max(1, components.count) where fileNames.contains(components[0..<depth].joined(separator: "/")) {
+                throw ContainerError.embeddedFileIsAlsoAFolder(file: file, name: components[0..<depth].joined(separator: "/"))
+            }
+        }
         var names = Set<String>()
         let tensors = try reader.array(object["tensors"], "tensors").map { value -> Tensor in
             let tensor = try parseTensor(value, file: file)

@@ -31,7 +31,7 @@ public enum ScaledFP8Checkpoint {
         let files = model.files.enumerated().map { ModelFile(name: $1.name, path: $1.path, size: $1.size, tensorCount: counts[$0]) }
         let sideFiles = model.sideFiles.map { $0.name == FP8Config.fileName ? config.withoutQuantization(of: $0) : $0 }
         return Model(path: model.path, format: model.format, files: files, sideFiles: sideFiles, metadata: model.metadata, tensors: tensors,
-                     index: model.index, provenance: model.provenance, inputPaths: model.inputPaths)
+                     index: model.index, provenance: model.provenance, inputPaths: model.inputPaths, leftOutFiles: model.leftOutFiles)
     }
 
     /// The weight and its scale as one tensor, after checking that the scale fits it.

@@ -28,8 +28,7 @@ public enum PyTorchReader: ModelReader {
         let path = probe.path
         switch format {
         case .pytorchFolder:
-            return try model(path: path, format: format, files: [try TorchCheckpointFile(path: FileSystem.join(path, fileName))],
-                             index: nil, folderNames: probe.folderNames)
+            return try model(path: path, format: format, files: [try TorchCheckpointFile(path: FileSystem.join(path, fileName))], index: nil)
         case .pytorchShardedFolder:
             let indexPath = FileSystem.join(path, indexFileName)
             let (index, shardNames) = try Checkpoint.readIndex(indexPath, folderFiles: Set(probe.folderNames))
@@ -46,19 +45,15 @@ public enum PyTorchReader: ModelReader {
                 }
             }
             try Checkpoint.validate(index: index, path: indexPath, shardOf: { shardOf[$0] }, tensors: stored)
-            return try model(path: path, format: format, files: shards, index: index, folderNames: probe.folderNames)
+            return try model(path: path, format: format, files: shards, index: index)
         default:
-            return try model(path: path, format: .pytorchFile, files: [try TorchCheckpointFile(path: path)], index: nil, folderNames: [])
+            return try model(path: path, format: .pytorchFile, files: [try TorchCheckpointFile(path: path)], index: nil)
         }
     }
 
     /// The model view of opened checkpoint files (one, or a folder's shards).
-    private static func model(path: String, format: ModelFormat, files: [TorchCheckpointFile], index: JSONObject?,
-                              folderNames: [String]) throws -> Model {
-        let weightFiles = Set(files.map { FileSystem.baseName(of: $0.path) })
-        let sideNames = folderNames.filter { name in
-            !weightFiles.contains(name) && Checkpoint.isAuxiliaryFileName(name) && FileSystem.kind(of: FileSystem.join(path, name)) == .file
-        }
+    private static func model(path: String, format: ModelFormat, files: [TorchCheckpointFile], index: JSONObject?) throws -> Model {
+        let (sideNames, leftOut) = format.isFolder ? try SideFileScan.scan(path, weights: Set(files.map { FileSystem.baseName(of: $0.path) })) : ([], [])
         let sideFiles = try sideNames.map { try SideFile(path: FileSystem.join(path, $0), name: $0) }
         var tensors: [ModelTensor] = []
         for (number, checkpoint) in files.enumerated() {
@@ -74,7 +69,7 @@ public enum PyTorchReader: ModelReader {
         }
         return Model(path: path, format: format,
                      files: files.map { ModelFile(name: FileSystem.baseName(of: $0.path), path: $0.path, size: $0.file.size, tensorCount: $0.tensors.count) },
-                     sideFiles: sideFiles, metadata: nil, tensors: tensors, index: index, inputPaths: inputPaths)
+                     sideFiles: sideFiles, metadata: nil, tensors: tensors, index: index, inputPaths: inputPaths, leftOutFiles: leftOut)
     }
 
     private static func modelTensor(_ tensor: TorchCheckpointFile.Tensor, in file: ReadableFile, fileNumber: Int) -> ModelTensor {

@@ -31,10 +31,11 @@ public final class Checkpoint: @unchecked Sendable {
     /// The parsed index of a sharded folder.
     public let index: JSONObject?
     /// Files of a model folder that are not weights (config.json, tokenizer
-    /// files, ...), as names relative to the folder, sorted: the visible
-    /// regular files that `isAuxiliaryFileName` accepts. Converters carry
-    /// them along (a container embeds them).
+    /// files, files of subfolders), as paths relative to the folder, sorted
+    /// (`SideFileScan`). Converters carry them along (a container embeds them).
     public let auxiliaryFiles: [String]
+    /// Files of the folder that are not carried, and why (an earlier qconv output, ...).
+    public let leftOutFiles: [SideFileScan.LeftOut]
     private let tensorByName: [String: Int]
 
     /// Opens a file or a model folder, validating every header and, for a
@@ -54,8 +55,7 @@ public final class Checkpoint: @unchecked Sendable {
                 shards = try shardNames.map { try SafeTensorsFile(path: FileSystem.join(path, $0)) }
                 layout = .shardedFolder
                 // Shards may be named anything the index says.
-                let shardFiles = Set(shardNames)
-                auxiliaryFiles = names.filter { !shardFiles.contains($0) && Self.isAuxiliary($0, in: path) }
+                (auxiliaryFiles, leftOutFiles) = try SideFileScan.scan(path, weights: Set(shardNames))
             } else {
                 let single: String
                 if names.contains(Self.singleFileName) {
@@ -70,13 +70,14 @@ public final class Checkpoint: @unchecked Sendable {
                 index = nil
                 shards = [try SafeTensorsFile(path: FileSystem.join(path, single))]
                 layout = .folder
-                auxiliaryFiles = names.filter { Self.isAuxiliary($0, in: path) }
+                (auxiliaryFiles, leftOutFiles) = try SideFileScan.scan(path, weights: [single])
             }
         default:
             index = nil
             shards = [try SafeTensorsFile(path: path)]
             layout = .file
             auxiliaryFiles = []
+            leftOutFiles = []
         }
 
         var tensors: [Tensor] = []
@@ -137,11 +138,6 @@ public final class Checkpoint: @unchecked Sendable {
         let stem = name.hasSuffix(".index.json") ? String(name.dropLast(".index.json".count)) : name
         guard let dot = stem.lastIndex(of: ".") else { return true }
         return !weightFileExtensions.contains(stem[stem.index(after: dot)...].lowercased())
-    }
-
-    /// An auxiliary file name that is a regular file (not a subfolder) in `folder`.
-    private static func isAuxiliary(_ name: String, in folder: String) -> Bool {
-        isAuxiliaryFileName(name) && FileSystem.kind(of: FileSystem.join(folder, name)) == .file
     }
 
     /// Reads an index (`model.safetensors.index.json` or

@@ -4,7 +4,8 @@
 ///
 /// Tensors are written in the order given at creation; `write(_:)` moves on to
 /// the next shard by itself when a shard's bytes are complete. Nothing appears
-/// at the destination until `commit()`.
+/// at the destination until `commit()`, except for one part of a job array,
+/// whose shards each appear when complete (`FolderOutput`).
 public final class CheckpointWriter: ModelWriter {
     /// What the output looks like.
     public enum Layout {
@@ -16,9 +17,19 @@ public final class CheckpointWriter: ModelWriter {
         case folder(shards: [(fileName: String, tensors: [TensorInfo])])
     }
 
+    /// Where the files go: one file, or a folder (whole, or one part's shards).
+    private enum Output {
+        case file(AtomicOutput)
+        case folder(FolderOutput)
+    }
+
     public let destination: String
-    private let output: AtomicOutput
+    private let output: Output
     private let shardPlan: [(fileName: String, tensors: [TensorInfo])]
+    /// The shards this writer writes: all, or a job array part's.
+    private let writtenShards: Set<Int>
+    private let shardOfTensor: [String: Int]
+    private var currentFile: FolderOutput.File?
     private let metadata: [(key: String, value: String)]?
     private var current: SafeTensorsWriter?
     private var currentShard = -1
@@ -36,25 +47,49 @@ public final class CheckpointWriter: ModelWriter {
     ///     `weight_map` rebuilt, and is written even for a single shard.
     ///     Without it, the index is the one transformers writes.
     ///   - inputs: paths the command reads, which the destination must not be.
+    ///   - part: write only this part's shards of a folder (and the index and
+    ///     side files, as every part does); the tensors of the others must not come.
     public init(destination: String, layout: Layout, tensors: [TensorInfo], metadata: [(key: String, value: String)]?,
-                sideFiles: [SideFile] = [], sourceIndex: JSONObject? = nil, overwrite: Bool, inputs: [String]) throws {
+                sideFiles: [SideFile] = [], sourceIndex: JSONObject? = nil, overwrite: Bool, inputs: [String], part: OutputPart? = nil) throws {
         self.destination = destination
         self.metadata = metadata
         switch layout {
         case .file:
+            precondition(part == nil, "a job array part writes shards of a folder")
             shardPlan = [(FileSystem.baseName(of: destination), tensors)]
-            output = try AtomicOutput(destination: destination, kind: .file, overwrite: overwrite, inputs: inputs)
+            output = .file(try AtomicOutput(destination: destination, kind: .file, overwrite: overwrite, inputs: inputs))
+            writtenShards = [0]
         case .folder(let shards):
             shardPlan = shards
-            output = try AtomicOutput(destination: destination, kind: .directory, overwrite: overwrite, inputs: inputs)
-            for file in sideFiles { try write(file) }
+            let folder = try FolderOutput(destination: destination, overwrite: overwrite, inputs: inputs, part: part)
+            output = .folder(folder)
+            writtenShards = Set(part?.shards(ofSizes: shards.map { Self.fileSize(of: $0.tensors, metadata: metadata) }) ?? Array(shards.indices))
+            do {
+                for file in sideFiles { try folder.copySideFile(file) }
+            } catch {
+                folder.discard()
+                throw error
+            }
             if let sourceIndex {
                 indexJSON = Self.indexJSON(shards: shards, mirroring: sourceIndex)
             } else if shards.count > 1 {
                 indexJSON = Self.indexJSON(shards: shards)
             }
         }
-        try openNextShard()
+        var shardOfTensor: [String: Int] = [:]
+        for (shard, entry) in shardPlan.enumerated() { for tensor in entry.tensors { shardOfTensor[tensor.name] = shard } }
+        self.shardOfTensor = shardOfTensor
+        if part == nil { try openNextShard() }
+    }
+
+    /// Bytes of a shard file: its header and its tensors' data.
+    static func fileSize(of tensors: [TensorInfo], metadata: [(key: String, value: String)]?) -> UInt64 {
+        8 + UInt64(SafeTensorsWriter.headerBytes(tensors: tensors, metadata: metadata).count) + tensors.reduce(0) { $0 + UInt64($1.byteCount) }
+    }
+
+    /// Whether this writer writes `tensor` (one job array part writes its shards' tensors only).
+    public func writes(_ tensor: TensorInfo) -> Bool {
+        shardOfTensor[tensor.name].map(writtenShards.contains) ?? false
     }
 
     /// Plans shards the way transformers does: tensors in order, a new shard
@@ -168,68 +203,72 @@ public final class CheckpointWriter: ModelWriter {
 
     /// Finishes every shard, writes the index and moves the output into place.
     public func commit() throws {
-        while currentShard < shardPlan.count - 1 || remainingInShard > 0 {
-            precondition(remainingInShard == 0, "commit() before all tensor data was written")
-            try openNextShard()
+        // Shards left to write: trailing ones without data, and this part's that got no tensor.
+        for shard in writtenShards.sorted() where shard > currentShard { try enterShard(shard) }
+        precondition(remainingInShard == 0, "commit() before all tensor data was written")
+        try finishShard()
+        switch output {
+        case .file(let atomic):
+            try atomic.commit()
+        case .folder(let folder):
+            if let indexJSON { try folder.writeSharedFile(Checkpoint.indexFileName, bytes: Array(indexJSON.utf8)) }
+            try folder.commit()
         }
-        try current?.finish()
-        current = nil
-        if let indexJSON {
-            let writer = try FileSystem.createFile(output.path(for: Checkpoint.indexFileName))
-            try writer.write(indexJSON)
-            try writer.close()
-        }
-        try output.commit()
-    }
-
-    /// Writes a side file into the folder output: copied by the kernel, or
-    /// read whole and checked against its checksum (a container's embedded
-    /// file), or as it was made.
-    private func write(_ file: SideFile) throws {
-        let writer = try FileSystem.createFile(output.path(for: file.name))
-        if case .stored(let bytes) = file.contents, bytes.checksum == nil {
-            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: SequentialWriter.bufferSize, alignment: 64)
-            defer { buffer.deallocate() }
-            try writer.append(contentsOf: bytes.file, offset: bytes.offset, length: bytes.length, buffer: buffer)
-        } else {
-            try writer.write(try file.readAll())
-        }
-        try writer.close()
     }
 
     /// Adds a side file made in memory (a config) to a folder output.
     public func addFile(named name: String, bytes: [UInt8]) throws {
-        precondition(output.kind == .directory, "addFile(named:bytes:) is for folder outputs")
-        let writer = try FileSystem.createFile(output.path(for: name))
-        try writer.write(bytes)
-        try writer.close()
+        guard case .folder(let folder) = output else { preconditionFailure("addFile(named:bytes:) is for folder outputs") }
+        try folder.writeSharedFile(name, bytes: bytes)
     }
 
     /// Writes the next tensor, which must be raw (one `data` part) as planned.
     public func writeTensor(_ tensor: TensorInfo, _ encode: (PartSink) throws -> TensorScheme) throws {
+        guard let shard = shardOfTensor[tensor.name], writtenShards.contains(shard) else { preconditionFailure("\(tensor.name) is not written here") }
+        if shard != currentShard { try enterShard(shard) }
         let sink = CheckpointPartSink(writer: self, tensor: tensor)
         let scheme = try encode(sink)
         precondition(scheme == .raw && sink.done, "\(tensor.name): a safetensors checkpoint holds raw tensors only")
     }
 
-    /// Removes everything written so far.
-    public func discard() { output.discard() }
+    /// Removes everything written so far (a part's shards already in place stay: they are complete).
+    public func discard() {
+        switch output {
+        case .file(let atomic): atomic.discard()
+        case .folder(let folder): folder.discard()
+        }
+    }
 
     private func openNextShard() throws {
-        try current?.finish()
-        currentShard += 1
-        guard currentShard < shardPlan.count else {
-            preconditionFailure("more tensor data than the plan holds")
-        }
-        let shard = shardPlan[currentShard]
+        try enterShard(currentShard + 1)
+    }
+
+    /// Finishes the current shard (complete by then) and starts `shard`.
+    private func enterShard(_ shard: Int) throws {
+        precondition(shard > currentShard && shard < shardPlan.count, "more tensor data than the plan holds")
+        precondition(remainingInShard == 0, "a shard left before all its tensor data was written")
+        try finishShard()
+        currentShard = shard
+        let plan = shardPlan[shard]
         let writer: SequentialWriter
-        if output.kind == .file {
-            writer = try output.makeWriter()
-        } else {
-            writer = try FileSystem.createFile(output.path(for: shard.fileName))
+        switch output {
+        case .file(let atomic):
+            writer = try atomic.makeWriter()
+        case .folder(let folder):
+            let file = try folder.createFile(plan.fileName)
+            currentFile = file
+            writer = file.writer
         }
-        current = try SafeTensorsWriter(output: writer, tensors: shard.tensors, metadata: metadata)
-        remainingInShard = shard.tensors.reduce(0) { $0 + UInt64($1.byteCount) }
+        current = try SafeTensorsWriter(output: writer, tensors: plan.tensors, metadata: metadata)
+        remainingInShard = plan.tensors.reduce(0) { $0 + UInt64($1.byteCount) }
+    }
+
+    /// Finishes the open shard and moves it into place when it is one file of a part.
+    private func finishShard() throws {
+        try current?.finish()
+        current = nil
+        try currentFile?.commit()
+        currentFile = nil
     }
 }
 

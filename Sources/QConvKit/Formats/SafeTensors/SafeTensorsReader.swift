@@ -39,6 +39,7 @@ public enum SafeTensorsReader: ModelReader {
                                file: tensor.shard)
         }
         return Model(path: checkpoint.path, format: format, files: files, sideFiles: sideFiles, metadata: checkpoint.metadata,
-                     tensors: tensors, index: checkpoint.layout == .shardedFolder ? checkpoint.index : nil, inputPaths: checkpoint.filePaths)
+                     tensors: tensors, index: checkpoint.layout == .shardedFolder ? checkpoint.index : nil, inputPaths: checkpoint.filePaths,
+                     leftOutFiles: checkpoint.leftOutFiles)
     }
 }

@@ -1,0 +1,117 @@
+import Foundation
+import QConvTestSupport
+import XCTest
+
+/// `--part K/N`: parts of a job array, run at once, on one folder or on
+/// folders copied together afterwards, give the folder one run gives.
+final class PartsCLITests: XCTestCase {
+    let sample = Fixtures.sample("sharded_llama")
+
+    /// Every file of a folder (relative path -> bytes), hidden files included.
+    private func contents(_ folder: String) throws -> [String: Data] {
+        var files: [String: Data] = [:]
+        let enumerator = FileManager.default.enumerator(atPath: folder)
+        while let path = enumerator?.nextObject() as? String {
+            var isDirectory: ObjCBool = false
+            _ = FileManager.default.fileExists(atPath: folder + "/" + path, isDirectory: &isDirectory)
+            if !isDirectory.boolValue { files[path] = try Data(contentsOf: URL(fileURLWithPath: folder + "/" + path)) }
+        }
+        return files
+    }
+
+    /// Runs `arguments + ["--part", "K/N"]` for every K at once, each into `destination(K)`.
+    private func runParts(_ arguments: [String], count: Int, destination: (Int) -> String) throws {
+        let processes = try (1...count).map { k -> Process in
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: qconvExecutablePath)
+            process.arguments = arguments + [destination(k), "--part", "\(k)/\(count)", "--quiet"]
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            return process
+        }
+        for process in processes {
+            process.waitUntilExit()
+            XCTAssertEqual(process.terminationStatus, 0, "\(process.arguments ?? [])")
+        }
+    }
+
+    private func assertPartsEqualOneRun(_ arguments: [String], file: StaticString = #filePath, line: UInt = #line) throws {
+        let directory = TemporaryDirectory()
+        let whole = try runQConv(arguments + [directory.file("whole"), "--quiet"])
+        XCTAssertEqual(whole.status, 0, whole.stderr, file: file, line: line)
+        let expected = try contents(directory.file("whole"))
+        XCTAssertGreaterThan(expected.keys.filter { $0.hasSuffix(".safetensors") }.count, 3, "several shards", file: file, line: line)
+        for count in [1, 2, 3, 7] {
+            // Into one folder, all parts at once.
+            try runParts(arguments, count: count) { _ in directory.file("shared\(count)") }
+            XCTAssertEqual(try contents(directory.file("shared\(count)")), expected, "\(count) parts into one folder", file: file, line: line)
+            // Into separate folders, copied together afterwards.
+            try runParts(arguments, count: count) { directory.file("separate\(count)-\($0)") }
+            let merged = directory.file("merged\(count)")
+            try FileManager.default.createDirectory(atPath: merged, withIntermediateDirectories: false)
+            for k in 1...count {
+                for (name, data) in try contents(directory.file("separate\(count)-\(k)")) {
+                    try FileManager.default.createDirectory(atPath: (merged + "/" + name as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                    try data.write(to: URL(fileURLWithPath: merged + "/" + name))
+                }
+            }
+            XCTAssertEqual(try contents(merged), expected, "\(count) parts copied together", file: file, line: line)
+            XCTAssertEqual(try runQConv(["verify", merged]).status, 0, file: file, line: line)
+        }
+    }
+
+    func testDequantInPartsEqualsOneRun() throws {
+        let directory = TemporaryDirectory()
+        XCTAssertEqual(try runQConv(["to-nf4", sample, directory.file("m.qc"), "--quiet"]).status, 0)
+        try assertPartsEqualOneRun(["dequant", directory.file("m.qc"), "--max-shard-size", "200kB"])
+    }
+
+    func testMergeInPartsEqualsOneRun() throws {
+        // The sharded sample's own shards, mirrored; and sharded anew.
+        let base = Fixtures.sample("lora_llama_basic")
+        try assertPartsEqualOneRun(["merge-lora", base + "/base", base + "/adapter", "--max-shard-size", "20kB"])
+    }
+
+    func testAPartsShardsAreItsOwnAndAutoReadsTheScheduler() throws {
+        let directory = TemporaryDirectory()
+        XCTAssertEqual(try runQConv(["to-nf4", sample, directory.file("m.qc"), "--quiet"]).status, 0)
+        let arguments = ["dequant", directory.file("m.qc"), directory.file("out"), "--max-shard-size", "200kB", "--quiet"]
+        XCTAssertEqual(try runQConv(arguments + ["--part", "1/3"]).status, 0)
+        let first = Set(try FileManager.default.contentsOfDirectory(atPath: directory.file("out")))
+        XCTAssertTrue(first.contains("model.safetensors.index.json") && first.contains("config.json"))
+        XCTAssertLessThan(first.filter { $0.hasSuffix(".safetensors") }.count, 11)
+        // The folder is incomplete until every part ran: verify names what is missing.
+        let incomplete = try runQConv(["verify", directory.file("out")])
+        XCTAssertEqual(incomplete.status, 3)
+        XCTAssertTrue(incomplete.stderr.contains("is listed in the index but missing from the folder"), incomplete.stderr)
+        // Again without --force: its own shards exist.
+        XCTAssertEqual(try runQConv(arguments + ["--part", "1/3"]).status, 2)
+        XCTAssertEqual(try runQConv(arguments + ["--part", "1/3", "--force"]).status, 0)
+
+        // Slurm: K = task id - min + 1, N = task count; a Kubernetes Indexed Job: K = index + 1, N given.
+        func run(_ environment: [String: String], _ part: String) throws -> Int32 {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: qconvExecutablePath)
+            process.arguments = arguments + ["--part", part]
+            process.environment = environment
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            process.waitUntilExit()
+            return process.terminationStatus
+        }
+        XCTAssertEqual(try run(["SLURM_ARRAY_TASK_ID": "11", "SLURM_ARRAY_TASK_MIN": "10", "SLURM_ARRAY_TASK_COUNT": "3"], "auto"), 0)
+        XCTAssertEqual(try run(["JOB_COMPLETION_INDEX": "2"], "auto/3"), 0)
+        XCTAssertEqual(try runQConv(["verify", directory.file("out")]).status, 0, "parts 1, 2 and 3 make the whole folder")
+        XCTAssertEqual(try run(["JOB_COMPLETION_INDEX": "2"], "auto"), 2, "N is not in the environment")
+        XCTAssertEqual(try run([:], "auto/3"), 2, "no scheduler")
+        XCTAssertEqual(try runQConv(arguments + ["--part", "4/3"]).status, 2)
+    }
+
+    func testAContainerHasNoParts() throws {
+        let directory = TemporaryDirectory()
+        XCTAssertEqual(try runQConv(["to-nf4", sample, directory.file("m.qc"), "--quiet"]).status, 0)
+        let merge = try runQConv(["merge-lora", directory.file("m.qc"), Fixtures.sample("lora_llama_basic/adapter"), directory.file("o.qc"), "--part", "1/2"])
+        XCTAssertEqual(merge.status, 2)
+        XCTAssertTrue(merge.stderr.contains("need a folder output"), merge.stderr)
+    }
+}
