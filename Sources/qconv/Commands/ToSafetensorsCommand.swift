@@ -17,7 +17,12 @@ enum ToSafetensorsCommand: Command {
             a .bin are copied for each name). Raw tensors are copied as they are unless --dtype converts them; \
             quantized ones (a container's, scaled FP8) are decoded. From a .bin, the file is byte for byte what \
             safetensors.torch.save_file writes for its state dict. Nothing in a .bin is ever run.
-            """
+            """,
+        examples: [
+            "qconv to-safetensors pytorch_model.bin model.safetensors",
+            "qconv to-safetensors llama-7b-bin/ llama-7b --max-shard-size 5GB",
+            "qconv to-safetensors deepseek-fp8/ deepseek-bf16 --dtype bf16",
+        ]
     )
 
     struct Options: CommandOptions {
