@@ -35,7 +35,7 @@ let package = Package(
         // The benchmark harness (not part of `swift test`).
         .executableTarget(name: "qconv-bench", dependencies: ["QConvKit", "QConvCommandLine"], swiftSettings: kernelSettings),
         // Fixture paths, temporary folders and a runner for the built binary.
-        .target(name: "QConvTestSupport", path: "Tests/Support"),
+        .target(name: "QConvTestSupport", dependencies: ["QConvKit"], path: "Tests/Support"),
         .testTarget(name: "QConvKitTests", dependencies: ["QConvKit", "QConvTestSupport"], swiftSettings: kernelSettings),
         .testTarget(name: "QConvCLITests", dependencies: ["qconv", "QConvKit", "QConvCommandLine", "QConvTestSupport"]),
     ],

@@ -41,6 +41,9 @@ enum KernelThroughput {
                                         report("F32 -> F16 encode") { FloatConversion.encode(s, count: n, as: .f16, into: half.baseAddress!) }
                                         report("F16 -> F32 decode") { FloatConversion.decode(UnsafeRawPointer(half.baseAddress!), dtype: .f16, count: n, into: o) }
                                         report("F32 -> BF16 encode") { FloatConversion.encode(s, count: n, as: .bf16, into: half.baseAddress!) }
+                                        // Any byte is an FP8 code: the half bytes serve as n codes.
+                                        report("F8_E4M3 -> F32 decode") { FloatConversion.decode(UnsafeRawPointer(half.baseAddress!), dtype: .f8e4m3, count: n, into: o) }
+                                        report("F8_E5M2 -> F32 decode") { FloatConversion.decode(UnsafeRawPointer(half.baseAddress!), dtype: .f8e5m2, count: n, into: o) }
                                         report("xxHash64 (4 bytes per element)") { _ = XXHash64.hash(UnsafeRawBufferPointer(start: s, count: n * 4)) }
                                         for format in FourBitFormat.allCases {
                                             report("\(format.rawValue) quantize, block 64") {

@@ -9,6 +9,7 @@ let commands: [any Command.Type] = [
     ToFP4Command.self,
     ToInt8Command.self,
     DequantCommand.self,
+    ToSafetensorsCommand.self,
     VerifyCommand.self,
     MergeLoRACommand.self,
 ]
@@ -21,9 +22,10 @@ func topLevelHelp() -> String {
         "",
         "commands:",
     ]
+    let width = commands.map { $0.spec.name.count }.max()! + 2
     for command in commands {
         let name = command.spec.name
-        lines.append("  " + name + String(repeating: " ", count: max(1, 12 - name.count)) + command.spec.abstract)
+        lines.append("  " + name + String(repeating: " ", count: width - name.count) + command.spec.abstract)
     }
     lines += [
         "",

@@ -52,7 +52,7 @@ final class CommandLineTests: XCTestCase {
         let help = try runQConv(["--help"])
         let names = help.stdout.split(separator: "\n", omittingEmptySubsequences: false).drop { $0 != "commands:" }.dropFirst()
             .prefix { !$0.isEmpty }.map { String($0.split(separator: " ")[0]) }
-        XCTAssertEqual(names, ["inspect", "to-nf4", "to-fp4", "to-int8", "dequant", "verify", "merge-lora"])
+        XCTAssertEqual(names, ["inspect", "to-nf4", "to-fp4", "to-int8", "dequant", "to-safetensors", "verify", "merge-lora"])
         for name in names {
             let commandHelp = try runQConv([name, "--help"])
             XCTAssertEqual(commandHelp.status, 0)

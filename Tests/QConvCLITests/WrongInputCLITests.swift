@@ -11,7 +11,8 @@ final class WrongInputCLITests: XCTestCase {
         let directory = TemporaryDirectory()
         let files: [(name: String, bytes: [UInt8], what: String)] = [
             ("model.gguf", Array("GGUF".utf8) + [3, 0, 0, 0] + [UInt8](repeating: 0, count: 24), "this is a GGUF file (llama.cpp), which qconv does not read"),
-            ("pytorch_model.bin", [0x50, 0x4B, 0x03, 0x04] + [UInt8](repeating: 0, count: 60), "this is a zip archive"),
+            // A zip signature is a PyTorch checkpoint's: one cut short is named as such (issue 13).
+            ("pytorch_model.bin", [0x50, 0x4B, 0x03, 0x04] + [UInt8](repeating: 0, count: 60), "a zip archive without its end record"),
             ("old.pt", [0x80, 0x02, 0x7D, 0x71, 0x00] + [UInt8](repeating: 0x2E, count: 20), "this is a Python pickle (a legacy PyTorch checkpoint)"),
         ]
         for file in files {

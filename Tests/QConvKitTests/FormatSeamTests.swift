@@ -47,7 +47,6 @@ final class FormatSeamTests: XCTestCase {
         let directory = TemporaryDirectory()
         let cases: [(name: String, bytes: [UInt8], what: String)] = [
             ("model.gguf", Array("GGUF".utf8) + [3, 0, 0, 0] + [UInt8](repeating: 0, count: 24), "a GGUF file"),
-            ("pytorch_model.bin", [0x50, 0x4B, 0x03, 0x04] + [UInt8](repeating: 0, count: 60), "a zip archive"),
             ("old.pt", [0x80, 0x02, 0x8A, 0x0A] + [UInt8](repeating: 0x6C, count: 20), "a Python pickle"),
             ("model.safetensors", [0x80, 0x03, 0x7D, 0x71] + [UInt8](repeating: 0x00, count: 20), "a Python pickle"),
         ]
@@ -60,6 +59,12 @@ final class FormatSeamTests: XCTestCase {
                 XCTAssertTrue(what.hasPrefix(entry.what), what)
                 XCTAssertEqual((error as? QConvError)?.category.exitCode, 3)
             }
+        }
+        // A zip archive that is not a PyTorch checkpoint.
+        try writeZip(directory.file("pytorch_model.bin"), [("notes.txt", Array("hello".utf8))])
+        XCTAssertThrowsError(try Model.open(directory.file("pytorch_model.bin"))) { error in
+            guard case let .unsupportedFormat(_, what)? = error as? ModelFormatError else { return XCTFail("\(error)") }
+            XCTAssertTrue(what.hasPrefix("a zip archive that is not a PyTorch checkpoint"), what)
         }
         // A folder with nothing qconv reads.
         try FileManager.default.createDirectory(atPath: directory.file("empty"), withIntermediateDirectories: false)

@@ -257,7 +257,7 @@ final class SafeTensorsValidationTests: XCTestCase {
         XCTAssertEqual(DType(commandLineName: "half"), .f16)
         XCTAssertEqual(DType(commandLineName: "fp32"), .f32)
         XCTAssertNil(DType(commandLineName: "f64"))
-        XCTAssertEqual(DType.allCases.filter(\.isDecodableToFloat), [.f16, .bf16, .f32, .f64])
+        XCTAssertEqual(DType.allCases.filter(\.isDecodableToFloat), [.f8e5m2, .f8e4m3, .f16, .bf16, .f32, .f64])
         XCTAssertEqual(DType.allCases.filter(\.isEncodableFromFloat), [.f16, .bf16, .f32, .f64])
         XCTAssertEqual(DType.f4.byteWidth, nil)
         XCTAssertEqual(DType.bf16.byteWidth, 2)

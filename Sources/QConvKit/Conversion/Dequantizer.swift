@@ -1,6 +1,17 @@
 /// `dequant`: a quantized model back to a safetensors checkpoint with the
-/// original names, shapes, order and metadata.
+/// original names, shapes, order and metadata; and `to-safetensors`: any
+/// model to safetensors, in the order safetensors' own writer uses.
 public enum Dequantizer {
+    /// The order tensors are written in.
+    public enum TensorOrder {
+        /// The model's own order.
+        case source
+        /// safetensors' `save_file` order within each file (by dtype, then
+        /// name; `SafeTensorsWriter.referenceOrder`): a PyTorch state dict
+        /// comes out byte for byte as `save_file` writes it.
+        case referenceWriter
+    }
+
     public struct Options {
         /// Output dtype of float tensors; nil keeps each tensor's source dtype.
         public var dtype: DType?
@@ -8,22 +19,28 @@ public enum Dequantizer {
         public var maxShardSize: UInt64?
         public var threads: Int
         public var overwrite: Bool
+        public var order: TensorOrder
+        /// The command reports and progress name: "dequant" or "to-safetensors".
+        public var command: String
         public var progress: ProgressHandler?
         /// Write only this part's shards of the output folder.
         public var part: OutputPart?
 
         public init(dtype: DType? = nil, maxShardSize: UInt64? = nil, threads: Int = defaultThreadCount, overwrite: Bool = false,
-                    progress: ProgressHandler? = nil, part: OutputPart? = nil) {
+                    order: TensorOrder = .source, command: String = "dequant", progress: ProgressHandler? = nil, part: OutputPart? = nil) {
             self.dtype = dtype
             self.maxShardSize = maxShardSize
             self.threads = threads
             self.overwrite = overwrite
+            self.order = order
+            self.command = command
             self.progress = progress
             self.part = part
         }
     }
 
     public struct Report {
+        public var command: String
         public var input: String
         public var output: String
         /// "file" or "folder".
@@ -35,7 +52,7 @@ public enum Dequantizer {
 
         public var json: JSONValue {
             .object([
-                "command": "dequant", "input": .string(input), "output": .string(output), "layout": .string(layout),
+                "command": .string(command), "input": .string(input), "output": .string(output), "layout": .string(layout),
                 "files": .array(files.map { .string($0) }), "tensor_count": .int(tensors.count),
                 "parameter_count": .int(tensors.reduce(0) { $0 + $1.elementCount }),
                 "output_bytes": .uint(outputBytes), "seconds": .double((seconds * 1000).rounded() / 1000),
@@ -94,11 +111,16 @@ public enum Dequantizer {
     public static func dequantize(_ model: Model, to destination: String, options: Options,
                                   transform: TensorTransform? = nil) throws -> Report {
         let started = monotonicSeconds()
-        let steps = plan(model, options: options, transform: transform)
-        let outputs = steps.map(\.output)
+        var steps = plan(model, options: options, transform: transform)
         let asFile = destination.hasSuffix(".safetensors") && options.maxShardSize == nil && options.part == nil
-        let layout: CheckpointWriter.Layout = asFile ? .file
-            : .folder(shards: CheckpointWriter.planShards(outputs, maximumBytes: options.maxShardSize ?? .max))
+        var shards = CheckpointWriter.planShards(steps.map(\.output), maximumBytes: asFile ? .max : options.maxShardSize ?? .max)
+        if case .referenceWriter = options.order {
+            shards = shards.map { ($0.fileName, SafeTensorsWriter.referenceOrder($0.tensors)) }
+            let position = Dictionary(uniqueKeysWithValues: shards.flatMap(\.tensors).enumerated().map { ($1.name, $0) })
+            steps.sort { position[$0.output.name]! < position[$1.output.name]! }
+        }
+        let outputs = steps.map(\.output)
+        let layout: CheckpointWriter.Layout = asFile ? .file : .folder(shards: shards)
         let (sideFiles, config) = try dequantizedSideFiles(model)
         let writer = try CheckpointWriter(destination: destination, layout: layout, tensors: outputs, metadata: model.metadata,
                                           sideFiles: asFile ? [] : sideFiles, overwrite: options.overwrite,
@@ -106,11 +128,11 @@ public enum Dequantizer {
         if let config, !asFile { try writer.addFile(named: BitsandbytesConfig.fileName, bytes: config) }
         let context = EncodingContext(threads: options.threads, allowNonfinite: true)
         try ModelConversion.run(steps, into: writer, context: context,
-                                progress: ProgressCounter(label: "dequant", total: model.sourceTensorBytes, handler: options.progress))
+                                progress: ProgressCounter(label: options.command, total: model.sourceTensorBytes, handler: options.progress))
         let files = asFile ? [FileSystem.baseName(of: destination)] : try FileSystem.contents(of: destination)
         let bytes = asFile ? (FileSystem.size(of: destination) ?? 0)
             : files.reduce(0) { $0 + (FileSystem.size(of: FileSystem.join(destination, $1)) ?? 0) }
-        return Report(input: model.path, output: destination, layout: asFile ? "file" : "folder", files: files,
+        return Report(command: options.command, input: model.path, output: destination, layout: asFile ? "file" : "folder", files: files,
                       tensors: outputs, outputBytes: bytes, seconds: monotonicSeconds() - started)
     }
 }

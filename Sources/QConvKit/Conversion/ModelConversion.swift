@@ -5,6 +5,8 @@ public struct ConversionStep {
         case copy
         /// Values (from `values`, read when the tensor's turn comes) encoded anew.
         case encode(TensorEncoder, values: () throws -> FloatTensorSource)
+        /// A strided view's elements copied in order into one contiguous raw part.
+        case gather
     }
 
     public let source: ModelTensor
@@ -21,9 +23,18 @@ public struct ConversionStep {
         self.allowNonfinite = allowNonfinite
     }
 
-    /// A tensor copied as it is stored.
+    /// A tensor copied as it is stored; a strided view is written
+    /// contiguous, and FP8 weights, which no output format holds, are
+    /// decoded to their dtype.
     public static func copy(_ tensor: ModelTensor) -> ConversionStep {
-        ConversionStep(source: tensor, output: tensor.info, action: .copy)
+        switch tensor.scheme {
+        case .raw, .fourBit, .int8: return ConversionStep(source: tensor, output: tensor.info, action: .copy)
+        case .strided: return ConversionStep(source: tensor, output: tensor.info, action: .gather)
+        case .scaledFP8:
+            return ConversionStep(source: tensor, output: tensor.info, action: .encode(FloatEncoder(dtype: tensor.info.dtype), values: {
+                try tensor.values(checkingInOrder: true)
+            }), allowNonfinite: true)
+        }
     }
 
     /// The scheme the tensor will be written with, computed before writing
@@ -34,6 +45,7 @@ public struct ConversionStep {
         switch action {
         case .copy: return source.scheme
         case let .encode(encoder, values): return try encoder.finalScheme(for: try values(), as: output, context: context)
+        case .gather: return .raw
         }
     }
 
@@ -42,6 +54,7 @@ public struct ConversionStep {
         switch action {
         case .copy: return source.scheme
         case .encode(let encoder, _): return encoder.plannedScheme(for: output)
+        case .gather: return .raw
         }
     }
 }
@@ -89,6 +102,9 @@ public enum ModelConversion {
             case let .encode(encoder, values):
                 scheme = try encoder.encode(try values(), as: step.output, from: step.source.filePath, into: sink,
                                             context: context.allowing(nonfinite: step.allowNonfinite))
+            case .gather:
+                try StridedCopy.write(step.source, into: sink, context: context)
+                scheme = .raw
             }
             return scheme
         }

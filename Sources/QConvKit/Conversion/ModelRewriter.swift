@@ -60,7 +60,9 @@ public enum ModelRewriter {
     }
 
     /// A writer of `model`'s own format and layout: the same shard files
-    /// holding the same tensors, the same side files and metadata.
+    /// holding the same tensors, the same side files and metadata. A PyTorch
+    /// model is written as safetensors in the same layout (shards named as
+    /// transformers names them).
     static func makeWriter(like model: Model, destination: String, steps: [ConversionStep], inputs: [String], options: Options,
                            context: EncodingContext) throws -> ModelWriter {
         switch model.format {
@@ -74,17 +76,20 @@ public enum ModelRewriter {
             return try ContainerModelWriter(destination: destination, overwrite: options.overwrite, inputs: inputs,
                                             tensors: steps.map { ($0.output, $0.plannedScheme) }, sideFiles: model.sideFiles,
                                             metadata: model.metadata, provenance: provenance, context: context)
-        case .safetensorsFile where options.part == nil && options.maxShardSize == nil:
+        case .safetensorsFile where options.part == nil && options.maxShardSize == nil,
+             .pytorchFile where options.part == nil && options.maxShardSize == nil:
             return try CheckpointWriter(destination: destination, layout: .file, tensors: steps.map(\.output), metadata: model.metadata,
                                         overwrite: options.overwrite, inputs: inputs)
-        case .safetensorsFile, .safetensorsFolder, .safetensorsShardedFolder:
-            if let maximum = options.maxShardSize ?? (model.format == .safetensorsFile ? .max : nil) {
+        case .safetensorsFile, .safetensorsFolder, .safetensorsShardedFolder, .pytorchFile, .pytorchFolder, .pytorchShardedFolder:
+            let single = model.format == .safetensorsFile || model.format == .pytorchFile
+            if let maximum = options.maxShardSize ?? (single ? .max : nil) {
                 // Sharded anew as transformers shards (a single file becomes a folder).
                 return try CheckpointWriter(destination: destination, layout: .folder(shards: CheckpointWriter.planShards(steps.map(\.output), maximumBytes: maximum)),
                                             tensors: steps.map(\.output), metadata: model.metadata, sideFiles: model.sideFiles,
                                             overwrite: options.overwrite, inputs: inputs, part: options.part)
             }
-            var shards: [(fileName: String, tensors: [TensorInfo])] = model.files.map { ($0.name, []) }
+            let pytorch = model.format == .pytorchFolder || model.format == .pytorchShardedFolder
+            var shards: [(fileName: String, tensors: [TensorInfo])] = model.files.map { (pytorch ? PyTorchReader.safetensorsName(of: $0.name) : $0.name, []) }
             for step in steps { shards[step.source.file].tensors.append(step.output) }
             // A sharded base's index is mirrored: its metadata keys are kept and
             // total_size follows the merged tensors (a resized vocabulary changes it).

@@ -5,7 +5,8 @@ extension Quantizer {
     /// - Throws: `ConversionError.schemeMismatch` when one is stored with
     ///   another scheme than `method` makes.
     static func checkRelayable(_ source: Model, method: QuantizationMethod) throws -> Bool {
-        let quantized = source.tensors.filter { $0.scheme.isQuantized }
+        // Schemes qconv writes (FP8 weights are decoded and quantized like any float tensor).
+        let quantized = source.tensors.filter { $0.scheme.method != nil }
         if let other = quantized.first(where: { !method.matches($0.scheme) }) {
             throw ConversionError.schemeMismatch(path: source.path, tensor: other.name, stored: other.scheme.summary, asked: method.summary)
         }

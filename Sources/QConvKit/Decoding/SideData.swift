@@ -13,6 +13,8 @@ public struct SideData: Sendable {
     /// int8: float16 bits, `rows × outlierColumns.count`, plus one trailing 0
     /// so that pointers into it always have a base address.
     public let outlierValues: [UInt16]
+    /// FP8: the scales as float32 (one, one per row, or one per block).
+    public let scales: [Float]
 
     /// Reads and validates the side parts of `tensor`.
     ///
@@ -20,10 +22,12 @@ public struct SideData: Sendable {
     ///   `ContainerError.invalidOutlierColumn` for an outlier column index
     ///   out of range or out of order, `IOError` when reading fails.
     public init(_ tensor: ModelTensor) throws {
-        var absmax: [Float] = [], rowScales: [Float] = [], outlierColumns: [Int] = [], outlierValues: [UInt16] = [0]
+        var absmax: [Float] = [], rowScales: [Float] = [], outlierColumns: [Int] = [], outlierValues: [UInt16] = [0], scales: [Float] = []
         switch tensor.scheme {
-        case .raw:
+        case .raw, .strided:
             break
+        case .scaledFP8:
+            scales = try tensor.parts[1].stored(named: tensor.name).allFloats()
         case .fourBit(let p):
             switch p.blockScales {
             case .float32:
@@ -51,6 +55,7 @@ public struct SideData: Sendable {
         self.rowScales = rowScales
         self.outlierColumns = outlierColumns
         self.outlierValues = outlierValues
+        self.scales = scales
     }
 
     /// Outlier columns must be strictly increasing and inside the tensor.

@@ -48,7 +48,7 @@ public final class TensorDecoder: SequentiallyCheckedSource, @unchecked Sendable
 
     public var alignment: Int {
         switch tensor.scheme {
-        case .raw: return 1
+        case .raw, .strided, .scaledFP8: return 1
         case .fourBit(let p): return p.blockSize
         case .int8: return max(1, tensor.info.matrixShape.columns)
         }
@@ -57,8 +57,10 @@ public final class TensorDecoder: SequentiallyCheckedSource, @unchecked Sendable
     public func scratchBytes(for count: Int) -> Int {
         switch tensor.scheme {
         case .raw: return count * (tensor.info.dtype.byteWidth ?? 8)
+        // The gathered elements, then a window for the stored bytes they lie in.
+        case .strided: return count * (tensor.info.dtype.byteWidth ?? 8) * 4 + 4096
         case .fourBit: return count / 2 + 1
-        case .int8: return count
+        case .int8, .scaledFP8: return count
         }
     }
 
@@ -66,8 +68,10 @@ public final class TensorDecoder: SequentiallyCheckedSource, @unchecked Sendable
     private func bulkBytes(before element: Int) -> UInt64 {
         switch tensor.scheme {
         case .raw: return UInt64(element * (tensor.info.dtype.byteWidth ?? 8))
+        // Never checked in order: no format records a checksum of a view.
+        case .strided: return 0
         case .fourBit: return UInt64((element + 1) / 2)
-        case .int8: return UInt64(element)
+        case .int8, .scaledFP8: return UInt64(element)
         }
     }
 
@@ -95,6 +99,12 @@ public final class TensorDecoder: SequentiallyCheckedSource, @unchecked Sendable
         switch tensor.scheme {
         case .raw:
             try bulk.readFloats(range, into: destination, scratch: scratch)
+        case .strided(let layout):
+            let width = tensor.info.dtype.byteWidth!
+            let gathered = scratch.baseAddress!
+            try layout.gather(range, shape: tensor.info.shape, width: width, from: bulk.file, first: bulk.offset, into: gathered,
+                              window: UnsafeMutableRawBufferPointer(rebasing: scratch[(range.count * width)...]))
+            FloatConversion.decode(UnsafeRawPointer(gathered), dtype: tensor.info.dtype, count: range.count, into: destination)
         case .fourBit(let p):
             let byteRange = range.lowerBound / 2..<(range.upperBound + 1) / 2
             let raw = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<byteRange.count])
@@ -103,6 +113,13 @@ public final class TensorDecoder: SequentiallyCheckedSource, @unchecked Sendable
                 Blockwise4Bit.dequantize(packed: raw.baseAddress!.assumingMemoryBound(to: UInt8.self), count: range.count,
                                          blockSize: p.blockSize, format: p.format, absmax: absmax.baseAddress! + range.lowerBound / p.blockSize,
                                          into: destination, fp4NegativeZero: fp4NegativeZero)
+            }
+        case .scaledFP8(let p):
+            let raw = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<range.count])
+            try bulk.readBytes(at: range.lowerBound, into: raw)
+            FloatConversion.decode(UnsafeRawPointer(raw.baseAddress!), dtype: p.valuesDType, count: range.count, into: destination)
+            side.scales.withUnsafeBufferPointer { scales in
+                ScaledFP8.applyScales(destination, range: range, columns: tensor.info.matrixShape.columns, granularity: p.granularity, scales: scales)
             }
         case .int8:
             let columns = tensor.info.matrixShape.columns

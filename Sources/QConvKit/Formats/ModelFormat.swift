@@ -13,9 +13,17 @@ public enum ModelFormat: Equatable, Sendable {
     /// quant state (docs/FORMAT.md).
     case bitsandbytes(Checkpoint.Layout)
 
+    /// One PyTorch checkpoint (a zip archive with `data.pkl`, torch >= 1.6).
+    case pytorchFile
+    /// A model folder with `pytorch_model.bin` and no safetensors weights.
+    case pytorchFolder
+    /// A model folder with `pytorch_model.bin.index.json` and its shards, and no safetensors weights.
+    case pytorchShardedFolder
+
     /// The name reports use: "safetensors", "safetensors-folder",
     /// "safetensors-sharded-folder", "qconv-container", "bitsandbytes",
-    /// "bitsandbytes-folder" or "bitsandbytes-sharded-folder".
+    /// "bitsandbytes-folder", "bitsandbytes-sharded-folder", "pytorch",
+    /// "pytorch-folder" or "pytorch-sharded-folder".
     public var name: String {
         switch self {
         case .safetensorsFile: return "safetensors"
@@ -25,11 +33,15 @@ public enum ModelFormat: Equatable, Sendable {
         case .bitsandbytes(.file): return "bitsandbytes"
         case .bitsandbytes(.folder): return "bitsandbytes-folder"
         case .bitsandbytes(.shardedFolder): return "bitsandbytes-sharded-folder"
+        case .pytorchFile: return "pytorch"
+        case .pytorchFolder: return "pytorch-folder"
+        case .pytorchShardedFolder: return "pytorch-sharded-folder"
         }
     }
 
     /// How a container's provenance describes its source: "safetensors file",
-    /// "model folder", "sharded model folder" or "qconv container".
+    /// "model folder", "sharded model folder", "qconv container", "PyTorch
+    /// file", "PyTorch model folder" or "sharded PyTorch model folder".
     public var layoutDescription: String {
         switch self {
         case .safetensorsFile: return "safetensors file"
@@ -37,14 +49,17 @@ public enum ModelFormat: Equatable, Sendable {
         case .safetensorsShardedFolder: return "sharded model folder"
         case .container: return "qconv container"
         case .bitsandbytes(let layout): return "bitsandbytes " + layout.rawValue
+        case .pytorchFile: return "PyTorch file"
+        case .pytorchFolder: return "PyTorch model folder"
+        case .pytorchShardedFolder: return "sharded PyTorch model folder"
         }
     }
 
     /// Whether the format is a folder (with side files) rather than one file.
     public var isFolder: Bool {
         switch self {
-        case .safetensorsFolder, .safetensorsShardedFolder: return true
-        case .safetensorsFile, .container: return false
+        case .safetensorsFolder, .safetensorsShardedFolder, .pytorchFolder, .pytorchShardedFolder: return true
+        case .safetensorsFile, .container, .pytorchFile: return false
         case .bitsandbytes(let layout): return layout != .file
         }
     }
@@ -54,7 +69,7 @@ public enum ModelFormat: Equatable, Sendable {
     public var storesQuantizedTensors: Bool {
         switch self {
         case .container, .bitsandbytes: return true
-        case .safetensorsFile, .safetensorsFolder, .safetensorsShardedFolder: return false
+        case .safetensorsFile, .safetensorsFolder, .safetensorsShardedFolder, .pytorchFile, .pytorchFolder, .pytorchShardedFolder: return false
         }
     }
 }
@@ -109,7 +124,9 @@ public protocol ModelReader {
 enum UnreadableFormat {
     static let known: [(magic: [UInt8], what: String)] = [
         (Array("GGUF".utf8), "a GGUF file (llama.cpp)"),
-        ([0x50, 0x4B, 0x03, 0x04], "a zip archive (a PyTorch .bin checkpoint, or another zip)"),
+        // torch.save before 1.6: pickles, the first of them the magic number 0x1950a86a20f9469cfc6c.
+        ([0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19],
+         "a Python pickle (a legacy PyTorch checkpoint, saved by torch before 1.6 or with _use_new_zipfile_serialization=False; load and save it again with a current torch)"),
         ([0x80, 0x02], "a Python pickle (a legacy PyTorch checkpoint)"),
         ([0x80, 0x03], "a Python pickle (a legacy PyTorch checkpoint)"),
         ([0x80, 0x04], "a Python pickle (a legacy PyTorch checkpoint)"),
@@ -140,9 +157,9 @@ public enum ModelFormatError: QConvError, Equatable {
     public var description: String {
         switch self {
         case let .unsupportedFormat(path, what):
-            return "\(path): this is \(what), which qconv does not read; it reads safetensors files and model folders, and qconv containers"
+            return "\(path): this is \(what), which qconv does not read; it reads safetensors files and model folders, PyTorch checkpoints (.bin, torch >= 1.6) and qconv containers"
         case let .noModel(folder):
-            return "\(folder): no model.safetensors or model.safetensors.index.json in this folder"
+            return "\(folder): no model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json in this folder"
         case let .wrongKind(path, found, expected):
             return "\(path): this is a \(found.name) model; \(expected)"
         }
@@ -151,7 +168,7 @@ public enum ModelFormatError: QConvError, Equatable {
 
 extension Model {
     /// The readers `open` tries, in order; the first to recognize a path reads it.
-    public static let readers: [ModelReader.Type] = [ContainerReader.self, BitsandbytesReader.self, SafeTensorsReader.self]
+    public static let readers: [ModelReader.Type] = [ContainerReader.self, PyTorchReader.self, BitsandbytesReader.self, SafeTensorsReader.self]
 
     /// Opens any model qconv reads: what it is comes from the file's first
     /// bytes or the folder's files, never from the name.
@@ -163,7 +180,7 @@ extension Model {
         let probe = try FormatProbe(path: path)
         if let what = UnreadableFormat.describe(probe) { throw ModelFormatError.unsupportedFormat(path: path, what: what) }
         for reader in readers {
-            if let format = reader.recognize(probe) { return try reader.open(probe, as: format) }
+            if let format = reader.recognize(probe) { return try ScaledFP8Checkpoint.pairing(try reader.open(probe, as: format)) }
         }
         throw ModelFormatError.noModel(folder: path)
     }

@@ -95,16 +95,17 @@ public final class FolderOutput {
         try file.commit()
     }
 
-    /// Copies a side file into the folder (read whole and checked when it has a checksum).
+    /// Copies a side file into the folder (read whole and checked when it
+    /// has a checksum, or written as it was made).
     public func copySideFile(_ side: SideFile) throws {
-        if side.bytes.checksum != nil || whole == nil {
+        guard case .stored(let bytes) = side.contents, bytes.checksum == nil, whole != nil else {
             try writeSharedFile(side.name, bytes: try side.readAll())
             return
         }
         let file = try createFile(side.name)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: SequentialWriter.bufferSize, alignment: 64)
         defer { buffer.deallocate() }
-        try file.writer.append(contentsOf: side.bytes.file, offset: side.bytes.offset, length: side.bytes.length, buffer: buffer)
+        try file.writer.append(contentsOf: bytes.file, offset: bytes.offset, length: bytes.length, buffer: buffer)
         try file.commit()
     }
 

@@ -29,11 +29,12 @@ extension InspectionReport {
             let elements = tensor.info.elementCount
             var row = Tensor(name: tensor.name, dtype: tensor.info.dtype.rawValue, shape: tensor.info.shape, parameters: elements,
                              bytes: tensor.storedBytes, file: model.files[tensor.file].name)
-            if quantizedFormat {
+            if quantizedFormat || tensor.scheme.isQuantized {
                 row.scheme = tensor.scheme.name
                 row.bitsPerWeight = elements > 0 ? Double(tensor.storedBytes) * 8 / Double(elements) : 0
                 if case .int8(let p) = tensor.scheme { row.outlierColumns = p.outlierColumnCount }
                 if case .fourBit(let p) = tensor.scheme { (row.blockSize, row.doubleQuant) = (p.blockSize, p.blockScales != .float32) }
+                if case .scaledFP8(let p) = tensor.scheme { row.fp8 = p }
             }
             return row
         }

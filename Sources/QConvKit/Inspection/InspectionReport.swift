@@ -22,6 +22,8 @@ public struct InspectionReport {
         public var doubleQuant: Bool? = nil
         public var bitsPerWeight: Double? = nil
         public var outlierColumns: Int? = nil
+        /// FP8 weights: their values' dtype and their scale tensor, part of the tensor.
+        public var fp8: ScaledFP8Parameters? = nil
         public var statistics: TensorStatistics? = nil
     }
 
@@ -148,6 +150,13 @@ public struct InspectionReport {
                 if let outliers = tensor.outlierColumns { row.append("outlier_columns", .int(outliers)) }
                 if let blockSize = tensor.blockSize { row.append("block_size", .int(blockSize)) }
                 if let doubleQuant = tensor.doubleQuant { row.append("double_quant", .bool(doubleQuant)) }
+                if let fp8 = tensor.fp8 {
+                    row.append("fp8", .object([
+                        "values_dtype": .string(fp8.valuesDType.rawValue), "granularity": .string(fp8.granularityDescription),
+                        "scale": .string(fp8.scaleName), "scale_dtype": .string(fp8.scaleDType.rawValue),
+                        "scale_shape": .array(fp8.scaleShape.map { .int($0) }),
+                    ]))
+                }
                 if let statistics = tensor.statistics { row.append("stats", statistics.json) }
                 return .object(row)
             }))

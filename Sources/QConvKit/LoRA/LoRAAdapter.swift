@@ -1,8 +1,9 @@
 /// A PEFT LoRA adapter folder (`adapter_config.json` +
-/// `adapter_model.safetensors`), its tensors grouped per module.
+/// `adapter_model.safetensors`, or the PyTorch `adapter_model.bin` of older
+/// PEFT versions, read without running it), its tensors grouped per module.
 ///
-/// Opening reads the config and the safetensors header only; tensor data is
-/// read when a merge prepares a module.
+/// Opening reads the config and the weights' header (or pickle) only; tensor
+/// data is read when a merge prepares a module.
 public final class LoRAAdapter {
     public static let configFileName = "adapter_config.json"
     public static let weightsFileName = "adapter_model.safetensors"
@@ -11,17 +12,19 @@ public final class LoRAAdapter {
     /// The folder the adapter was opened from.
     public let path: String
     public let config: LoRAAdapterConfig
-    public let weights: SafeTensorsFile
+    /// The weights file: `adapter_model.safetensors` or `adapter_model.bin`.
+    public let weightsPath: String
     /// Modules with LoRA factors, in the order their first tensor appears in the file.
     public let modules: [LoRAModule]
     /// Tensors stored whole (modules_to_save, `base_layer` weights and biases).
     public let replacements: [LoRAReplacement]
 
     /// The files a merge reads, which its output must not overwrite.
-    public var filePaths: [String] { [weights.path, FileSystem.join(path, Self.configFileName)] }
+    public var filePaths: [String] { [weightsPath, FileSystem.join(path, Self.configFileName)] }
 
-    /// Opens an adapter folder, or a file in one (its safetensors weights or
-    /// its `adapter_config.json`).
+    /// Opens an adapter folder, or a file in one (its weights or its
+    /// `adapter_config.json`). A folder's safetensors weights are preferred
+    /// to its `adapter_model.bin`.
     public init(path: String) throws {
         var folder = path
         var weightsPath = FileSystem.join(path, Self.weightsFileName)
@@ -32,31 +35,39 @@ public final class LoRAAdapter {
             break
         default:
             folder = FileSystem.directoryName(of: path)
-            weightsPath = path.hasSuffix(".safetensors") ? path : FileSystem.join(folder, Self.weightsFileName)
+            let isWeights = path.hasSuffix(".safetensors") || (try? Model.format(of: path)) == .pytorchFile
+            weightsPath = isWeights ? path : FileSystem.join(folder, Self.weightsFileName)
         }
         self.path = folder
         let configPath = FileSystem.join(folder, Self.configFileName)
         guard FileSystem.kind(of: configPath) == .file else { throw LoRAMergeError.configMissing(folder: folder) }
-        guard FileSystem.kind(of: weightsPath) == .file else {
-            let pickle = FileSystem.join(folder, Self.pickleFileName)
-            if FileSystem.kind(of: pickle) == .file { throw LoRAMergeError.pickleWeights(file: pickle) }
-            throw LoRAMergeError.weightsMissing(folder: folder)
+        if FileSystem.kind(of: weightsPath) != .file {
+            weightsPath = FileSystem.join(folder, Self.pickleFileName)
+            guard FileSystem.kind(of: weightsPath) == .file else { throw LoRAMergeError.weightsMissing(folder: folder) }
         }
         let configFile = try ReadableFile(path: configPath)
         guard configFile.size <= 16 << 20 else {
             throw LoRAMergeError.invalidConfig(file: configPath, field: "(document)", reason: "\(configFile.size) bytes is larger than any adapter config should be")
         }
         config = try LoRAAdapterConfig(json: try configFile.readBytes(at: 0, count: Int(configFile.size)), file: configPath)
-        weights = try SafeTensorsFile(path: weightsPath)
-        (modules, replacements) = try Self.group(weights, config: config)
+        self.weightsPath = weightsPath
+        (modules, replacements) = try Self.group(try Self.tensors(of: weightsPath), file: weightsPath, config: config)
     }
 
-    private static func group(_ weights: SafeTensorsFile, config: LoRAAdapterConfig) throws -> ([LoRAModule], [LoRAReplacement]) {
-        let file = weights.path
+    /// The tensors of a weights file, safetensors or PyTorch, in file order.
+    private static func tensors(of path: String) throws -> [StoredTensor] {
+        try Model.open(path).tensors.map { tensor in
+            guard let stored = tensor.rawStored else {
+                throw LoRAMergeError.unexpectedTensor(file: path, tensor: tensor.name, reason: "a non-contiguous view, which no PEFT adapter saves")
+            }
+            return stored
+        }
+    }
+
+    private static func group(_ stored: [StoredTensor], file: String, config: LoRAAdapterConfig) throws -> ([LoRAModule], [LoRAReplacement]) {
         var parts: [String: LoRAModule.Parts] = [:]
         var order: [String] = []
         var replacements: [LoRAReplacement] = []
-        let stored = weights.tensors.map { StoredTensor(info: $0.info, file: weights.file, offset: weights.header.dataStart + $0.dataOffsets.lowerBound) }
         for tensor in stored {
             guard let key = LoRATensorKey(tensor.name) else { throw LoRAMergeError.unknownTensorKind(file: file, tensor: tensor.name) }
             guard let role = key.role else {

@@ -4,10 +4,8 @@
 public enum LoRAMergeError: QConvError, Equatable {
     /// The adapter folder has no `adapter_config.json`.
     case configMissing(folder: String)
-    /// The adapter folder has no `adapter_model.safetensors`.
+    /// The adapter folder has neither `adapter_model.safetensors` nor `adapter_model.bin`.
     case weightsMissing(folder: String)
-    /// Only the legacy torch pickle `adapter_model.bin` is there.
-    case pickleWeights(file: String)
     /// `adapter_config.json` is not JSON, or a field has the wrong type or value.
     case invalidConfig(file: String, field: String, reason: String)
     /// `peft_type` is not "LORA" (LoHa, LoKr, IA3, ... merge differently).
@@ -45,9 +43,7 @@ public enum LoRAMergeError: QConvError, Equatable {
         case let .configMissing(folder):
             return "\(folder): not a PEFT adapter folder: adapter_config.json is missing"
         case let .weightsMissing(folder):
-            return "\(folder): adapter_model.safetensors is missing"
-        case let .pickleWeights(file):
-            return "\(file): adapter weights stored as a torch pickle are not read (unsafe to unpickle); save the adapter with safe_serialization=True"
+            return "\(folder): adapter_model.safetensors (or adapter_model.bin) is missing"
         case let .invalidConfig(file, field, reason):
             return "\(file): field '\(field)': \(reason)"
         case let .unsupportedPeftType(file, peftType):

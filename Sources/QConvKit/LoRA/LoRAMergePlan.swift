@@ -172,7 +172,7 @@ private struct PlanBuilder {
             let tensor = replacement.tensor
             guard let base = base(for: replacement.target, adapterTensor: tensor.name), checkDecodable([tensor]) else { continue }
             if let previous = replacements[base.name] {
-                throw LoRAMergeError.conflictingTensors(file: adapter.weights.path, baseTensor: base.name, tensors: [previous.name, tensor.name])
+                throw LoRAMergeError.conflictingTensors(file: adapter.weightsPath, baseTensor: base.name, tensors: [previous.name, tensor.name])
             }
             let shape = tensor.info.shape
             // A resized vocabulary changes the first dimension only.

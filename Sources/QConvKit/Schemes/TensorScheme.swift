@@ -8,6 +8,15 @@ public enum TensorScheme: Equatable, Sendable {
     case fourBit(FourBitParameters)
     /// Row-wise int8 (LLM.int8), with outlier columns kept in FP16.
     case int8(Int8Parameters)
+    /// FP8 weights with their scales, as FP8 checkpoints store them: the
+    /// values are `float32(w) × scale`. qconv decodes it, but writes no
+    /// format that holds it: a copy is decoded to the tensor's dtype.
+    case scaledFP8(ScaledFP8Parameters)
+    /// Unquantized, but a non-contiguous view of stored bytes (a transposed
+    /// tensor of a PyTorch checkpoint): its one part is the span of the
+    /// storage the view covers. Copies write it contiguous (`.raw`); no
+    /// output format holds it.
+    case strided(StridedLayout)
 
     /// Every scheme name, in the order reports list them.
     public static let names = ["raw", "nf4", "fp4", "int8"]
@@ -18,6 +27,8 @@ public enum TensorScheme: Equatable, Sendable {
         case .raw: return "raw"
         case .fourBit(let parameters): return parameters.format.rawValue
         case .int8: return "int8"
+        case .strided: return "strided"
+        case .scaledFP8: return "fp8"
         }
     }
 
@@ -29,13 +40,15 @@ public enum TensorScheme: Equatable, Sendable {
         case .int8(let p):
             let k = p.outlierColumnCount
             return k == 0 ? "int8" : "int8, \(k) outlier column\(k == 1 ? "" : "s")"
+        case .strided: return "strided"
+        case .scaledFP8(let p): return "fp8 (\(p.valuesDType.rawValue)), per \(p.granularityDescription) scale"
         }
     }
 
     public var isQuantized: Bool {
         switch self {
-        case .raw: return false
-        case .fourBit, .int8: return true
+        case .raw, .strided: return false
+        case .fourBit, .int8, .scaledFP8: return true
         }
     }
 
@@ -43,7 +56,7 @@ public enum TensorScheme: Equatable, Sendable {
     /// a quantized base re-quantizes what it changed); nil for `raw`.
     public var method: QuantizationMethod? {
         switch self {
-        case .raw: return nil
+        case .raw, .strided, .scaledFP8: return nil
         case .fourBit(let p): return .fourBit(p.format, blockSize: p.blockSize, doubleQuant: p.blockScales != .float32)
         case .int8(let p): return .int8(outliers: p.outlierRule)
         }
@@ -57,6 +70,10 @@ public enum TensorScheme: Equatable, Sendable {
         switch self {
         case .raw:
             return [PartLayout(.data, tensor.dtype, tensor.shape)]
+        case .strided(let layout):
+            return [PartLayout(.data, tensor.dtype, [layout.span])]
+        case .scaledFP8(let p):
+            return [PartLayout(.codes, p.valuesDType, tensor.shape), PartLayout(.scale, p.scaleDType, p.scaleShape)]
         case .fourBit(let p):
             let blocks = divideRoundingUp(n, p.blockSize)
             let codes = PartLayout(.codes, .u8, [Blockwise4Bit.packedByteCount(elementCount: n)])
@@ -135,7 +152,7 @@ public struct Int8Parameters: Equatable, Sendable {
 public enum PartName: String, CaseIterable, Sendable {
     /// A raw tensor's bytes.
     case data
-    /// Packed 4-bit codes, or int8 codes.
+    /// Packed 4-bit codes, int8 codes, or FP8 values.
     case codes
     /// 4-bit: one float32 scale per block.
     case absmax
@@ -149,6 +166,8 @@ public enum PartName: String, CaseIterable, Sendable {
     case outlierColumns = "outlier_columns"
     /// int8: the outlier columns' values, FP16, `[rows, k]`.
     case outlierValues = "outlier_values"
+    /// FP8: the scales (one, one per row, or one per block).
+    case scale
 }
 
 /// One part of a stored tensor: its name, dtype and shape.

@@ -1,7 +1,10 @@
 /// The element types of safetensors files, named as they are in headers.
 ///
-/// Every dtype can be listed and copied; only `f32`, `f16`, `bf16` and `f64`
-/// can be decoded to Float (see `FloatConversion`).
+/// Every dtype can be listed and copied; `f32`, `f16`, `bf16`, `f64` and the
+/// two float8 types of FP8 checkpoints (`f8e4m3`, `f8e5m2`) can be decoded to
+/// Float (see `FloatConversion`). The other small types (F4, F6_E2M3,
+/// F6_E3M2, F8_E8M0, F8_E4M3FNUZ, F8_E5M2FNUZ), integers, booleans and C64
+/// are not: they are copied as they are, never quantized or compared by value.
 public enum DType: String, CaseIterable, Sendable {
     case f4 = "F4"
     case f6e2m3 = "F6_E2M3"
@@ -44,8 +47,8 @@ public enum DType: String, CaseIterable, Sendable {
     /// Types qconv can decode to float32 (and so quantize, compare and merge).
     public var isDecodableToFloat: Bool {
         switch self {
-        case .f32, .f16, .bf16, .f64: return true
-        default: return false
+        case .f32, .f16, .bf16, .f64, .f8e4m3, .f8e5m2: return true
+        case .f4, .f6e2m3, .f6e3m2, .f8e8m0, .f8e4m3fnuz, .f8e5m2fnuz, .bool, .u8, .i8, .i16, .u16, .i32, .u32, .i64, .u64, .c64: return false
         }
     }
 

@@ -52,13 +52,18 @@ enum DequantCommand: Command {
         if options.common.json {
             console.printJSON(report.json)
         } else {
-            console.say(Format.table([
-                ["wrote", report.output + (report.layout == "folder" ? " (\(report.files.joined(separator: ", ")))" : "")],
-                ["tensors", "\(report.tensors.count), \(Format.grouped(report.tensors.reduce(0) { $0 + $1.elementCount })) parameters"],
-                ["size", Format.bytes(report.outputBytes)],
-                ["time", "\(Format.fixed(report.seconds, 2)) s"],
-            ]))
+            console.say(render(report))
         }
         return 0
+    }
+
+    /// The text report of `dequant` and `to-safetensors`.
+    static func render(_ report: Dequantizer.Report) -> String {
+        Format.table([
+            ["wrote", report.output + (report.layout == "folder" ? " (\(report.files.joined(separator: ", ")))" : "")],
+            ["tensors", "\(report.tensors.count), \(Format.grouped(report.tensors.reduce(0) { $0 + $1.elementCount })) parameters"],
+            ["size", Format.bytes(report.outputBytes)],
+            ["time", "\(Format.fixed(report.seconds, 2)) s"],
+        ])
     }
 }

@@ -8,8 +8,8 @@ enum InspectCommand: Command {
 
     static let spec = CommandSpec(
         name: "inspect",
-        abstract: "Show what is inside a safetensors file, a model folder, a qconv container or a bitsandbytes checkpoint.",
-        positionals: [("PATH", "A .safetensors file, a model folder (sharded or not), a qconv container, or a bitsandbytes checkpoint.")],
+        abstract: "Show what is inside a model: safetensors, a PyTorch .bin, a model folder, a qconv container or a bitsandbytes checkpoint.",
+        positionals: [("PATH", "A .safetensors file, a PyTorch .bin, a model folder (sharded or not), a qconv container, or a bitsandbytes checkpoint.")],
         options: [tensorsFlag.spec, statsFlag.spec, CommonOptions.json, CommonOptions.quiet, CommonOptions.threads],
         discussion: "Without --stats only headers are read, so the answer is immediate for files of any size.",
         examples: [
@@ -88,6 +88,10 @@ enum InspectCommand: Command {
                 rows.append(["config", "no quantization_config"])
             }
         }
+        let fp8 = report.tensors.filter { $0.fp8 != nil }
+        if !fp8.isEmpty {
+            rows.append(["fp8", "\(fp8.count) tensor\(fp8.count == 1 ? "" : "s") stored as FP8 with a scale tensor each, read as their scaled values"])
+        }
         if report.metadata.isEmpty {
             rows.append(["metadata", "(none)"])
         } else {
@@ -106,7 +110,9 @@ enum InspectCommand: Command {
         for tensor in report.tensors {
             var row = [tensor.name, tensor.dtype, "[" + tensor.shape.map(String.init).joined(separator: ",") + "]", Format.grouped(tensor.parameters)]
             if isContainer {
-                row += [tensor.scheme ?? "", tensor.bitsPerWeight.map { Format.fixed($0, 2) } ?? "",
+                let scheme = tensor.fp8.map { "fp8 \($0.valuesDType.rawValue) \($0.granularityDescription) + \($0.scaleName.split(separator: ".").last ?? "")" }
+                    ?? tensor.scheme ?? ""
+                row += [scheme, tensor.bitsPerWeight.map { Format.fixed($0, 2) } ?? "",
                         tensor.outlierColumns.map(String.init) ?? "", Format.grouped(tensor.bytes)]
             } else {
                 row += [Format.grouped(tensor.bytes), tensor.file]

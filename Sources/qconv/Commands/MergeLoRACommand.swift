@@ -16,8 +16,8 @@ enum MergeLoRACommand: Command {
         name: "merge-lora",
         abstract: "Merge a PEFT LoRA adapter into base weights (safetensors, a qconv container or a bitsandbytes checkpoint).",
         positionals: [
-            ("BASE", "The base model: a .safetensors file, a model folder (sharded or not), a qconv container or a bitsandbytes checkpoint."),
-            ("ADAPTER", "A PEFT adapter folder (adapter_config.json + adapter_model.safetensors)."),
+            ("BASE", "The base model: a .safetensors file, a PyTorch .bin, a model folder (sharded or not), a qconv container or a bitsandbytes checkpoint."),
+            ("ADAPTER", "A PEFT adapter folder (adapter_config.json + adapter_model.safetensors or adapter_model.bin)."),
             ("OUT", "Where to write the merged model: a file for a file BASE, a folder for a folder (not needed with --dry-run)."),
         ],
         optionalPositionals: 1,
@@ -28,7 +28,8 @@ enum MergeLoRACommand: Command {
             The merge follows PEFT's merge_and_unload() (LoRA, rsLoRA, rank/alpha patterns, DoRA, fan_in_fan_out,
             embeddings, lora_bias, modules_to_save): deltas are computed in float32 and each merged tensor is
             rounded to its dtype once. OUT mirrors BASE: same shard files, index, metadata and auxiliary files;
-            tensors the adapter does not touch are copied byte for byte. Adapter keys are matched to base tensors
+            tensors the adapter does not touch are copied byte for byte (a PyTorch .bin BASE gives safetensors in the
+            same layout, shards named as transformers names them). Adapter keys are matched to base tensors
             directly or, for an adapter trained on a differently wrapped model, with a common prefix added or
             removed. Nothing is written when any adapter tensor does not fit.
             With a qconv container as BASE (QLoRA), each changed tensor is dequantized, merged and quantized

@@ -22,7 +22,7 @@ struct QuantizeOptions: CommandOptions {
                                                          OutputOptions.force, forceNameFlag.spec]
 
     static func positionals(_ what: String) -> [(name: String, help: String)] {
-        [("IN", "A .safetensors file or a model folder (sharded or not); or a container or bitsandbytes checkpoint quantized this way, laid out again."),
+        [("IN", "A .safetensors file, a PyTorch .bin or a model folder (sharded or not); or a container or bitsandbytes checkpoint quantized this way, laid out again."),
          ("OUT", "The \(what) container to write (with --format hf, the model folder; not needed with --dry-run).")]
     }
 

@@ -36,9 +36,9 @@ enum VerifyCommand: Command {
         name: "verify",
         abstract: "Measure how much a conversion changed each tensor, or check one model's integrity.",
         positionals: [
-            ("ORIGINAL", "The source checkpoint (file or model folder); alone, any model to check for integrity (a bitsandbytes "
-             + "checkpoint: that transformers would load it)."),
-            ("CONVERTED", "A qconv container or a safetensors checkpoint to compare with ORIGINAL."),
+            ("ORIGINAL", "The source checkpoint (safetensors or PyTorch .bin, file or model folder); alone, any model to check for integrity "
+             + "(a bitsandbytes checkpoint: that transformers would load it)."),
+            ("CONVERTED", "A qconv container or a checkpoint (safetensors or PyTorch .bin) to compare with ORIGINAL."),
         ],
         optionalPositionals: 1,
         options: VerifyThresholds.options + [onlyOption.spec, tensorsFlag.spec, CommonOptions.threads, CommonOptions.json, CommonOptions.quiet],
@@ -140,7 +140,8 @@ enum VerifyCommand: Command {
             }
         case .bitsandbytes:
             preconditionFailure("a bitsandbytes checkpoint is checked by checkBitsandbytes")
-        case .safetensorsFile, .safetensorsFolder, .safetensorsShardedFolder:
+        case .safetensorsFile, .safetensorsFolder, .safetensorsShardedFolder, .pytorchFile, .pytorchFolder, .pytorchShardedFolder:
+            // A PyTorch checkpoint's archive, pickle and views were checked when it was opened.
             let files = model.files.count
             if json {
                 console.printJSON(.object(["path": .string(model.path), "format": .string(model.format.name), "ok": true,

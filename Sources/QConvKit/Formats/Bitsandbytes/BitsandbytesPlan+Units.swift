@@ -8,6 +8,8 @@ extension BitsandbytesPlan {
         switch scheme {
         case .raw:
             return Unit(tensor: tensor, scheme: scheme, pieces: [Piece(info: tensor, content: .part(0))])
+        case .strided, .scaledFP8:
+            preconditionFailure("\(tensor.name): a writer plans with output schemes; strided views and FP8 weights are written raw")
         case .fourBit(let p):
             try checkLinearWeight(tensor)
             guard TorchDTypeName.name(of: tensor.dtype) != nil else {
@@ -94,6 +96,8 @@ extension BitsandbytesPlan {
             let mode: BitsandbytesConfig.Mode
             switch scheme {
             case .raw: continue
+            case .strided, .scaledFP8:
+                preconditionFailure("\(info.name): a writer plans with output schemes; strided views and FP8 weights are written raw")
             case .fourBit(let p): mode = .fourBit(p.format, doubleQuant: p.blockScales != .float32)
             case .int8: mode = .eightBit
             }

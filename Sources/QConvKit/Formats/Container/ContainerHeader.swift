@@ -82,6 +82,8 @@ public struct ContainerHeader: Sendable {
         switch scheme {
         case .raw:
             break
+        case .strided, .scaledFP8:
+            preconditionFailure("a container never holds a strided view or FP8 weights (copies write them raw)")
         case .fourBit(let p):
             params.append("block_size", .int(p.blockSize))
             switch p.blockScales {

@@ -29,10 +29,15 @@ public final class ContainerModelWriter: ModelWriter {
                                      expectedDataLength: expectedData)
         do {
             for file in sideFiles {
-                let region = try writer.copyRegion(from: file.bytes.file, at: file.bytes.offset, length: file.bytes.length,
-                                                   buffers: context.copyBuffers, threads: context.threads)
-                try file.bytes.check(region.checksum)
-                files.append(EmbeddedFile(name: file.name, region: region))
+                switch file.contents {
+                case .stored(let bytes):
+                    let region = try writer.copyRegion(from: bytes.file, at: bytes.offset, length: bytes.length,
+                                                       buffers: context.copyBuffers, threads: context.threads)
+                    try bytes.check(region.checksum)
+                    files.append(EmbeddedFile(name: file.name, region: region))
+                case .generated(let bytes):
+                    files.append(EmbeddedFile(name: file.name, region: try bytes.withUnsafeBytes { try writer.writeRegion($0) }))
+                }
             }
         } catch {
             writer.discard()

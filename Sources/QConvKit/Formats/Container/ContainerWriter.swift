@@ -130,6 +130,8 @@ extension ContainerHeader {
             switch tensor.scheme {
             case .raw:
                 scheme = .raw
+            case .strided, .scaledFP8:
+                preconditionFailure("\(tensor.info.name): a container never holds a strided view or FP8 weights (copies write them raw)")
             case .fourBit(var p):
                 if case .doubleQuantized = p.blockScales { p.blockScales = .doubleQuantized(offset: -Float.leastNormalMagnitude.nextUp) }
                 scheme = .fourBit(p)

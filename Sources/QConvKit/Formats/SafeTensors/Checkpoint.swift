@@ -140,8 +140,9 @@ public final class Checkpoint: @unchecked Sendable {
         return !weightFileExtensions.contains(stem[stem.index(after: dot)...].lowercased())
     }
 
-    /// Reads the index and returns it with its shard names in file-name order.
-    private static func readIndex(_ indexPath: String, folderFiles: Set<String>) throws -> (JSONObject, [String]) {
+    /// Reads an index (`model.safetensors.index.json` or
+    /// `pytorch_model.bin.index.json`) and returns it with its shard names in file-name order.
+    static func readIndex(_ indexPath: String, folderFiles: Set<String>) throws -> (JSONObject, [String]) {
         let file = try ReadableFile(path: indexPath)
         guard file.size <= SafeTensorsHeader.maximumHeaderLength else {
             throw CheckpointError.invalidIndex(file: indexPath, reason: "\(file.size) bytes is larger than any index should be")
@@ -174,10 +175,20 @@ public final class Checkpoint: @unchecked Sendable {
         return (object, shardNames.sorted())
     }
 
-    /// Checks the index against what the shards hold: every listed tensor is
-    /// in its shard, every stored tensor is listed, none is listed twice.
+    /// Checks the index against what the shards hold.
     private func validate(index: JSONObject) throws {
-        let indexPath = FileSystem.join(path, Self.indexFileName)
+        try Self.validate(index: index, path: FileSystem.join(path, Self.indexFileName),
+                          shardOf: { name in self.tensor(named: name).map { self.shardName(of: $0) } },
+                          tensors: tensors.map { ($0.name, shardName(of: $0)) })
+    }
+
+    /// Checks an index against the shards' tensors: every listed tensor is
+    /// in its shard, every stored tensor is listed, none is listed twice.
+    ///
+    /// - Parameters:
+    ///   - shardOf: the shard holding a tensor, if any does.
+    ///   - tensors: every stored tensor and its shard.
+    static func validate(index: JSONObject, path indexPath: String, shardOf: (String) -> String?, tensors: [(name: String, shard: String)]) throws {
         guard let weightMap = index["weight_map"]?.objectValue else { return }
         var listed: [String: String] = [:]
         for (name, value) in weightMap.members {
@@ -186,16 +197,15 @@ public final class Checkpoint: @unchecked Sendable {
                 throw CheckpointError.tensorInTwoShards(index: indexPath, tensor: name, shards: [other, shard])
             }
             listed[name] = shard
-            guard let tensor = tensor(named: name) else {
+            guard let found = shardOf(name) else {
                 throw CheckpointError.tensorListedButAbsent(index: indexPath, tensor: name, shard: shard)
             }
-            let found = shardName(of: tensor)
             if found != shard {
                 throw CheckpointError.tensorInWrongShard(index: indexPath, tensor: name, listed: shard, found: found)
             }
         }
         for tensor in tensors where listed[tensor.name] == nil {
-            throw CheckpointError.tensorNotListed(index: indexPath, tensor: tensor.name, shard: shardName(of: tensor))
+            throw CheckpointError.tensorNotListed(index: indexPath, tensor: tensor.name, shard: tensor.shard)
         }
     }
 }

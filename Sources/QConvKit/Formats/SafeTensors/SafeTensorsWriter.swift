@@ -47,6 +47,44 @@ public final class SafeTensorsWriter {
         return bytes
     }
 
+    /// `tensors` in the order safetensors' `save_file` writes them: by dtype
+    /// in the reverse of the order its `Dtype` declares them (U64, I64, F64,
+    /// C64, F32, ..., BOOL), then by name, byte for byte.
+    public static func referenceOrder(_ tensors: [TensorInfo]) -> [TensorInfo] {
+        tensors.sorted { a, b in
+            let (x, y) = (rank(a.dtype), rank(b.dtype))
+            return x != y ? x > y : Array(a.name.utf8).lexicographicallyPrecedes(Array(b.name.utf8))
+        }
+    }
+
+    /// The position of a dtype in safetensors' `Dtype` declaration.
+    private static func rank(_ dtype: DType) -> Int {
+        switch dtype {
+        case .bool: return 0
+        case .f4: return 1
+        case .f6e2m3: return 2
+        case .f6e3m2: return 3
+        case .u8: return 4
+        case .i8: return 5
+        case .f8e5m2: return 6
+        case .f8e4m3: return 7
+        case .f8e8m0: return 8
+        case .f8e4m3fnuz: return 9
+        case .f8e5m2fnuz: return 10
+        case .i16: return 11
+        case .u16: return 12
+        case .f16: return 13
+        case .bf16: return 14
+        case .i32: return 15
+        case .u32: return 16
+        case .f32: return 17
+        case .c64: return 18
+        case .f64: return 19
+        case .i64: return 20
+        case .u64: return 21
+        }
+    }
+
     /// Appends tensor data; tensors follow each other with no separator.
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
         take(UInt64(bytes.count))
