@@ -222,6 +222,7 @@ func run() throws {
     let layoutRatio = rows[1].seconds / rows[0].seconds
     print("`qconv to-nf4 --format hf` against `qconv to-nf4` (target within 1.2x): \(fixed(layoutRatio, 2))x, \(layoutRatio <= 1.2 ? "met" : "NOT met").")
     try SourceFormats.run(settings: settings, model: model, weights: weights, work: work, threads: threads, reference: rows[0])
+    JobArrayParts.run(settings: settings, base: base, work: work)
 
     if settings.usePeers ?? !settings.quick {
         try runPeers(settings: settings, rows: rows, weights: weights, base: base, adapter: adapter, work: work)

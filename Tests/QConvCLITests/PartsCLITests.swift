@@ -66,6 +66,10 @@ final class PartsCLITests: XCTestCase {
         try assertPartsEqualOneRun(["dequant", directory.file("m.qc"), "--max-shard-size", "200kB"])
     }
 
+    func testToSafetensorsInPartsEqualsOneRun() throws {
+        try assertPartsEqualOneRun(["to-safetensors", sample, "--dtype", "bf16", "--max-shard-size", "100kB"])
+    }
+
     func testMergeInPartsEqualsOneRun() throws {
         // The sharded sample's own shards, mirrored; and sharded anew.
         let base = Fixtures.sample("lora_llama_basic")
@@ -92,12 +96,18 @@ final class PartsCLITests: XCTestCase {
         // Again without --force: its own shards exist.
         XCTAssertEqual(try runQConv(arguments + ["--part", "1/3"]).status, 2)
         XCTAssertEqual(try runQConv(arguments + ["--part", "1/3", "--force"]).status, 0)
+        // The report says which shards this part wrote, in text and JSON.
+        let text = try runQConv(Array(arguments.dropLast()) + ["--part", "1/3", "--force"])
+        XCTAssertTrue(text.stdout.contains("part     1/3: 4 of 11 shards (model-00001-of-00011.safetensors ... model-00004-of-00011.safetensors)"), text.stdout)
+        let json = try runQConv(Array(arguments.dropLast()) + ["--part", "1/3", "--force", "--json"])
+        XCTAssertTrue(json.stdout.contains("\"part\": {\n    \"index\": 1,\n    \"count\": 3,"), json.stdout)
+        XCTAssertTrue(json.stdout.contains("\"shard_count\": 11"), json.stdout)
 
         // Slurm: K = task id - min + 1, N = task count; a Kubernetes Indexed Job: K = index + 1, N given.
-        func run(_ environment: [String: String], _ part: String) throws -> Int32 {
+        func run(_ environment: [String: String], _ part: String, _ extra: [String] = []) throws -> Int32 {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: qconvExecutablePath)
-            process.arguments = arguments + ["--part", part]
+            process.arguments = arguments + ["--part", part] + extra
             process.environment = environment
             process.standardError = FileHandle.nullDevice
             try process.run()
@@ -106,10 +116,39 @@ final class PartsCLITests: XCTestCase {
         }
         XCTAssertEqual(try run(["SLURM_ARRAY_TASK_ID": "11", "SLURM_ARRAY_TASK_MIN": "10", "SLURM_ARRAY_TASK_COUNT": "3"], "auto"), 0)
         XCTAssertEqual(try run(["JOB_COMPLETION_INDEX": "2"], "auto/3"), 0)
+        // --array=5-9:2 runs tasks 5, 7, 9: task 7 is part 2.
+        XCTAssertEqual(try run(["SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_MIN": "5", "SLURM_ARRAY_TASK_STEP": "2", "SLURM_ARRAY_TASK_COUNT": "3"], "auto", ["--force"]), 0)
+        XCTAssertEqual(try run(["SLURM_ARRAY_TASK_ID": "6", "SLURM_ARRAY_TASK_MIN": "5", "SLURM_ARRAY_TASK_STEP": "2", "SLURM_ARRAY_TASK_COUNT": "3"], "auto"), 2)
         XCTAssertEqual(try runQConv(["verify", directory.file("out")]).status, 0, "parts 1, 2 and 3 make the whole folder")
         XCTAssertEqual(try run(["JOB_COMPLETION_INDEX": "2"], "auto"), 2, "N is not in the environment")
         XCTAssertEqual(try run([:], "auto/3"), 2, "no scheduler")
         XCTAssertEqual(try runQConv(arguments + ["--part", "4/3"]).status, 2)
+    }
+
+    /// Samples/scaling/convert-in-parts.sh, the plain-shell example of docs/SCALING.md.
+    func testThePlainShellExampleRunsThePartsAndChecksTheFolder() throws {
+        let directory = TemporaryDirectory()
+        let arguments = ["to-nf4", sample, directory.file("parts"), "--format", "hf", "--max-shard-size", "60kB"]
+        func script(_ count: Int, _ out: String, _ arguments: [String]) throws -> (status: Int32, stdout: String) {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = [Fixtures.sample("scaling/convert-in-parts.sh"), "\(count)", out, qconvExecutablePath] + arguments
+            let output = Pipe()
+            process.standardOutput = output
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            let data = output.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        }
+        let run = try script(4, directory.file("parts"), arguments)
+        XCTAssertEqual(run.status, 0)
+        XCTAssertTrue(run.stdout.hasPrefix(directory.file("parts") + ": ok: 21 tensors, 6 shards"), run.stdout)
+        XCTAssertEqual(try runQConv(["to-nf4", sample, directory.file("whole"), "--format", "hf",
+                                           "--max-shard-size", "60kB", "--quiet"]).status, 0)
+        XCTAssertEqual(try contents(directory.file("parts")), try contents(directory.file("whole")))
+        // A part that fails fails the script.
+        XCTAssertNotEqual(try script(2, directory.file("parts"), arguments).status, 0, "the shards exist and there is no --force")
     }
 
     func testAContainerHasNoParts() throws {
@@ -121,5 +160,13 @@ final class PartsCLITests: XCTestCase {
         let convert = try runQConv(["to-nf4", sample, directory.file("p.qc"), "--part", "1/2"])
         XCTAssertEqual(convert.status, 2)
         XCTAssertTrue(convert.stderr.contains("a container is one file (pass --format hf)"), convert.stderr)
+        // Nor is one .safetensors file.
+        for arguments in [["dequant", directory.file("m.qc")], ["to-safetensors", sample], ["to-nf4", sample, "--format", "hf"],
+                          ["merge-lora", Fixtures.sample("lora_llama_basic/base"), Fixtures.sample("lora_llama_basic/adapter")]] {
+            let file = try runQConv(arguments + [directory.file("one.safetensors"), "--part", "1/2"])
+            XCTAssertEqual(file.status, 2, "\(arguments)")
+            XCTAssertTrue(file.stderr.contains("one.safetensors names one .safetensors file: give OUT a folder name"), file.stderr)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: directory.file("one.safetensors")))
     }
 }

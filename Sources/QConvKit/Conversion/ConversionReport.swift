@@ -51,6 +51,8 @@ public struct ConversionReport {
     public var files: [String] = []
     /// The source's stored codes were copied into the other layout, not quantized again.
     public var relaid = false
+    /// One part of a job array: the shards it wrote.
+    public var part: PartShards?
     /// Wall-clock time of the conversion.
     public var seconds: Double = 0
 
@@ -116,6 +118,7 @@ public struct ConversionReport {
         object.append("format", .string(format))
         object.append("files", .array(files.map { .string($0) }))
         object.append("relaid", .bool(relaid))
+        object.append("part", part?.json ?? .null)
         object.append("seconds", .double((seconds * 1000).rounded() / 1000))
         object.append("tensors", .array(tensors.map { tensor in
             var row = JSONObject()

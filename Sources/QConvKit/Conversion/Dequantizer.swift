@@ -49,6 +49,8 @@ public enum Dequantizer {
         public var tensors: [TensorInfo]
         public var outputBytes: UInt64
         public var seconds: Double
+        /// One part of a job array: the shards it wrote.
+        public var part: PartShards?
 
         public var json: JSONValue {
             .object([
@@ -56,6 +58,7 @@ public enum Dequantizer {
                 "files": .array(files.map { .string($0) }), "tensor_count": .int(tensors.count),
                 "parameter_count": .int(tensors.reduce(0) { $0 + $1.elementCount }),
                 "output_bytes": .uint(outputBytes), "seconds": .double((seconds * 1000).rounded() / 1000),
+                "part": part?.json ?? .null,
             ])
         }
     }
@@ -133,6 +136,6 @@ public enum Dequantizer {
         let bytes = asFile ? (FileSystem.size(of: destination) ?? 0)
             : files.reduce(0) { $0 + (FileSystem.size(of: FileSystem.join(destination, $1)) ?? 0) }
         return Report(command: options.command, input: model.path, output: destination, layout: asFile ? "file" : "folder", files: files,
-                      tensors: outputs, outputBytes: bytes, seconds: monotonicSeconds() - started)
+                      tensors: outputs, outputBytes: bytes, seconds: monotonicSeconds() - started, part: writer.partShards)
     }
 }

@@ -125,6 +125,7 @@ public enum Quantizer {
         report.embeddedFiles = embedded
         report.leftOutFiles = source.leftOutFiles
         report.relaid = relaid
+        report.part = writer.partShards
         if case .bitsandbytes = options.output {
             report.format = ModelFormat.bitsandbytes(.folder).name
             report.files = try FileSystem.contents(of: destination)

@@ -17,8 +17,11 @@ public protocol ModelWriter: AnyObject {
     /// Whether the tensor is written here (one part of a job array writes
     /// its own shards' tensors only); the conversion skips the others.
     func writes(_ tensor: TensorInfo) -> Bool
+    /// The shards this writer writes when it is one part of a job array; nil otherwise.
+    var partShards: PartShards? { get }
 }
 
 extension ModelWriter {
     public func writes(_ tensor: TensorInfo) -> Bool { true }
+    public var partShards: PartShards? { nil }
 }

@@ -36,3 +36,23 @@ public struct OutputPart: Equatable, Sendable, CustomStringConvertible {
         return mine
     }
 }
+
+/// What one part of a job array wrote: its shard files of the folder's
+/// `shardCount` (the index and side files, which every part writes, aside).
+public struct PartShards: Sendable {
+    public let part: OutputPart
+    /// This part's shard file names, in order (none when there are more parts than shards).
+    public let written: [String]
+    public let shardCount: Int
+
+    public init(part: OutputPart, written: [String], shardCount: Int) {
+        self.part = part
+        self.written = written
+        self.shardCount = shardCount
+    }
+
+    public var json: JSONValue {
+        .object(["index": .int(part.index), "count": .int(part.count), "shards": .array(written.map { .string($0) }),
+                 "shard_count": .int(shardCount)])
+    }
+}

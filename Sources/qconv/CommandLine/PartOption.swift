@@ -46,14 +46,25 @@ enum PartOption {
         }
     }
 
+    /// A part writes shards of a model folder: an OUT ending in .safetensors names one file.
+    static func checkFolderOutput(_ part: OutputPart?, output: String) throws {
+        guard part != nil, output.hasSuffix(".safetensors") else { return }
+        throw UsageError("--part writes shards of a model folder, and \(output) names one .safetensors file: give OUT a folder name")
+    }
+
     /// K (1-based) and, when the scheduler says, N: Slurm's array task (K =
-    /// task id - min + 1, N = task count), or a Kubernetes Indexed Job's
+    /// (task id - min) / step + 1, N = task count), or a Kubernetes Indexed Job's
     /// completion index (K = index + 1).
     private static func fromScheduler(_ environment: (String) -> String?, arguments: ParsedArguments) throws -> (Int, Int?) {
         if let id = environment("SLURM_ARRAY_TASK_ID") {
             guard let task = Int(id) else { throw arguments.usageError("--part auto: SLURM_ARRAY_TASK_ID is '\(id)', not a number") }
             let minimum = environment("SLURM_ARRAY_TASK_MIN").flatMap { Int($0) } ?? 0
-            return (task - minimum + 1, environment("SLURM_ARRAY_TASK_COUNT").flatMap { Int($0) })
+            // --array=1-15:2 runs tasks 1, 3, ..., 15: part (id - min) / step + 1.
+            let step = max(1, environment("SLURM_ARRAY_TASK_STEP").flatMap { Int($0) } ?? 1)
+            guard (task - minimum) % step == 0 else {
+                throw arguments.usageError("--part auto: SLURM_ARRAY_TASK_ID \(task) is not SLURM_ARRAY_TASK_MIN \(minimum) plus a multiple of SLURM_ARRAY_TASK_STEP \(step)")
+            }
+            return ((task - minimum) / step + 1, environment("SLURM_ARRAY_TASK_COUNT").flatMap { Int($0) })
         }
         if let index = environment("JOB_COMPLETION_INDEX") {
             guard let completion = Int(index) else { throw arguments.usageError("--part auto: JOB_COMPLETION_INDEX is '\(index)', not a number") }

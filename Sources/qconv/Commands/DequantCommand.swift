@@ -42,6 +42,7 @@ enum DequantCommand: Command {
     }
 
     static func run(_ options: Options, console: Console) throws -> Int32 {
+        try PartOption.checkFolderOutput(options.part, output: options.output)
         let model = try Model.open(options.input)
         guard model.format.storesQuantizedTensors else {
             throw ModelFormatError.wrongKind(path: options.input, found: model.format, expected: "dequant turns a quantized model (a qconv container, a bitsandbytes checkpoint) back into safetensors")
@@ -59,11 +60,13 @@ enum DequantCommand: Command {
 
     /// The text report of `dequant` and `to-safetensors`.
     static func render(_ report: Dequantizer.Report) -> String {
-        Format.table([
+        var rows = [
             ["wrote", report.output + (report.layout == "folder" ? " (\(report.files.joined(separator: ", ")))" : "")],
             ["tensors", "\(report.tensors.count), \(Format.grouped(report.tensors.reduce(0) { $0 + $1.elementCount })) parameters"],
             ["size", Format.bytes(report.outputBytes)],
-            ["time", "\(Format.fixed(report.seconds, 2)) s"],
-        ])
+        ]
+        if let part = report.part { rows.append(PartText.row(part, output: report.output)) }
+        rows.append(["time", "\(Format.fixed(report.seconds, 2)) s"])
+        return Format.table(rows)
     }
 }

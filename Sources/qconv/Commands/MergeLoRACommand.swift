@@ -77,6 +77,7 @@ enum MergeLoRACommand: Command {
             throw UsageError("--part and --max-shard-size need a folder output: a container BASE merges into one container file "
                              + "(pass --dequantize for a model folder)\nsee 'qconv merge-lora --help'")
         }
+        if let output = options.output { try PartOption.checkFolderOutput(options.part, output: output) }
         let adapter = try LoRAAdapter(path: options.adapter)
         let summary: LoRAMergeSummary
         if let output = options.output {
@@ -96,7 +97,9 @@ enum MergeLoRACommand: Command {
         if options.common.json {
             console.printJSON(summary.json())
         } else {
-            console.say(render(summary))
+            var text = render(summary)
+            if let part = options.part, let output = options.output { text += "\n" + PartText.row(part, output: output).joined(separator: " ") }
+            console.say(text)
         }
         return 0
     }

@@ -78,6 +78,7 @@ struct QuantizeOptions: CommandOptions {
             throw arguments.usageError("\(out): a qconv container named \(suffix) would be taken for another format by other tools; "
                                        + "name it .qc, write a safetensors model folder with --format hf, or pass --force-name")
         }
+        try PartOption.checkFolderOutput(part, output: out)
         output = out
     }
 

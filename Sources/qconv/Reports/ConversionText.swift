@@ -30,6 +30,7 @@ enum ConversionText {
             rows.append(["note", "IN has no config.json: put the model's config.json beside the weights, with the quantization_config "
                          + "of 'qconv inspect', before loading them with transformers"])
         }
+        if let part = report.part { rows.append(PartText.row(part, output: report.output)) }
         rows.append(["time", "\(Format.fixed(report.seconds, 2)) s"])
         return Format.table(rows)
     }

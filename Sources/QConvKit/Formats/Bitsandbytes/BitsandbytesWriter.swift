@@ -106,6 +106,11 @@ public final class BitsandbytesWriter: ModelWriter {
         unitOfTensor[tensor.name].map { writtenShards.contains(plan.shardOfUnit[$0]) } ?? false
     }
 
+    public var partShards: PartShards? {
+        guard case .folder(let folder) = output, let part = folder.part else { return nil }
+        return PartShards(part: part, written: writtenShards.sorted().map { plan.shards[$0].fileName }, shardCount: plan.shards.count)
+    }
+
     /// The tensor names in the order the writer takes them: shard by shard.
     public var writingOrder: [String] { plan.units.map(\.tensor.name) }
 

@@ -92,6 +92,11 @@ public final class CheckpointWriter: ModelWriter {
         shardOfTensor[tensor.name].map(writtenShards.contains) ?? false
     }
 
+    public var partShards: PartShards? {
+        guard case .folder(let folder) = output, let part = folder.part else { return nil }
+        return PartShards(part: part, written: writtenShards.sorted().map { shardPlan[$0].fileName }, shardCount: shardPlan.count)
+    }
+
     /// Plans shards the way transformers does: tensors in order, a new shard
     /// whenever the next tensor would push the current one past `maximumBytes`
     /// (a tensor larger than the limit gets a shard of its own).
