@@ -62,6 +62,25 @@ final class FP8CLITests: XCTestCase {
         try run(["verify", Self.fixture("per_channel"), Self.fixture("per_channel/reference_bf16.safetensors"), "--min-sqnr", "50"])
     }
 
+    /// In the bitsandbytes layout the FP8 quantization_config gives way to the bitsandbytes one, and
+    /// the compute dtype is the model's (BF16).
+    func testAnFP8CheckpointInTheBitsandbytesLayout() throws {
+        let directory = TemporaryDirectory()
+        try run(["to-nf4", Self.fixture("block_scaled"), directory.file("hf"), "--format", "hf", "--quiet"])
+        let config = try JSONSerialization.jsonObject(with: try data(directory.file("hf/config.json"))) as! [String: Any]
+        let quantization = try XCTUnwrap(config["quantization_config"] as? [String: Any])
+        XCTAssertEqual(quantization["quant_method"] as? String, "bitsandbytes")
+        XCTAssertEqual(quantization["bnb_4bit_compute_dtype"] as? String, "bfloat16")
+        XCTAssertNil(quantization["weight_block_size"])
+        XCTAssertTrue(try run(["verify", directory.file("hf")]).stdout.contains("ok: 4 tensors, 1 shard; quantized weights: nf4"))
+        try run(["verify", Self.fixture("block_scaled"), directory.file("hf"), "--min-sqnr", "15"])
+        // to-safetensors takes the bitsandbytes checkpoint too: BF16 again, without a quantization_config.
+        try run(["to-safetensors", directory.file("hf"), directory.file("st"), "--quiet"])
+        XCTAssertNil((try JSONSerialization.jsonObject(with: try data(directory.file("st/config.json"))) as! [String: Any])["quantization_config"])
+        XCTAssertEqual(Set(try Model.open(directory.file("st")).tensors.map(\.info.dtype)), [.bf16])
+        try run(["verify", Self.fixture("block_scaled"), directory.file("st"), "--min-sqnr", "15"])
+    }
+
     func testInspectShowsScalesAsPartOfTheirWeight() throws {
         let result = try run(["inspect", Self.fixture("per_channel"), "--json", "--tensors"])
         let json = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
