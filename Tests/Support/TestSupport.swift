@@ -53,10 +53,13 @@ public struct ProcessResult {
     public let crashed: Bool
     public let stdout: String
     public let stderr: String
+    /// The run took longer than the timeout it was given and was killed (SIGKILL).
+    public var timedOut = false
 }
 
-/// Runs the `qconv` executable built next to the test bundle.
-public func runQConv(_ arguments: [String], currentDirectory: String? = nil) throws -> ProcessResult {
+/// Runs the `qconv` executable built next to the test bundle; with a
+/// `timeout` (seconds), a run that takes longer is killed and reported as `timedOut`.
+public func runQConv(_ arguments: [String], currentDirectory: String? = nil, timeout: Double? = nil) throws -> ProcessResult {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: qconvExecutablePath)
     process.arguments = arguments
@@ -65,6 +68,12 @@ public func runQConv(_ arguments: [String], currentDirectory: String? = nil) thr
     process.standardOutput = out
     process.standardError = err
     try process.run()
+    let killer = timeout.map { seconds in
+        let item = DispatchWorkItem { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        DispatchQueue.global().asyncAfter(deadline: .now() + seconds, execute: item)
+        return item
+    }
+    let started = Date()
     // Read both pipes before waiting so a large output cannot block the child.
     let outData = PipeData()
     let group = DispatchGroup()
@@ -73,9 +82,12 @@ public func runQConv(_ arguments: [String], currentDirectory: String? = nil) thr
     let errData = err.fileHandleForReading.readDataToEndOfFile()
     group.wait()
     process.waitUntilExit()
-    return ProcessResult(status: process.terminationStatus, crashed: process.terminationReason == .uncaughtSignal,
-                         stdout: String(decoding: outData.data, as: UTF8.self),
-                         stderr: String(decoding: errData, as: UTF8.self))
+    killer?.cancel()
+    var result = ProcessResult(status: process.terminationStatus, crashed: process.terminationReason == .uncaughtSignal,
+                               stdout: String(decoding: outData.data, as: UTF8.self),
+                               stderr: String(decoding: errData, as: UTF8.self))
+    if let timeout, result.crashed, result.status == SIGKILL, Date().timeIntervalSince(started) >= timeout { result.timedOut = true }
+    return result
 }
 
 /// What one pipe delivered, filled by the thread that reads it (the

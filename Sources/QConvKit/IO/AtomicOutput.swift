@@ -74,6 +74,19 @@ public final class AtomicOutput {
         return SequentialWriter(descriptor: fd, path: destination)
     }
 
+    /// Creates the file `name` inside a folder output. Its errors name the
+    /// file as it will be called once the output is in place
+    /// (`destination/name`), never the temporary folder.
+    public func createFile(named name: String) throws -> SequentialWriter {
+        precondition(kind == .directory, "createFile(named:) is for folder outputs")
+        let path = FileSystem.join(temporaryPath, name)
+        TemporaryOutputs.register(path, isDirectory: false)
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        let finalPath = FileSystem.join(destination, name)
+        guard fd >= 0 else { throw IOError("create", path: finalPath) }
+        return SequentialWriter(descriptor: fd, path: finalPath)
+    }
+
     /// The temporary path of a file inside a folder output.
     public func path(for name: String) -> String {
         precondition(kind == .directory, "path(for:) is for folder outputs")
@@ -82,27 +95,51 @@ public final class AtomicOutput {
         return path
     }
 
-    /// Moves the finished output into place.
+    /// Moves the finished output into place. Without `overwrite`, an entry
+    /// that appeared at the destination meanwhile (another run's output, a
+    /// link) is never replaced: the rename itself refuses to replace where the
+    /// system can do that in one step.
     public func commit() throws {
         precondition(!finished, "commit() called twice")
-        var displaced: String?
-        if FileSystem.exists(destination) {
-            guard overwrite else { throw OutputError.exists(path: destination) }
-            if FileSystem.kind(of: destination) == .directory || kind == .directory {
-                // rename(2) cannot replace a non-empty folder: move the old one aside first.
-                let aside = temporaryPath + "-old"
-                guard rename(destination, aside) == 0 else { throw IOError("replace", path: destination) }
-                displaced = aside
-            }
-        }
-        guard rename(temporaryPath, destination) == 0 else {
-            let error = IOError("rename \(temporaryPath) to", path: destination)
-            if let displaced { rename(displaced, destination) }
-            throw error
-        }
+        if overwrite { try replaceDestination() } else { try moveIntoPlace() }
         finished = true
         TemporaryOutputs.unregister(prefix: temporaryPath)
-        if let displaced { FileSystem.removeItem(displaced) }
+    }
+
+    private func moveIntoPlace() throws {
+        switch try FileSystem.renameWithoutReplacing(temporaryPath, to: destination) {
+        case .renamed: return
+        case .destinationExists: throw OutputError.exists(path: destination)
+        case .unsupported:
+            guard !FileSystem.entryExists(destination) else { throw OutputError.exists(path: destination) }
+            guard rename(temporaryPath, destination) == 0 else { throw IOError("rename \(temporaryPath) to", path: destination) }
+        }
+    }
+
+    /// Replaces whatever is at the destination. rename(2) cannot replace a
+    /// non-empty folder, so a folder (or anything, for folder outputs) is
+    /// moved aside first and removed after; when another run moves things at
+    /// the same time, the steps are tried again a few times.
+    private func replaceDestination() throws {
+        var displaced: [String] = []
+        for attempt in 1...3 {
+            if FileSystem.entryExists(destination) && (kind == .directory || FileSystem.kind(of: destination) == .directory) {
+                let aside = "\(temporaryPath)-old\(attempt)"
+                if rename(destination, aside) == 0 {
+                    displaced.append(aside)
+                } else if Errno.current != .noSuchFileOrDirectory || attempt == 3 {
+                    throw IOError("replace", path: destination)
+                }
+            }
+            if rename(temporaryPath, destination) == 0 { break }
+            let error = Errno.current
+            let raced = error == .fileExists || error.rawValue == ENOTEMPTY || error.rawValue == EISDIR
+            if !raced || attempt == 3 {
+                if let first = displaced.first, !FileSystem.entryExists(destination) { rename(first, destination) }
+                throw IOError("rename \(temporaryPath) to", path: destination, errno: error)
+            }
+        }
+        for aside in displaced { FileSystem.removeItem(aside) }
     }
 
     /// Removes the temporary output; the destination is left as it was.
@@ -114,7 +151,17 @@ public final class AtomicOutput {
     }
 
     static func checkDestination(_ destination: String, kind: Kind, overwrite: Bool, inputs: [String]) throws {
-        guard let target = FileSystem.identity(of: destination) else { return }
+        // Any entry counts, a dangling symbolic link included (`lstat`).
+        guard FileSystem.entryExists(destination) else { return }
+        if let target = FileSystem.identity(of: destination) { try checkNotAnInput(target, destination: destination, inputs: inputs) }
+        guard overwrite else { throw OutputError.exists(path: destination) }
+        let existing = FileSystem.kind(of: destination)
+        if kind == .file && existing == .directory { throw OutputError.folderWhereFileGoes(path: destination) }
+        // A dangling link (`.missing` through it) may be replaced by either kind.
+        if kind == .directory && existing != .directory && existing != .missing { throw OutputError.fileWhereFolderGoes(path: destination) }
+    }
+
+    private static func checkNotAnInput(_ target: FileSystem.Identity, destination: String, inputs: [String]) throws {
         for input in inputs {
             // Walk from the input up to the root: the destination may be neither
             // the input nor any folder that contains it.
@@ -128,10 +175,6 @@ public final class AtomicOutput {
                 path = parent
             }
         }
-        guard overwrite else { throw OutputError.exists(path: destination) }
-        let existing = FileSystem.kind(of: destination)
-        if kind == .file && existing == .directory { throw OutputError.folderWhereFileGoes(path: destination) }
-        if kind == .directory && existing != .directory { throw OutputError.fileWhereFolderGoes(path: destination) }
     }
 }
 

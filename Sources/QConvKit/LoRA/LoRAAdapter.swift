@@ -36,8 +36,9 @@ public final class LoRAAdapter {
         }
         self.path = folder
         let configPath = FileSystem.join(folder, Self.configFileName)
-        guard FileSystem.kind(of: configPath) == .file else { throw LoRAMergeError.configMissing(folder: folder) }
-        guard FileSystem.kind(of: weightsPath) == .file else {
+        // Anything but a folder is opened, so that a named pipe or device is refused as such (`ReadableFile`).
+        guard [.file, .other].contains(FileSystem.kind(of: configPath)) else { throw LoRAMergeError.configMissing(folder: folder) }
+        guard [.file, .other].contains(FileSystem.kind(of: weightsPath)) else {
             let pickle = FileSystem.join(folder, Self.pickleFileName)
             if FileSystem.kind(of: pickle) == .file { throw LoRAMergeError.pickleWeights(file: pickle) }
             throw LoRAMergeError.weightsMissing(folder: folder)

@@ -32,7 +32,7 @@ public final class Checkpoint: @unchecked Sendable {
     public let index: JSONObject?
     /// Files of a model folder that are not weights (config.json, tokenizer
     /// files, ...), as names relative to the folder, sorted: the visible
-    /// regular files that `isAuxiliaryFileName` accepts. Converters carry
+    /// files (not folders) that `isAuxiliaryFileName` accepts. Converters carry
     /// them along (a container embeds them).
     public let auxiliaryFiles: [String]
     private let tensorByName: [String: Int]
@@ -139,9 +139,15 @@ public final class Checkpoint: @unchecked Sendable {
         return !weightFileExtensions.contains(stem[stem.index(after: dot)...].lowercased())
     }
 
-    /// An auxiliary file name that is a regular file (not a subfolder) in `folder`.
+    /// An auxiliary file name that is not a subfolder in `folder`. A named
+    /// pipe, device or socket under such a name counts, so that reading it
+    /// refuses it (`ReadableFile`) instead of leaving it out silently.
     private static func isAuxiliary(_ name: String, in folder: String) -> Bool {
-        isAuxiliaryFileName(name) && FileSystem.kind(of: FileSystem.join(folder, name)) == .file
+        guard isAuxiliaryFileName(name) else { return false }
+        switch FileSystem.kind(of: FileSystem.join(folder, name)) {
+        case .file, .other: return true
+        case .directory, .missing: return false
+        }
     }
 
     /// Reads the index and returns it with its shard names in file-name order.

@@ -175,7 +175,7 @@ public final class CheckpointWriter: ModelWriter {
         try current?.finish()
         current = nil
         if let indexJSON {
-            let writer = try FileSystem.createFile(output.path(for: Checkpoint.indexFileName))
+            let writer = try output.createFile(named: Checkpoint.indexFileName)
             try writer.write(indexJSON)
             try writer.close()
         }
@@ -185,7 +185,7 @@ public final class CheckpointWriter: ModelWriter {
     /// Writes a side file into the folder output: copied by the kernel, or
     /// read whole and checked against its checksum (a container's embedded file).
     private func write(_ file: SideFile) throws {
-        let writer = try FileSystem.createFile(output.path(for: file.name))
+        let writer = try output.createFile(named: file.name)
         if file.bytes.checksum != nil {
             try writer.write(try file.readAll())
         } else {
@@ -199,7 +199,7 @@ public final class CheckpointWriter: ModelWriter {
     /// Adds a side file made in memory (a config) to a folder output.
     public func addFile(named name: String, bytes: [UInt8]) throws {
         precondition(output.kind == .directory, "addFile(named:bytes:) is for folder outputs")
-        let writer = try FileSystem.createFile(output.path(for: name))
+        let writer = try output.createFile(named: name)
         try writer.write(bytes)
         try writer.close()
     }
@@ -225,7 +225,7 @@ public final class CheckpointWriter: ModelWriter {
         if output.kind == .file {
             writer = try output.makeWriter()
         } else {
-            writer = try FileSystem.createFile(output.path(for: shard.fileName))
+            writer = try output.createFile(named: shard.fileName)
         }
         current = try SafeTensorsWriter(output: writer, tensors: shard.tensors, metadata: metadata)
         remainingInShard = shard.tensors.reduce(0) { $0 + UInt64($1.byteCount) }
