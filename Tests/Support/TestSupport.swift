@@ -121,3 +121,40 @@ public func craftSafetensors(header: String, data: [UInt8] = [], lengthOverride:
     bytes += data
     return bytes
 }
+
+/// What `runQConvMeasured` saw: the exit status (or signal), stderr, the
+/// wall time and the child's peak resident memory.
+public struct MeasuredRun {
+    public let status: Int32
+    public let signal: Int32?
+    public let stderr: String
+    public let seconds: Double
+    /// Peak resident set size of the child, in bytes (`wait4`'s `ru_maxrss`).
+    public let peakBytes: Int
+}
+
+/// Runs the binary with `posix_spawn` and waits for it with `wait4`, so that
+/// the resource usage is this child's alone; stdout is discarded.
+public func runQConvMeasured(_ arguments: [String]) throws -> MeasuredRun {
+    let errPath = NSTemporaryDirectory() + "qconv-measured-\(getpid())-\(UUID().uuidString.prefix(8)).err"
+    defer { unlink(errPath) }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    let argv = ([qconvExecutablePath] + arguments).map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    var pid = pid_t()
+    let started = Date()
+    let spawned = posix_spawn(&pid, qconvExecutablePath, &actions, nil, argv, environ)
+    guard spawned == 0 else { throw NSError(domain: "posix_spawn", code: Int(spawned)) }
+    var status: Int32 = 0
+    var usage = rusage()
+    while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
+    let seconds = Date().timeIntervalSince(started)
+    let stderr = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
+    let signaled = (status & 0x7F) != 0 && (status & 0x7F) != 0x7F
+    return MeasuredRun(status: signaled ? 0 : (status >> 8) & 0xFF, signal: signaled ? status & 0x7F : nil, stderr: stderr,
+                       seconds: seconds, peakBytes: Int(usage.ru_maxrss) * 1024)
+}

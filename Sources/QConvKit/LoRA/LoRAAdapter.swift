@@ -44,7 +44,7 @@ public final class LoRAAdapter {
             throw LoRAMergeError.weightsMissing(folder: folder)
         }
         let configFile = try ReadableFile(path: configPath)
-        guard configFile.size <= 16 << 20 else {
+        guard configFile.size <= LoRAAdapterConfig.maximumFileSize else {
             throw LoRAMergeError.invalidConfig(file: configPath, field: "(document)", reason: "\(configFile.size) bytes is larger than any adapter config should be")
         }
         config = try LoRAAdapterConfig(json: try configFile.readBytes(at: 0, count: Int(configFile.size)), file: configPath)
@@ -158,8 +158,8 @@ public struct LoRAModule {
         if magnitude == nil && config.useDoRA {
             throw LoRAMergeError.incompleteModule(file: file, module: name, missing: "lora_magnitude_vector (the config has \"use_dora\": true)")
         }
-        rank = config.rank(forModule: name)
-        alpha = config.alpha(forModule: name)
+        rank = try config.rank(forModule: name)
+        alpha = try config.alpha(forModule: name)
         scale = config.scale(rank: rank, alpha: alpha)
     }
 }
