@@ -7,7 +7,8 @@ import Glibc
 /// deinit) removes the temporary file or folder, and every temporary path is
 /// listed in `TemporaryOutputs`, which a front end empties when the process
 /// is told to stop (SIGINT, SIGTERM). The destination itself is never touched
-/// before `commit()`.
+/// before `commit()`. Temporaries that killed runs left beside the same
+/// destination are removed first (`StaleTemporaries`).
 public final class AtomicOutput {
     public enum Kind: Sendable { case file, directory }
 
@@ -37,6 +38,7 @@ public final class AtomicOutput {
         guard FileSystem.kind(of: directory) == .directory else {
             throw IOError("create", path: destination, reason: .other("folder '\(directory)' does not exist"))
         }
+        StaleTemporaries.remove(for: destination, in: directory)
         temporaryPath = try Self.createTemporary(beside: destination, in: directory, kind: kind)
     }
 
