@@ -101,6 +101,15 @@ final class LoRAPatternTests: XCTestCase {
         }
     }
 
+    /// Keys that are short but expand to long automata are bounded together, not only one by one.
+    func testTheAutomataOfAllKeysAreBoundedTogether() throws {
+        let keys = (0..<60).map { "(a{1000}){15}x\($0)" }
+        XCTAssertThrowsError(try config(rankKeys: keys)) { error in
+            guard case .unsupportedPattern(_, "rank_pattern", _, let construct)? = error as? LoRAMergeError else { return XCTFail("\(error)") }
+            XCTAssertTrue(construct.contains("more than 500000 automaton steps"), construct)
+        }
+    }
+
     /// Finding 2: a config with more keys than any real one is refused; a large one stays fast and small.
     func testPatternKeysAreBounded() throws {
         let tooMany = (0...LoRAAdapterConfig.maximumPatternKeys).map { "model.layers.\($0).mlp.down_proj" }

@@ -11,8 +11,14 @@ public enum JSONWriter {
     }
 
     public static func serialize(_ value: JSONValue, style: Style = .compact, sortKeys: Bool = false) -> String {
+        serialize(value, style: style, sortKeys: sortKeys, level: 0)
+    }
+
+    /// `value` as it is written `level` levels deep in a document (for
+    /// documents written a piece at a time).
+    static func serialize(_ value: JSONValue, style: Style, sortKeys: Bool = false, level: Int) -> String {
         var out = ""
-        write(value, to: &out, style: style, sortKeys: sortKeys, level: 0)
+        write(value, to: &out, style: style, sortKeys: sortKeys, level: level)
         return out
     }
 

@@ -36,12 +36,17 @@ struct ModulePatterns {
         let representative: Int
     }
 
+    /// The most instructions the compiled keys of one map may have together
+    /// (memory: 24 bytes each; real maps have a few hundred).
+    static let maximumTotalLength = 500_000
+
     /// Compiles every key; `problem(key, problem)` makes the error for a key that cannot be matched.
     init(field: String, keys: [String], problem: (String, PatternProblem) -> Error) throws {
         self.field = field
         self.keys = keys
         var groups: [Shape: ShapeGroup] = [:]
         var programs: [(index: Int, program: PatternProgram)] = []
+        var totalLength = 0
         for (index, key) in keys.enumerated() {
             do {
                 // A key that parses alone and is a plain name is indexed; any other is compiled
@@ -53,7 +58,12 @@ struct ModulePatterns {
                     if groups[shape]?.firstIndex[literals] == nil { groups[shape]?.firstIndex[literals] = index }
                 } else {
                     let pattern = PatternProgram.pythonPattern(for: key)
-                    programs.append((index, try PatternProgram(try PatternParser.parse(pattern.text, key: pattern.key))))
+                    let program = try PatternProgram(try PatternParser.parse(pattern.text, key: pattern.key))
+                    totalLength += program.instructions.count
+                    guard totalLength <= Self.maximumTotalLength else {
+                        throw PatternProblem.unsupported("more than \(Self.maximumTotalLength) automaton steps together with the keys before it")
+                    }
+                    programs.append((index, program))
                 }
             } catch let error as PatternProblem {
                 throw problem(key, error)
