@@ -100,6 +100,35 @@ final class HostileFilesCLITests: XCTestCase {
         XCTAssertFalse(directory.contents().contains("o"))
     }
 
+    // MARK: - Nothing from a file is executed
+
+    /// A pickle that runs `touch MARKER` when Python's pickle loads it.
+    private func hostilePickle(touching marker: String) -> [UInt8] {
+        let command = Array("touch \(marker)".utf8)
+        let length = UInt32(command.count)
+        return [0x80, 0x02] + Array("cposix\nsystem\n".utf8) + [UInt8(ascii: "X")] + (0..<4).map { UInt8(truncatingIfNeeded: length >> (8 * $0)) }
+            + command + [0x85, UInt8(ascii: "R"), UInt8(ascii: ".")]
+    }
+
+    func testAPickleThatWouldRunACommandIsNeverRun() throws {
+        let directory = TemporaryDirectory()
+        let marker = directory.file("ran")
+        let pickle = hostilePickle(touching: marker)
+        writeFile(directory.file("model.bin"), pickle)
+        let folder = directory.file("folder"), adapterFolder = directory.file("adapter")
+        for path in [folder, adapterFolder] { try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false) }
+        writeFile(folder + "/pytorch_model.bin", pickle)
+        writeFile(adapterFolder + "/adapter_model.bin", pickle)
+        try FileManager.default.copyItem(atPath: adapter + "/adapter_config.json", toPath: adapterFolder + "/adapter_config.json")
+        for arguments in [["inspect", directory.file("model.bin"), "--stats"], ["to-nf4", directory.file("model.bin"), directory.file("o.qc")],
+                          ["inspect", folder], ["merge-lora", base, adapterFolder, directory.file("o")],
+                          ["merge-lora", base, adapterFolder, directory.file("o"), "--dry-run"]] {
+            let result = try runQConv(arguments, timeout: 20)
+            XCTAssertEqual(result.status, 3, "\(arguments): \(result.stderr)")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: marker), "\(arguments) ran the pickle's command")
+        }
+    }
+
     // MARK: - Finding 4: a dangling link at the output path
 
     func testADanglingLinkAtTheOutputIsNotReplacedWithoutForce() throws {
