@@ -37,10 +37,27 @@ final class HostileFilesTests: XCTestCase {
         }
     }
 
-    func testDevicesAreRefusedAsFiles() throws {
+    func testDevicesAndSocketsAreRefusedAsFiles() throws {
         let folder = TemporaryDirectory()
         XCTAssertThrowsError(try ReadableFile(path: "/dev/null")) { error in
             XCTAssertEqual(error as? InputFileError, .notARegularFile(path: "/dev/null", kind: "a character device"))
+        }
+        // A Unix socket bound to a name in the folder.
+        let socketPath = folder.file("socket")
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { bytes in
+            for (i, byte) in socketPath.utf8.prefix(bytes.count - 1).enumerated() { bytes[i] = byte }
+        }
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        XCTAssertEqual(bound, 0, "cannot bind a socket at \(socketPath)")
+        for open in [{ _ = try ReadableFile(path: socketPath) }, { _ = try Model.open(socketPath) }] as [() throws -> Void] {
+            XCTAssertThrowsError(try open()) { error in
+                XCTAssertEqual(error as? InputFileError, .notARegularFile(path: socketPath, kind: "a socket"))
+            }
         }
         writeFile(folder.file("file"), [1, 2, 3])
         XCTAssertEqual(try ReadableFile(path: folder.file("file")).readBytes(at: 0, count: 3), [1, 2, 3], "a regular file still reads")

@@ -44,25 +44,27 @@ public final class AtomicOutput {
 
     deinit { if !finished { discard() } }
 
-    /// Creates `.NAME.qconv-tmp-PID-N` beside the destination, with the first free N.
+    /// Creates `.NAME.qconv-tmp-PID-N` beside the destination, with the first
+    /// free N. Each name is listed in `TemporaryOutputs` before it is created
+    /// (and unlisted when it is taken), so that a signal arriving at any
+    /// moment finds it there.
     private static func createTemporary(beside destination: String, in directory: String, kind: Kind) throws -> String {
         let base = FileSystem.baseName(of: destination)
         for attempt in 0..<100 {
             let path = FileSystem.join(directory, ".\(base).qconv-tmp-\(getpid())-\(attempt)")
-            let created: Bool
-            if kind == .file {
+            let creation = TemporaryOutputs.create(path, isDirectory: kind == .directory) {
+                guard kind == .file else { return mkdir(path, 0o755) == 0 }
                 let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-                created = fd >= 0
-                if created { close(fd) }
-            } else {
-                created = mkdir(path, 0o755) == 0
+                guard fd >= 0 else { return false }
+                close(fd)
+                return true
             }
-            if created {
-                TemporaryOutputs.register(path, isDirectory: kind == .directory)
-                return path
+            switch creation {
+            case .created: return path
+            case .failed(.fileExists): continue
+            case let .failed(error): throw IOError("create", path: destination, errno: error)
+            case .stopping: throw IOError("create", path: destination, reason: .other("the process is stopping"))
             }
-            let error = Errno.current
-            if error != .fileExists { throw IOError("create", path: destination, errno: error) }
         }
         throw IOError("create", path: destination, reason: .other("100 temporary names beside it are taken"))
     }
@@ -82,11 +84,16 @@ public final class AtomicOutput {
     public func createFile(named name: String) throws -> SequentialWriter {
         precondition(kind == .directory, "createFile(named:) is for folder outputs")
         let path = FileSystem.join(temporaryPath, name)
-        TemporaryOutputs.register(path, isDirectory: false)
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         let finalPath = FileSystem.join(destination, name)
-        guard fd >= 0 else { throw IOError("create", path: finalPath) }
-        return SequentialWriter(descriptor: fd, path: finalPath)
+        var fd: Int32 = -1
+        switch TemporaryOutputs.create(path, isDirectory: false, with: {
+            fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            return fd >= 0
+        }) {
+        case .created: return SequentialWriter(descriptor: fd, path: finalPath)
+        case let .failed(error): throw IOError("create", path: finalPath, errno: error)
+        case .stopping: throw IOError("create", path: finalPath, reason: .other("the process is stopping"))
+        }
     }
 
     /// The temporary path of a file inside a folder output.
@@ -105,7 +112,7 @@ public final class AtomicOutput {
         precondition(!finished, "commit() called twice")
         if overwrite { try replaceDestination() } else { try moveIntoPlace() }
         finished = true
-        TemporaryOutputs.unregister(prefix: temporaryPath)
+        TemporaryOutputs.unregister(temporaryPath)
     }
 
     private func moveIntoPlace() throws {
@@ -149,7 +156,7 @@ public final class AtomicOutput {
         guard !finished else { return }
         finished = true
         FileSystem.removeItem(temporaryPath)
-        TemporaryOutputs.unregister(prefix: temporaryPath)
+        TemporaryOutputs.unregister(temporaryPath)
     }
 
     static func checkDestination(_ destination: String, kind: Kind, overwrite: Bool, inputs: [String]) throws {
