@@ -66,7 +66,9 @@ public enum TemporaryOutputs {
         /// and that exact path is unlisted again when `make` fails. All of it
         /// runs with the lock held, so that a concurrent `removeAll()` either
         /// comes after (and removes what was created) or before (and nothing
-        /// is created): no signal can leave a temporary output behind.
+        /// is created): no signal can leave a temporary output behind. (`make`
+        /// runs with the lock held: one system call, never a call back into
+        /// the registry.)
         func create(_ path: String, isDirectory: Bool, with make: () -> Bool) -> Creation {
             state.withLock { state in
                 guard !state.stopping else { return .stopping }
