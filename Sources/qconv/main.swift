@@ -85,6 +85,7 @@ func runMain() -> Int32 {
         fflush(stdout)
         return status
     } catch {
+        Interrupts.waitIfStopping()
         let (text, code) = ErrorWording.message(for: error)
         Console.error(text)
         return code

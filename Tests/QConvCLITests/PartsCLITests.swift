@@ -169,4 +169,39 @@ final class PartsCLITests: XCTestCase {
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: directory.file("one.safetensors")))
     }
+
+    /// A part killed with SIGKILL mid-way leaves a hidden temporary shard;
+    /// running it again with `--force` removes that (saying so), and the
+    /// folder is the one a single run makes.
+    func testAKilledPartRerunWithForceGivesTheSameFolder() throws {
+        let directory = TemporaryDirectory()
+        let input = directory.file("big.safetensors")
+        // 32 MB of F32 in 16 tensors: long enough to be killed mid-way in a debug build.
+        let rows = 512, columns = 1024, size = rows * columns * 4
+        let tensors = (0..<16).map { "\"model.layers.\($0).mlp.up_proj.weight\":{\"dtype\":\"F32\",\"shape\":[\(rows),\(columns)],\"data_offsets\":[\($0 * size),\(($0 + 1) * size)]}" }
+        var data = [UInt8](repeating: 0, count: 16 * size)
+        for i in stride(from: 0, to: data.count, by: 4) { data[i + 3] = 0x3C; data[i + 1] = UInt8(truncatingIfNeeded: i / 4) }
+        writeFile(input, craftSafetensors(header: "{" + tensors.joined(separator: ",") + "}", data: data))
+        let arguments = ["to-nf4", input, "--format", "hf", "--max-shard-size", "1MB", "--threads", "1", "--quiet"]
+        XCTAssertEqual(try runQConv(arguments + [directory.file("whole")]).status, 0)
+
+        let out = directory.file("out")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: qconvExecutablePath)
+        process.arguments = arguments + [out, "--part", "1/2"]
+        try process.run()
+        let deadline = Date().addingTimeInterval(30)
+        let temporary = { ((try? FileManager.default.contentsOfDirectory(atPath: out)) ?? []).contains { $0.contains(".qconv-tmp-") } }
+        while !temporary() && process.isRunning && Date() < deadline { usleep(500) }
+        XCTAssertTrue(process.isRunning, "part 1 finished before it could be killed")
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        XCTAssertTrue(temporary(), "the killed part left its temporary shard")
+
+        let rerun = try runQConv(Array(arguments.dropLast()) + [out, "--part", "1/2", "--force"])
+        XCTAssertEqual(rerun.status, 0, rerun.stderr)
+        XCTAssertTrue(rerun.stderr.contains("qconv: note: removed \(out)/."), rerun.stderr)
+        XCTAssertEqual(try runQConv(arguments + [out, "--part", "2/2"]).status, 0)
+        XCTAssertEqual(try contents(out), try contents(directory.file("whole")))
+    }
 }

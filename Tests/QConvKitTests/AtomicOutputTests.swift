@@ -97,7 +97,9 @@ final class AtomicOutputTests: XCTestCase {
         }
         do {
             let output = try AtomicOutput(destination: folder.file("dir"), kind: .directory, overwrite: false, inputs: [])
-            writeFile(output.path(for: "x.json"), [1])
+            let writer = try output.createFile(named: "x.json")
+            try writer.write([1])
+            try writer.close()
             XCTAssertEqual(leftovers(folder).count, 1)
         }
         XCTAssertEqual(folder.contents(), [])
@@ -121,7 +123,9 @@ final class AtomicOutputTests: XCTestCase {
         try FileManager.default.createSymbolicLink(atPath: folder.file("holder/inner"), withDestinationPath: folder.file("victim"))
         for name in ["linked", "holder"] {
             let output = try AtomicOutput(destination: folder.file(name), kind: .directory, overwrite: true, inputs: [])
-            writeFile(output.path(for: "new.json"), [1])
+            let writer = try output.createFile(named: "new.json")
+            try writer.write([1])
+            try writer.close()
             try output.commit()
             XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: folder.file(name)), ["new.json"], name)
             XCTAssertEqual(read(folder.file("victim/keep.txt")), [7], name)

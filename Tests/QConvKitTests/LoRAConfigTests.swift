@@ -26,10 +26,10 @@ final class LoRAConfigTests: XCTestCase {
         XCTAssertFalse(parsed.useDoRA)
         XCTAssertEqual(parsed.rankPattern.map(\.key), ["layers.1.mlp.down_proj"])
         XCTAssertEqual(parsed.alphaPattern.map(\.key), ["o_proj"])
-        XCTAssertEqual(parsed.rank(forModule: "model.layers.1.mlp.down_proj"), 2)
-        XCTAssertEqual(parsed.rank(forModule: "model.layers.0.mlp.down_proj"), 4)
-        XCTAssertEqual(parsed.alpha(forModule: "model.layers.0.self_attn.o_proj"), 8)
-        XCTAssertEqual(parsed.alpha(forModule: "model.layers.0.self_attn.q_proj"), 32)
+        XCTAssertEqual(try parsed.rank(forModule: "model.layers.1.mlp.down_proj"), 2)
+        XCTAssertEqual(try parsed.rank(forModule: "model.layers.0.mlp.down_proj"), 4)
+        XCTAssertEqual(try parsed.alpha(forModule: "model.layers.0.self_attn.o_proj"), 8)
+        XCTAssertEqual(try parsed.alpha(forModule: "model.layers.0.self_attn.q_proj"), 32)
         // rsLoRA: alpha / sqrt(r)
         XCTAssertEqual(parsed.scale(rank: 2, alpha: 32), 32 / 2.0.squareRoot())
         XCTAssertEqual(parsed.scale(rank: 4, alpha: 8, multiplier: 0.5), 2)
@@ -49,15 +49,15 @@ final class LoRAConfigTests: XCTestCase {
         let parsed = try config(#"{"peft_type": "LORA", "r": 8, "lora_alpha": 16,"#
             + #" "rank_pattern": {"q_proj": 2, "layers.0.self_attn.q_proj": 4, "layers\\.[12]\\..*_proj": 6, "v_proj|k_proj": 3},"#
             + #" "alpha_pattern": {"layers.1.mlp.down_proj": 1.5}}"#)
-        XCTAssertEqual(parsed.rank(forModule: "model.layers.0.self_attn.q_proj"), 2, "first key in order wins")
-        XCTAssertEqual(parsed.rank(forModule: "model.layers.2.mlp.up_proj"), 6)
-        XCTAssertEqual(parsed.rank(forModule: "model.layers.0.self_attn.k_proj"), 3, "alternation inside the group")
-        XCTAssertEqual(parsed.rank(forModule: "model.layers.0.self_attn.o_proj"), 8)
-        XCTAssertEqual(parsed.rank(forModule: "model.layers.0.self_attn.xq_proj"), 8, "a key matches whole components only")
-        XCTAssertEqual(parsed.alpha(forModule: "model.layers.1.mlp.down_proj"), 1.5)
-        XCTAssertEqual(parsed.alpha(forModule: "model.layers.11.mlp.down_proj"), 16)
+        XCTAssertEqual(try parsed.rank(forModule: "model.layers.0.self_attn.q_proj"), 2, "first key in order wins")
+        XCTAssertEqual(try parsed.rank(forModule: "model.layers.2.mlp.up_proj"), 6)
+        XCTAssertEqual(try parsed.rank(forModule: "model.layers.0.self_attn.k_proj"), 3, "alternation inside the group")
+        XCTAssertEqual(try parsed.rank(forModule: "model.layers.0.self_attn.o_proj"), 8)
+        XCTAssertEqual(try parsed.rank(forModule: "model.layers.0.self_attn.xq_proj"), 8, "a key matches whole components only")
+        XCTAssertEqual(try parsed.alpha(forModule: "model.layers.1.mlp.down_proj"), 1.5)
+        XCTAssertEqual(try parsed.alpha(forModule: "model.layers.11.mlp.down_proj"), 16)
         // An unescaped dot matches any character, as in Python.
-        XCTAssertEqual(parsed.alpha(forModule: "model.layersX1.mlp.down_proj"), 1.5)
+        XCTAssertEqual(try parsed.alpha(forModule: "model.layersX1.mlp.down_proj"), 1.5)
     }
 
     func testDuplicatePatternKeysKeepFirstPlaceAndLastValue() throws {

@@ -53,10 +53,13 @@ public struct ProcessResult {
     public let crashed: Bool
     public let stdout: String
     public let stderr: String
+    /// The run took longer than the timeout it was given and was killed (SIGKILL).
+    public var timedOut = false
 }
 
-/// Runs the `qconv` executable built next to the test bundle.
-public func runQConv(_ arguments: [String], currentDirectory: String? = nil) throws -> ProcessResult {
+/// Runs the `qconv` executable built next to the test bundle; with a
+/// `timeout` (seconds), a run that takes longer is killed and reported as `timedOut`.
+public func runQConv(_ arguments: [String], currentDirectory: String? = nil, timeout: Double? = nil) throws -> ProcessResult {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: qconvExecutablePath)
     process.arguments = arguments
@@ -65,6 +68,12 @@ public func runQConv(_ arguments: [String], currentDirectory: String? = nil) thr
     process.standardOutput = out
     process.standardError = err
     try process.run()
+    let killer = timeout.map { seconds in
+        let item = DispatchWorkItem { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        DispatchQueue.global().asyncAfter(deadline: .now() + seconds, execute: item)
+        return item
+    }
+    let started = Date()
     // Read both pipes before waiting so a large output cannot block the child.
     let outData = PipeData()
     let group = DispatchGroup()
@@ -73,9 +82,12 @@ public func runQConv(_ arguments: [String], currentDirectory: String? = nil) thr
     let errData = err.fileHandleForReading.readDataToEndOfFile()
     group.wait()
     process.waitUntilExit()
-    return ProcessResult(status: process.terminationStatus, crashed: process.terminationReason == .uncaughtSignal,
-                         stdout: String(decoding: outData.data, as: UTF8.self),
-                         stderr: String(decoding: errData, as: UTF8.self))
+    killer?.cancel()
+    var result = ProcessResult(status: process.terminationStatus, crashed: process.terminationReason == .uncaughtSignal,
+                               stdout: String(decoding: outData.data, as: UTF8.self),
+                               stderr: String(decoding: errData, as: UTF8.self))
+    if let timeout, result.crashed, result.status == SIGKILL, Date().timeIntervalSince(started) >= timeout { result.timedOut = true }
+    return result
 }
 
 /// What one pipe delivered, filled by the thread that reads it (the
@@ -108,4 +120,65 @@ public func craftSafetensors(header: String, data: [UInt8] = [], lengthOverride:
     bytes += json
     bytes += data
     return bytes
+}
+
+/// What `runQConvMeasured` saw: the exit status (or signal), stderr, the
+/// wall time and the child's peak resident memory.
+public struct MeasuredRun {
+    public let status: Int32
+    public let signal: Int32?
+    public let stderr: String
+    public let seconds: Double
+    /// Peak resident set size of the child, in bytes (`VmHWM`, see `runQConvMeasured`).
+    public let peakBytes: Int
+}
+
+/// Runs the binary with `posix_spawn` and waits for it with `wait4`; stdout
+/// is discarded. The peak resident memory is the child's `VmHWM` (the high
+/// water mark of its own address space), read from `/proc` every millisecond
+/// until it exits: `ru_maxrss` cannot be used, since Linux carries the
+/// high water mark of the address space a process had before `exec` into
+/// it, and `posix_spawn`'s child had this test process's, which grows to
+/// hundreds of megabytes over a whole `swift test`.
+public func runQConvMeasured(_ arguments: [String]) throws -> MeasuredRun {
+    let errPath = NSTemporaryDirectory() + "qconv-measured-\(getpid())-\(UUID().uuidString.prefix(8)).err"
+    defer { unlink(errPath) }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    let argv = ([qconvExecutablePath] + arguments).map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    var pid = pid_t()
+    let started = Date()
+    let spawned = posix_spawn(&pid, qconvExecutablePath, &actions, nil, argv, environ)
+    guard spawned == 0 else { throw NSError(domain: "posix_spawn", code: Int(spawned)) }
+    var peakKilobytes = 0
+    while let kilobytes = highWaterMarkKilobytes(of: pid) {
+        peakKilobytes = max(peakKilobytes, kilobytes)
+        usleep(1000)
+    }
+    var status: Int32 = 0
+    var usage = rusage()
+    while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
+    let seconds = Date().timeIntervalSince(started)
+    if peakKilobytes == 0 { peakKilobytes = usage.ru_maxrss }
+    let stderr = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
+    let signaled = (status & 0x7F) != 0 && (status & 0x7F) != 0x7F
+    return MeasuredRun(status: signaled ? 0 : (status >> 8) & 0xFF, signal: signaled ? status & 0x7F : nil, stderr: stderr,
+                       seconds: seconds, peakBytes: peakKilobytes * 1024)
+}
+
+/// `VmHWM` of a running process, in kB; nil once it has exited (a zombie has no address space).
+private func highWaterMarkKilobytes(of pid: pid_t) -> Int? {
+    let fd = open("/proc/\(pid)/status", O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var bytes = [UInt8](repeating: 0, count: 16384)
+    let count = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+    guard count > 0 else { return nil }
+    let status = String(decoding: bytes[..<count], as: UTF8.self)
+    guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }) else { return nil }
+    return Int(String(line.filter(\.isNumber)))  // "VmHWM:\t    1844 kB"
 }

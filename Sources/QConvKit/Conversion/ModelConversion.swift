@@ -97,6 +97,9 @@ public enum ModelConversion {
         try writer.writeTensor(step.output) { sink in
             switch step.action {
             case .copy:
+                // A quantized tensor copied as it is stored obeys the rules decoding applies to
+                // its side parts (outlier columns), as if it were read: one set of rules for every command.
+                if case .raw = step.source.scheme {} else { _ = try SideData(step.source) }
                 for part in step.source.parts { try sink.copy(part, context: context) }
                 scheme = step.source.scheme
             case let .encode(encoder, values):

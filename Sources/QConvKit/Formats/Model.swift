@@ -129,32 +129,40 @@ public struct SideFile: Sendable {
             return bytes
         case .stored(let bytes):
             let data = try bytes.file.readBytes(at: bytes.offset, count: Int(bytes.length))
-            if let expected = bytes.checksum {
-                let actual = XXHash64.hash(data)
-                guard actual == expected else { throw bytes.checksumError(actual: actual) }
-            }
+            if bytes.checksum != nil { try bytes.check(XXHash64.hash(data)) }
             return data
         }
     }
 }
 
-/// A region of a file, and the xxHash64 its format records for it (a
-/// container's parts and embedded files), checked whenever it is read.
+/// A region of a file, and what its format records about it (a container's
+/// parts and embedded files: their xxHash64, and the zero padding in front
+/// of them), checked whenever it is read: every reader of the region ends
+/// with `check`, so that one set of rules holds for every command.
 public struct StoredBytes: Sendable {
     public let file: ReadableFile
     public let offset: UInt64
     public let length: UInt64
     public let checksum: UInt64?
+    /// Bytes just before `offset` that must be zero (less than 64: a
+    /// container's padding between regions).
+    public let padding: UInt64
     /// The error to throw when the bytes do not hash to `checksum`.
     let mismatch: @Sendable (_ actual: UInt64) -> Error
+    /// The error to throw when the padding byte at this file offset is not zero.
+    let paddingNotZero: @Sendable (_ offset: UInt64) -> Error
 
-    public init(file: ReadableFile, offset: UInt64, length: UInt64, checksum: UInt64?,
-                mismatch: @escaping @Sendable (_ actual: UInt64) -> Error) {
+    public init(file: ReadableFile, offset: UInt64, length: UInt64, checksum: UInt64?, padding: UInt64 = 0,
+                mismatch: @escaping @Sendable (_ actual: UInt64) -> Error,
+                paddingNotZero: @escaping @Sendable (_ offset: UInt64) -> Error = { _ in preconditionFailure("no padding to check") }) {
+        precondition(padding <= offset, "padding before the start of the file")
         self.file = file
         self.offset = offset
         self.length = length
         self.checksum = checksum
+        self.padding = padding
         self.mismatch = mismatch
+        self.paddingNotZero = paddingNotZero
     }
 
     /// Unchecked bytes (a safetensors tensor, a file of a folder).
@@ -164,9 +172,14 @@ public struct StoredBytes: Sendable {
 
     public func checksumError(actual: UInt64) -> Error { mismatch(actual) }
 
-    /// Throws when `actual`, the hash of every byte, is not the recorded checksum.
+    /// Throws when `actual`, the hash of every byte, is not the recorded
+    /// checksum, or when the padding in front of the region is not zero.
     public func check(_ actual: UInt64) throws {
         if let checksum, checksum != actual { throw mismatch(actual) }
+        guard padding > 0 else { return }
+        var bytes = [UInt8](repeating: 0, count: Int(padding))
+        try bytes.withUnsafeMutableBytes { try file.read(at: offset - padding, into: $0) }
+        if let index = bytes.firstIndex(where: { $0 != 0 }) { throw paddingNotZero(offset - padding + UInt64(index)) }
     }
 }
 

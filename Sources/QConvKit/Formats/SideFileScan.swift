@@ -5,8 +5,10 @@
 /// Left out, silently: hidden files and folders, weights in any format and
 /// their indexes (`Checkpoint.isAuxiliaryFileName`). Left out and listed, so
 /// a report can say so: a previous qconv output found in the folder (by its
-/// magic; it would grow every run), files nested deeper than
-/// `maximumDepth` folders, and entries that are not regular files.
+/// magic; it would grow every run) and files nested deeper than
+/// `maximumDepth` folders. A named pipe, device or socket under a side file's
+/// name is carried, so that reading it refuses it (`ReadableFile`) instead of
+/// leaving it out.
 public enum SideFileScan {
     /// Folders below the model folder whose files are carried (`a/b/file` is depth 2).
     public static let maximumDepth = 3
@@ -38,14 +40,12 @@ public enum SideFileScan {
                 } else {
                     leftOut.append(LeftOut(name: path + "/", reason: "nested deeper than \(maximumDepth) folders"))
                 }
-            case .file:
+            case .file, .other:
                 if isQConvOutput(FileSystem.join(folder, path)) {
                     leftOut.append(LeftOut(name: path, reason: "a qconv container (an earlier output)"))
                 } else {
                     carried.append(path)
                 }
-            case .other:
-                leftOut.append(LeftOut(name: path, reason: "not a regular file"))
             case .missing:
                 continue
             }

@@ -7,7 +7,8 @@ import Glibc
 /// deinit) removes the temporary file or folder, and every temporary path is
 /// listed in `TemporaryOutputs`, which a front end empties when the process
 /// is told to stop (SIGINT, SIGTERM). The destination itself is never touched
-/// before `commit()`.
+/// before `commit()`. Temporaries that killed runs left beside the same
+/// destination are removed first (`StaleTemporaries`).
 public final class AtomicOutput {
     public enum Kind: Sendable { case file, directory }
 
@@ -37,30 +38,33 @@ public final class AtomicOutput {
         guard FileSystem.kind(of: directory) == .directory else {
             throw IOError("create", path: destination, reason: .other("folder '\(directory)' does not exist"))
         }
+        StaleTemporaries.remove(for: destination, in: directory)
         temporaryPath = try Self.createTemporary(beside: destination, in: directory, kind: kind)
     }
 
     deinit { if !finished { discard() } }
 
-    /// Creates `.NAME.qconv-tmp-PID-N` beside the destination, with the first free N.
+    /// Creates `.NAME.qconv-tmp-HOST-PID-N` beside the destination, with the first
+    /// free N. Each name is listed in `TemporaryOutputs` before it is created
+    /// (and unlisted when it is taken), so that a signal arriving at any
+    /// moment finds it there.
     private static func createTemporary(beside destination: String, in directory: String, kind: Kind) throws -> String {
-        let base = FileSystem.baseName(of: destination)
+        let prefix = StaleTemporaries.namePrefix(for: destination)
         for attempt in 0..<100 {
-            let path = FileSystem.join(directory, ".\(base).qconv-tmp-\(getpid())-\(attempt)")
-            let created: Bool
-            if kind == .file {
+            let path = FileSystem.join(directory, "\(prefix)\(getpid())-\(attempt)")
+            let creation = TemporaryOutputs.create(path, isDirectory: kind == .directory) {
+                guard kind == .file else { return mkdir(path, 0o755) == 0 }
                 let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-                created = fd >= 0
-                if created { close(fd) }
-            } else {
-                created = mkdir(path, 0o755) == 0
+                guard fd >= 0 else { return false }
+                close(fd)
+                return true
             }
-            if created {
-                TemporaryOutputs.register(path, isDirectory: kind == .directory)
-                return path
+            switch creation {
+            case .created: return path
+            case .failed(.fileExists): continue
+            case let .failed(error): throw IOError("create", path: destination, errno: error)
+            case .stopping: throw IOError("create", path: destination, reason: .other("the process is stopping"))
             }
-            let error = Errno.current
-            if error != .fileExists { throw IOError("create", path: destination, errno: error) }
         }
         throw IOError("create", path: destination, reason: .other("100 temporary names beside it are taken"))
     }
@@ -74,35 +78,69 @@ public final class AtomicOutput {
         return SequentialWriter(descriptor: fd, path: destination)
     }
 
-    /// The temporary path of a file inside a folder output.
-    public func path(for name: String) -> String {
-        precondition(kind == .directory, "path(for:) is for folder outputs")
+    /// Creates the file `name` inside a folder output. Its errors name the
+    /// file as it will be called once the output is in place
+    /// (`destination/name`), never the temporary folder.
+    public func createFile(named name: String) throws -> SequentialWriter {
+        precondition(kind == .directory, "createFile(named:) is for folder outputs")
         let path = FileSystem.join(temporaryPath, name)
-        TemporaryOutputs.register(path, isDirectory: false)
-        return path
+        let finalPath = FileSystem.join(destination, name)
+        var fd: Int32 = -1
+        switch TemporaryOutputs.create(path, isDirectory: false, with: {
+            fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            return fd >= 0
+        }) {
+        case .created: return SequentialWriter(descriptor: fd, path: finalPath)
+        case let .failed(error): throw IOError("create", path: finalPath, errno: error)
+        case .stopping: throw IOError("create", path: finalPath, reason: .other("the process is stopping"))
+        }
     }
 
-    /// Moves the finished output into place.
+    /// Moves the finished output into place. Without `overwrite`, an entry
+    /// that appeared at the destination meanwhile (another run's output, a
+    /// link) is never replaced: the rename itself refuses to replace where the
+    /// system can do that in one step.
     public func commit() throws {
         precondition(!finished, "commit() called twice")
-        var displaced: String?
-        if FileSystem.exists(destination) {
-            guard overwrite else { throw OutputError.exists(path: destination) }
-            if FileSystem.kind(of: destination) == .directory || kind == .directory {
-                // rename(2) cannot replace a non-empty folder: move the old one aside first.
-                let aside = temporaryPath + "-old"
-                guard rename(destination, aside) == 0 else { throw IOError("replace", path: destination) }
-                displaced = aside
+        if overwrite { try replaceDestination() } else { try moveIntoPlace() }
+        finished = true
+        TemporaryOutputs.unregister(temporaryPath)
+    }
+
+    private func moveIntoPlace() throws {
+        switch try FileSystem.renameWithoutReplacing(temporaryPath, to: destination) {
+        case .renamed: return
+        case .destinationExists: throw OutputError.exists(path: destination)
+        case .unsupported:
+            guard !FileSystem.entryExists(destination) else { throw OutputError.exists(path: destination) }
+            guard rename(temporaryPath, destination) == 0 else { throw IOError("rename \(temporaryPath) to", path: destination) }
+        }
+    }
+
+    /// Replaces whatever is at the destination. rename(2) cannot replace a
+    /// non-empty folder, so a folder (or anything, for folder outputs) is
+    /// moved aside first and removed after; when another run moves things at
+    /// the same time, the steps are tried again a few times.
+    private func replaceDestination() throws {
+        var displaced: [String] = []
+        for attempt in 1...3 {
+            if FileSystem.entryExists(destination) && (kind == .directory || FileSystem.kind(of: destination) == .directory) {
+                let aside = "\(temporaryPath)-old\(attempt)"
+                if rename(destination, aside) == 0 {
+                    displaced.append(aside)
+                } else if Errno.current != .noSuchFileOrDirectory || attempt == 3 {
+                    throw IOError("replace", path: destination)
+                }
+            }
+            if rename(temporaryPath, destination) == 0 { break }
+            let error = Errno.current
+            let raced = error == .fileExists || error.rawValue == ENOTEMPTY || error.rawValue == EISDIR
+            if !raced || attempt == 3 {
+                if let first = displaced.first, !FileSystem.entryExists(destination) { rename(first, destination) }
+                throw IOError("rename \(temporaryPath) to", path: destination, errno: error)
             }
         }
-        guard rename(temporaryPath, destination) == 0 else {
-            let error = IOError("rename \(temporaryPath) to", path: destination)
-            if let displaced { rename(displaced, destination) }
-            throw error
-        }
-        finished = true
-        TemporaryOutputs.unregister(prefix: temporaryPath)
-        if let displaced { FileSystem.removeItem(displaced) }
+        for aside in displaced { FileSystem.removeItem(aside) }
     }
 
     /// Removes the temporary output; the destination is left as it was.
@@ -110,11 +148,21 @@ public final class AtomicOutput {
         guard !finished else { return }
         finished = true
         FileSystem.removeItem(temporaryPath)
-        TemporaryOutputs.unregister(prefix: temporaryPath)
+        TemporaryOutputs.unregister(temporaryPath)
     }
 
     static func checkDestination(_ destination: String, kind: Kind, overwrite: Bool, inputs: [String]) throws {
-        guard let target = FileSystem.identity(of: destination) else { return }
+        // Any entry counts, a dangling symbolic link included (`lstat`).
+        guard FileSystem.entryExists(destination) else { return }
+        if let target = FileSystem.identity(of: destination) { try checkNotAnInput(target, destination: destination, inputs: inputs) }
+        guard overwrite else { throw OutputError.exists(path: destination) }
+        let existing = FileSystem.kind(of: destination)
+        if kind == .file && existing == .directory { throw OutputError.folderWhereFileGoes(path: destination) }
+        // A dangling link (`.missing` through it) may be replaced by either kind.
+        if kind == .directory && existing != .directory && existing != .missing { throw OutputError.fileWhereFolderGoes(path: destination) }
+    }
+
+    private static func checkNotAnInput(_ target: FileSystem.Identity, destination: String, inputs: [String]) throws {
         for input in inputs {
             // Walk from the input up to the root: the destination may be neither
             // the input nor any folder that contains it.
@@ -128,10 +176,6 @@ public final class AtomicOutput {
                 path = parent
             }
         }
-        guard overwrite else { throw OutputError.exists(path: destination) }
-        let existing = FileSystem.kind(of: destination)
-        if kind == .file && existing == .directory { throw OutputError.folderWhereFileGoes(path: destination) }
-        if kind == .directory && existing != .directory { throw OutputError.fileWhereFolderGoes(path: destination) }
     }
 }
 

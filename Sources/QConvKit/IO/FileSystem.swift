@@ -16,6 +16,14 @@ public enum FileSystem {
 
     public static func exists(_ path: String) -> Bool { kind(of: path) != .missing }
 
+    /// Whether the directory entry `path` exists, whatever it is: unlike
+    /// `exists`, a symbolic link counts even when what it points to does not
+    /// exist (`lstat`).
+    public static func entryExists(_ path: String) -> Bool {
+        var info = stat()
+        return lstat(path, &info) == 0
+    }
+
     /// The (device, inode) pair that identifies a file however it is named.
     public struct Identity: Hashable {
         let device: UInt64
@@ -100,6 +108,37 @@ public enum FileSystem {
         guard fd >= 0 else { throw IOError("create", path: path) }
         return SequentialWriter(descriptor: fd, path: path)
     }
+
+    /// What `renameWithoutReplacing` did.
+    enum NoReplaceRename {
+        /// The source now has the new name.
+        case renamed
+        /// Something is already called `destination` (even a dangling link); nothing changed.
+        case destinationExists
+        /// The file system or kernel cannot rename without replacing; nothing changed.
+        case unsupported
+    }
+
+    /// `renameat2(RENAME_NOREPLACE)`: renames `source` to `destination` only
+    /// if no entry of that name exists, in one step, so that two processes
+    /// finishing at the same moment cannot both take the name. The C library's
+    /// wrapper is looked up at run time (Swift's Glibc module does not declare it).
+    static func renameWithoutReplacing(_ source: String, to destination: String) throws -> NoReplaceRename {
+        guard let renameat2 = renameat2Function else { return .unsupported }
+        if renameat2(AT_FDCWD, source, AT_FDCWD, destination, 1 /* RENAME_NOREPLACE */) == 0 { return .renamed }
+        switch errno {
+        case EEXIST: return .destinationExists
+        case EINVAL, ENOSYS, ENOTSUP: return .unsupported
+        default: throw IOError("rename to", path: destination)
+        }
+    }
+
+    private typealias Renameat2 = @convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePointer<CChar>, UInt32) -> Int32
+
+    private static let renameat2Function: Renameat2? = {
+        guard let symbol = dlsym(nil, "renameat2") else { return nil }
+        return unsafeBitCast(symbol, to: Renameat2.self)
+    }()
 
     /// Removes a file or a directory tree; missing paths are not an error.
     /// A symbolic link is removed itself, never what it points to (`lstat`).

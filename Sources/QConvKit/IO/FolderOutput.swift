@@ -69,7 +69,7 @@ public final class FolderOutput {
     private func createFile(_ name: String, replacing: Bool) throws -> File {
         if let whole {
             try FileSystem.createFolders(for: name, in: whole.temporaryPath)
-            return File(writer: try FileSystem.createFile(whole.path(for: name)), atomic: nil)
+            return File(writer: try whole.createFile(named: name), atomic: nil)
         }
         try FileSystem.createFolders(for: name, in: destination)
         let atomic = try AtomicOutput(destination: FileSystem.join(destination, name), kind: .file, overwrite: replacing, inputs: inputs)

@@ -9,24 +9,46 @@ public final class ReadableFile: @unchecked Sendable {
     public let size: UInt64
     let descriptor: Int32
 
+    /// Opens a regular file for reading.
+    ///
+    /// A named pipe (whose `open` would wait forever for a writer), a device
+    /// (whose `open` may act on the device) or a socket is refused without
+    /// being opened (`stat`); the file is then opened without blocking
+    /// (`O_NONBLOCK`) and checked again with `fstat`, so that one swapped in
+    /// between is refused too.
+    ///
+    /// - Throws: `InputFileError.notARegularFile` (exit 3) for a named pipe,
+    ///   device or socket, `IOError` for a folder or when it cannot be opened.
     public init(path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw IOError("open", path: path) }
         var info = stat()
+        if stat(path, &info) == 0 { try Self.checkRegular(info.st_mode, path: path) }
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
+        guard fd >= 0 else { throw IOError("open", path: path) }
         guard fstat(fd, &info) == 0 else {
             let error = IOError("stat", path: path)
             close(fd)
             throw error
         }
-        if (info.st_mode & S_IFMT) == S_IFDIR {
+        do { try Self.checkRegular(info.st_mode, path: path) } catch {
             close(fd)
-            throw IOError("read", path: path, errno: .isDirectory)
+            throw error
         }
+        // Reads of a regular file never block; clear the flag all the same.
+        _ = fcntl(fd, F_SETFL, O_RDONLY)
         descriptor = fd
         size = UInt64(info.st_size)
         // Tensors are read front to back; tell the kernel to read ahead aggressively.
         _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_SEQUENTIAL))
+    }
+
+    /// A folder is an I/O error (EISDIR, exit 4); anything else but a regular file is invalid input (exit 3).
+    private static func checkRegular(_ mode: mode_t, path: String) throws {
+        switch mode & S_IFMT {
+        case S_IFREG: return
+        case S_IFDIR: throw IOError("read", path: path, errno: .isDirectory)
+        default: throw InputFileError.notARegularFile(path: path, kind: InputFileError.kindDescription(mode: mode))
+        }
     }
 
     deinit { close(descriptor) }

@@ -2,7 +2,7 @@
 /// `JSONSerialization` loses: the order of object members, duplicate keys, and
 /// the exact text of every number (so a u64 offset is never rounded through a
 /// Double).
-public indirect enum JSONValue: Equatable, Sendable {
+public enum JSONValue: Equatable, Sendable {
     case null
     case bool(Bool)
     case number(JSONNumber)

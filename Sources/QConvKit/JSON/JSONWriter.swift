@@ -14,8 +14,14 @@ public enum JSONWriter {
     }
 
     public static func serialize(_ value: JSONValue, style: Style = .compact, sortKeys: Bool = false) -> String {
+        serialize(value, style: style, sortKeys: sortKeys, level: 0)
+    }
+
+    /// `value` as it is written `level` levels deep in a document (for
+    /// documents written a piece at a time).
+    static func serialize(_ value: JSONValue, style: Style, sortKeys: Bool = false, level: Int) -> String {
         var out = ""
-        write(value, to: &out, style: style, sortKeys: sortKeys, level: 0)
+        write(value, to: &out, style: style, sortKeys: sortKeys, level: level)
         return out
     }
 
@@ -71,6 +77,13 @@ public enum JSONWriter {
     /// everything else is written as UTF-8. With `asciiOnly`, escapes like
     /// Python's `ensure_ascii`: DEL and non-ASCII as `\uxxxx`, UTF-16 surrogate pairs above U+FFFF.
     static func writeString(_ string: String, to out: inout String, asciiOnly: Bool = false) {
+        // Most strings (names, dtypes, hex digests) need no escape: appended whole.
+        if string.utf8.allSatisfy({ $0 >= 0x20 && $0 != 0x22 && $0 != 0x5C && (!asciiOnly || $0 < 0x7F) }) {
+            out += "\""
+            out += string
+            out += "\""
+            return
+        }
         out += "\""
         for scalar in string.unicodeScalars {
             switch scalar {

@@ -27,12 +27,25 @@ public struct LoRAAdapterConfig {
     /// `alpha_pattern` in file order.
     public let alphaPattern: [(key: String, alpha: Double)]
 
-    private let rankMatchers: [ModulePattern]
-    private let alphaMatchers: [ModulePattern]
+    /// The keys compiled for lookups, which share one budget (`ModulePatterns`).
+    private let rankKeys: ModulePatterns
+    private let alphaKeys: ModulePatterns
+    private let budget: PatternBudget
+
+    /// The largest `adapter_config.json` read (real ones are a few kilobytes).
+    public static let maximumFileSize = 4 << 20
+    /// The most keys `rank_pattern` and `alpha_pattern` may hold together.
+    public static let maximumPatternKeys = 65_536
 
     /// Parses `adapter_config.json`; `file` names it in errors.
     public init(json bytes: [UInt8], file: String) throws {
+        try self.init(json: bytes, file: file, patternSteps: PatternBudget.defaultSteps)
+    }
+
+    /// `patternSteps`: the step budget of the pattern lookups (smaller in tests).
+    init(json bytes: [UInt8], file: String, patternSteps: Int) throws {
         self.file = file
+        budget = PatternBudget(steps: patternSteps)
         let root: JSONValue
         do { root = try JSONParser.parse(bytes) } catch let error as JSONParseError {
             throw LoRAMergeError.invalidConfig(file: file, field: "(document)", reason: "not valid JSON: \(error)")
@@ -77,23 +90,43 @@ public struct LoRAAdapterConfig {
         }
         rankPattern = ranks
         alphaPattern = alphas
-        rankMatchers = try ranks.map { try ModulePattern(key: $0.key, field: "rank_pattern", file: file) }
-        alphaMatchers = try alphas.map { try ModulePattern(key: $0.key, field: "alpha_pattern", file: file) }
+        guard ranks.count + alphas.count <= Self.maximumPatternKeys else {
+            throw LoRAMergeError.invalidConfig(file: file, field: ranks.count > alphas.count ? "rank_pattern" : "alpha_pattern",
+                                               reason: "rank_pattern and alpha_pattern hold \(ranks.count + alphas.count) keys; qconv reads at most \(Self.maximumPatternKeys)")
+        }
+        rankKeys = try Self.compile(ranks.map(\.key), field: "rank_pattern", file: file)
+        alphaKeys = try Self.compile(alphas.map(\.key), field: "alpha_pattern", file: file)
 
         try Self.refuseUnsupportedFeatures(object, file: file)
     }
 
     /// The rank PEFT gives `module` (its name without `base_model.model.`):
     /// the first `rank_pattern` key whose regex `(.*\.)?(KEY)$` matches, else `r`.
-    public func rank(forModule module: String) -> Int {
-        if let index = rankMatchers.firstIndex(where: { $0.matches(module) }) { return rankPattern[index].rank }
-        return rank
+    ///
+    /// - Throws: `LoRAMergeError.patternsTooCostly` when the lookups of this
+    ///   config together pass their step budget (see `ModulePatterns`).
+    public func rank(forModule module: String) throws -> Int {
+        try firstMatch(module, in: rankKeys).map { rankPattern[$0].rank } ?? rank
     }
 
     /// The alpha PEFT gives `module`, matched like `rank(forModule:)`.
-    public func alpha(forModule module: String) -> Double {
-        if let index = alphaMatchers.firstIndex(where: { $0.matches(module) }) { return alphaPattern[index].alpha }
-        return alpha
+    public func alpha(forModule module: String) throws -> Double {
+        try firstMatch(module, in: alphaKeys).map { alphaPattern[$0].alpha } ?? alpha
+    }
+
+    private func firstMatch(_ module: String, in keys: ModulePatterns) throws -> Int? {
+        do { return try keys.firstMatch(module, budget: budget) } catch let exhausted as PatternBudget.Exhausted {
+            throw LoRAMergeError.patternsTooCostly(file: file, field: keys.field, key: exhausted.key, module: module, steps: budget.steps)
+        }
+    }
+
+    private static func compile(_ keys: [String], field: String, file: String) throws -> ModulePatterns {
+        try ModulePatterns(field: field, keys: keys) { key, problem in
+            switch problem {
+            case .invalid(let reason): return LoRAMergeError.invalidPattern(file: file, field: field, key: key, reason: reason)
+            case .unsupported(let what): return LoRAMergeError.unsupportedPattern(file: file, field: field, key: key, construct: what)
+            }
+        }
     }
 
     /// PEFT's scaling: alpha / r, or alpha / sqrt(r) with `use_rslora`,
@@ -146,25 +179,6 @@ public struct LoRAAdapterConfig {
     }
 
     static func render(_ value: JSONValue) -> String { JSONWriter.serialize(value) }
-}
-
-/// A compiled `rank_pattern` / `alpha_pattern` key. PEFT tests
-/// `re.match(rf"(.*\.)?({key})$", module)`; a whole-string match of
-/// `(.*\.)?(KEY)` is the same test.
-private struct ModulePattern {
-    let regex: Regex<AnyRegexOutput>
-
-    init(key: String, field: String, file: String) throws {
-        do {
-            regex = try Regex("(.*\\.)?(\(key))")
-        } catch {
-            throw LoRAMergeError.invalidPattern(file: file, field: field, key: key, reason: "\(error)")
-        }
-    }
-
-    func matches(_ module: String) -> Bool {
-        (try? regex.wholeMatch(in: module)) != nil
-    }
 }
 
 /// Typed access to the config's fields with errors that name the field.

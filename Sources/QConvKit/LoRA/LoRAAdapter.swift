@@ -40,13 +40,15 @@ public final class LoRAAdapter {
         }
         self.path = folder
         let configPath = FileSystem.join(folder, Self.configFileName)
-        guard FileSystem.kind(of: configPath) == .file else { throw LoRAMergeError.configMissing(folder: folder) }
-        if FileSystem.kind(of: weightsPath) != .file {
+        // Anything but a folder is opened, so that a named pipe or device is refused as such (`ReadableFile`).
+        let readable = { (path: String) in [.file, .other].contains(FileSystem.kind(of: path)) }
+        guard readable(configPath) else { throw LoRAMergeError.configMissing(folder: folder) }
+        if !readable(weightsPath) {
             weightsPath = FileSystem.join(folder, Self.pickleFileName)
-            guard FileSystem.kind(of: weightsPath) == .file else { throw LoRAMergeError.weightsMissing(folder: folder) }
+            guard readable(weightsPath) else { throw LoRAMergeError.weightsMissing(folder: folder) }
         }
         let configFile = try ReadableFile(path: configPath)
-        guard configFile.size <= 16 << 20 else {
+        guard configFile.size <= LoRAAdapterConfig.maximumFileSize else {
             throw LoRAMergeError.invalidConfig(file: configPath, field: "(document)", reason: "\(configFile.size) bytes is larger than any adapter config should be")
         }
         config = try LoRAAdapterConfig(json: try configFile.readBytes(at: 0, count: Int(configFile.size)), file: configPath)
@@ -168,8 +170,8 @@ public struct LoRAModule {
         if magnitude == nil && config.useDoRA {
             throw LoRAMergeError.incompleteModule(file: file, module: name, missing: "lora_magnitude_vector (the config has \"use_dora\": true)")
         }
-        rank = config.rank(forModule: name)
-        alpha = config.alpha(forModule: name)
+        rank = try config.rank(forModule: name)
+        alpha = try config.alpha(forModule: name)
         scale = config.scale(rank: rank, alpha: alpha)
     }
 }

@@ -14,6 +14,12 @@ public enum LoRAMergeError: QConvError, Equatable {
     case unsupportedFeature(file: String, feature: String, reason: String)
     /// A `rank_pattern` / `alpha_pattern` key that is not a usable regular expression.
     case invalidPattern(file: String, field: String, key: String, reason: String)
+    /// A `rank_pattern` / `alpha_pattern` key that Python accepts but that uses
+    /// a construct qconv does not match (it matches regular expressions in linear time only).
+    case unsupportedPattern(file: String, field: String, key: String, construct: String)
+    /// Matching the modules against the pattern keys passed the step budget
+    /// (a config built to stall the merge); `key` was being tried.
+    case patternsTooCostly(file: String, field: String, key: String, module: String, steps: Int)
     /// A tensor name that is none of the kinds PEFT LoRA adapters store.
     case unknownTensorKind(file: String, tensor: String)
     /// A module missing a tensor it needs: one of its two LoRA factors, or
@@ -52,6 +58,10 @@ public enum LoRAMergeError: QConvError, Equatable {
             return "\(file): '\(feature)' is not supported: \(reason)"
         case let .invalidPattern(file, field, key, reason):
             return "\(file): \(field) key '\(key)' is not a valid regular expression: \(reason)"
+        case let .unsupportedPattern(file, field, key, construct):
+            return "\(file): \(field) key '\(key)' uses \(construct), which qconv does not match (it matches literals, ., classes, *, +, ?, {m,n}, |, groups and anchors)"
+        case let .patternsTooCostly(file, field, key, module, steps):
+            return "\(file): \(field) key '\(key)': matching the adapter's modules against the pattern keys takes more than \(steps) steps (at module '\(module)'); simplify the patterns"
         case let .unknownTensorKind(file, tensor):
             return "\(file): tensor '\(tensor)': not a LoRA factor (lora_A/lora_B/lora_embedding_A/lora_embedding_B/lora_magnitude_vector/lora_B.bias) nor a whole module tensor"
         case let .incompleteModule(file, module, missing):

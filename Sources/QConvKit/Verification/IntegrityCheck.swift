@@ -1,5 +1,6 @@
 /// `verify CONTAINER`: structure (validated on open), every part's and every
-/// embedded file's checksum, zero padding between regions, and the contents
+/// embedded file's checksum and the zero padding in front of it (checked by
+/// `StoredBytes.check`, as every command that reads a region does), and the contents
 /// of every tensor's side parts as the decoder validates them (`SideData`),
 /// so that a container that passes can be dequantized.
 public enum IntegrityCheck {
@@ -21,14 +22,12 @@ public enum IntegrityCheck {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 64)
         defer { buffer.deallocate() }
         var checked: UInt64 = 0
-        var previousEnd: UInt64 = 0
+        // `check` tests the checksum and the padding in front of the region, as every reader does.
         func check(_ region: ContainerRegion, _ bytes: StoredBytes) throws {
-            try checkPadding(container, from: previousEnd, to: region.offset, buffer: buffer)
             var hasher = XXHash64()
             try bytes.file.stream(from: bytes.offset, length: bytes.length, buffer: buffer) { hasher.update($0) }
             try bytes.check(hasher.digest())
             checked += region.length
-            previousEnd = region.end
         }
         for file in container.header.files { try check(file.region, container.bytes(of: file)) }
         let model = ContainerReader.model(of: container)
@@ -39,20 +38,5 @@ public enum IntegrityCheck {
         return Report(path: container.path, tensorCount: container.tensors.count,
                       partCount: container.tensors.reduce(0) { $0 + $1.parts.count },
                       fileCount: container.header.files.count, bytesChecked: checked)
-    }
-
-    /// Checks that the data-section bytes `[start, end)` are zero, reading
-    /// them in pieces of at most `buffer.count` bytes.
-    private static func checkPadding(_ container: ContainerFile, from start: UInt64, to end: UInt64, buffer: UnsafeMutableRawBufferPointer) throws {
-        var position = start
-        while position < end {
-            let count = Int(min(UInt64(buffer.count), end - position))
-            let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count])
-            try container.file.read(at: container.dataStart + position, into: chunk)
-            if let index = chunk.firstIndex(where: { $0 != 0 }) {
-                throw ContainerError.paddingNotZero(file: container.path, offset: container.dataStart + position + UInt64(index))
-            }
-            position += UInt64(count)
-        }
     }
 }

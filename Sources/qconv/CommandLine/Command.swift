@@ -16,6 +16,11 @@ extension Command {
     /// Parses `arguments` against the spec, then runs.
     static func main(_ arguments: [String]) throws -> Int32 {
         let options = try parse(try ParsedArguments.parse(arguments, spec: spec))
+        if !options.common.quiet {
+            StaleTemporaries.setHandler { removal in
+                Console.note("removed \(removal.path), a temporary output left by process \(removal.processID), which no longer exists")
+            }
+        }
         return try run(options, console: Console(quiet: options.common.quiet))
     }
 }

@@ -21,6 +21,12 @@ struct Console {
         fputs(text, stdout)
     }
 
+    /// Something the user should know that is not an error (stderr, one line; not printed with `--quiet`).
+    static func note(_ message: String) {
+        fflush(stdout)
+        fputs("qconv: note: \(message)\n", stderr)
+    }
+
     static func error(_ message: String) {
         fflush(stdout)
         // One line per error, as scripts expect; continuation lines (hints) are indented.

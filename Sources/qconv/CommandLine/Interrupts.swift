@@ -12,6 +12,18 @@ import QConvKit
 enum Interrupts {
     static let signals: [Int32] = [SIGINT, SIGTERM, SIGHUP]
 
+    /// A signal came: the temporary outputs are being removed, and the
+    /// process is about to die of the signal.
+    private static let stopping = Locked(false)
+
+    /// Called with a command's error: when a signal came, the error is most
+    /// likely the command finding its temporary output gone, which is not the
+    /// user's to see; this thread then waits for the signal to end the process.
+    static func waitIfStopping() {
+        guard stopping.withLock({ $0 }) else { return }
+        while true { pause() }
+    }
+
     /// Call first in `main`, before any other thread exists (threads inherit the mask).
     static func install() {
         // Past the file size limit (`ulimit -f`), write(2) then fails with
@@ -36,6 +48,7 @@ enum Interrupts {
         var set = signalSet()
         var received: Int32 = 0
         guard sigwait(&set, &received) == 0 else { return nil }
+        stopping.withLock { $0 = true }
         ProgressLine.clearForInterruption()
         let hadOutput = !TemporaryOutputs.paths.isEmpty
         TemporaryOutputs.removeAll()

@@ -7,6 +7,11 @@ public final class ContainerFile: @unchecked Sendable {
     /// Where the data section begins in the file.
     public let dataStart: UInt64
     private let indexByName: [String: Int]
+    /// The padding in front of each region (from the end of the one before,
+    /// or from the start of the data section), by embedded file and by
+    /// tensor and part: checked to be zero whenever the region is read.
+    private let filePadding: [String: UInt64]
+    private let partPadding: [[UInt64]]
 
     /// Opens the container at `path` and validates everything that does not
     /// need the data: the prefix, the header (its checksum and every rule of
@@ -40,7 +45,11 @@ public final class ContainerFile: @unchecked Sendable {
         guard dataStart % UInt64(ContainerFormat.alignment) == 0 else {
             throw ContainerError.invalidField(file: path, tensor: "", field: "header length", expected: "such that the data section starts at a multiple of 64 (it starts at \(dataStart))")
         }
-        try Self.validateLayout(header, dataLength: file.size - dataStart, fileSize: file.size, file: path)
+        var padding = try Self.validateLayout(header, dataLength: file.size - dataStart, fileSize: file.size, file: path)[...]
+        var byFile: [String: UInt64] = [:]
+        for embedded in header.files { byFile[embedded.name] = padding.popFirst() }
+        filePadding = byFile
+        partPadding = header.tensors.map { tensor in tensor.parts.map { _ in padding.popFirst() ?? 0 } }
         var index: [String: Int] = [:]
         for (i, tensor) in header.tensors.enumerated() { index[tensor.name] = i }
         indexByName = index
@@ -54,23 +63,30 @@ public final class ContainerFile: @unchecked Sendable {
         indexByName[name].map { header.tensors[$0] }
     }
 
-    /// Where a region's bytes are, with the error its checksum mismatch raises.
-    public func bytes(of region: ContainerRegion, mismatch: @escaping @Sendable (_ actual: UInt64) -> Error) -> StoredBytes {
-        StoredBytes(file: file, offset: dataStart + region.offset, length: region.length, checksum: region.checksum, mismatch: mismatch)
+    /// Where a region's bytes are, with the zero padding in front of it and
+    /// the error its checksum mismatch raises: every read of the region
+    /// checks both (`StoredBytes.check`), whichever command reads it.
+    private func bytes(of region: ContainerRegion, padding: UInt64, mismatch: @escaping @Sendable (_ actual: UInt64) -> Error) -> StoredBytes {
+        let path = path
+        return StoredBytes(file: file, offset: dataStart + region.offset, length: region.length, checksum: region.checksum, padding: padding,
+                           mismatch: mismatch, paddingNotZero: { ContainerError.paddingNotZero(file: path, offset: $0) })
     }
 
-    /// A tensor part's bytes, checked against its checksum when read.
+    /// A tensor part's bytes, checked against its checksum (and the padding in front of it) when read.
     public func bytes(of part: ContainerPart, tensor: String) -> StoredBytes {
         let path = path, expected = ContainerFormat.hexString(part.checksum), name = part.name.rawValue
-        return bytes(of: part.region) { actual in
+        let padding = indexByName[tensor].flatMap { t in header.tensors[t].parts.firstIndex { $0.name == part.name }.map { partPadding[t][$0] } }
+        precondition(padding != nil, "\(tensor)/\(name) is not a part of \(path)")
+        return bytes(of: part.region, padding: padding ?? 0) { actual in
             ContainerError.checksumMismatch(file: path, tensor: tensor, part: name, expected: expected, actual: ContainerFormat.hexString(actual))
         }
     }
 
-    /// An embedded file's bytes, checked against its checksum when read.
+    /// An embedded file's bytes, checked against its checksum (and the padding in front of it) when read.
     public func bytes(of embedded: EmbeddedFile) -> StoredBytes {
         let path = path, expected = ContainerFormat.hexString(embedded.checksum), name = embedded.name
-        return bytes(of: embedded.region) { actual in
+        precondition(filePadding[name] != nil, "\(name) is not embedded in \(path)")
+        return bytes(of: embedded.region, padding: filePadding[name] ?? 0) { actual in
             ContainerError.embeddedFileChecksumMismatch(file: path, name: name, expected: expected, actual: ContainerFormat.hexString(actual))
         }
     }
@@ -87,12 +103,15 @@ public final class ContainerFile: @unchecked Sendable {
 
     /// Checks every part and embedded file of a container: aligned, inside the
     /// file, in increasing order without overlap, separated by less than the
-    /// alignment (padding only), and ending exactly at the end.
-    static func validateLayout(_ header: ContainerHeader, dataLength: UInt64, fileSize: UInt64, file: String) throws {
+    /// alignment (padding only), and ending exactly at the end. Returns the
+    /// length of the padding in front of each region, in the header's order.
+    static func validateLayout(_ header: ContainerHeader, dataLength: UInt64, fileSize: UInt64, file: String) throws -> [UInt64] {
         var regions: [(tensor: String, part: String, region: ContainerRegion)] = header.files.map { ("(file)", $0.name, $0.region) }
         for tensor in header.tensors { regions += tensor.parts.map { (tensor.name, $0.name.rawValue, $0.region) } }
         var previousEnd: UInt64 = 0
         var previous: (tensor: String, part: String) = ("", "")
+        var padding: [UInt64] = []
+        padding.reserveCapacity(regions.count)
         for (tensor, part, region) in regions {
             if region.offset % UInt64(ContainerFormat.alignment) != 0 {
                 throw ContainerError.partMisaligned(file: file, tensor: tensor, part: part, offset: region.offset)
@@ -108,11 +127,13 @@ public final class ContainerFile: @unchecked Sendable {
                 throw ContainerError.partBeyondEndOfFile(file: file, tensor: tensor, part: part,
                                                          end: overflow ? .max : fileSize - dataLength + end, fileSize: fileSize)
             }
+            padding.append(region.offset - previousEnd)
             previousEnd = end
             previous = (tensor, part)
         }
         if previousEnd < dataLength {
             throw ContainerError.trailingBytes(file: file, dataEnd: fileSize - dataLength + previousEnd, fileSize: fileSize)
         }
+        return padding
     }
 }

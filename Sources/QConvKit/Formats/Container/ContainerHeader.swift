@@ -42,6 +42,23 @@ public struct ContainerHeader: Sendable {
 
     /// The header as JSON text (indented, so `head -c` shows it readably).
     public func serialized() -> [UInt8] {
+        var bytes: [UInt8] = []
+        serialize { bytes += $0 }
+        return bytes
+    }
+
+    /// The length of `serialized()`, without keeping the text.
+    public var serializedLength: Int {
+        var count = 0
+        serialize { count += $0.count }
+        return count
+    }
+
+    /// The header's JSON text in pieces, in order. The tensors (the bulk of a
+    /// header: 100,000 of them in a large model) come one at a time, written
+    /// as the indented writer writes the root's last member, so that the
+    /// whole text never needs to be in memory, nor a tree of it.
+    public func serialize(_ piece: ([UInt8]) throws -> Void) rethrows {
         var root = JSONObject()
         root.append("format", "qconv-container")
         root.append("version", .uint(UInt64(ContainerFormat.version)))
@@ -55,8 +72,17 @@ public struct ContainerHeader: Sendable {
             .object(["name": .string(file.name), "offset": .uint(file.offset), "length": .uint(file.length),
                      "xxh64": .string(ContainerFormat.hexString(file.checksum))])
         }))
-        root.append("tensors", .array(tensors.map(Self.json(for:))))
-        return Array(JSONWriter.serialize(.object(root), style: .indented).utf8)
+        guard !tensors.isEmpty else {
+            root.append("tensors", .array([]))
+            return try piece(Array(JSONWriter.serialize(.object(root), style: .indented).utf8))
+        }
+        var text = JSONWriter.serialize(.object(root), style: .indented)
+        text.removeLast(2)  // the root's closing "\n}"
+        try piece(Array((text + ",\n  \"tensors\": [").utf8))
+        for (i, tensor) in tensors.enumerated() {
+            try piece(Array(((i > 0 ? "," : "") + "\n    " + JSONWriter.serialize(Self.json(for: tensor), style: .indented, level: 2)).utf8))
+        }
+        try piece(Array("\n  ]\n}".utf8))
     }
 
     private static func json(for tensor: Tensor) -> JSONValue {

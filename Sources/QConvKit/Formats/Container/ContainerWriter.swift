@@ -24,7 +24,7 @@ public final class ContainerWriter {
                 expectedDataLength: UInt64 = 0) throws {
         output = try AtomicOutput(destination: destination, kind: .file, overwrite: overwrite, inputs: inputs)
         writer = try output.makeWriter()
-        let bound = headerUpperBound.serialized().count
+        let bound = headerUpperBound.serializedLength
         dataStart = ContainerFormat.aligned(UInt64(ContainerFormat.prefixLength + bound))
         reservedHeaderLength = Int(dataStart) - ContainerFormat.prefixLength
         writer.preallocate(dataStart + expectedDataLength)
@@ -101,15 +101,27 @@ public final class ContainerWriter {
     public func finish(header: ContainerHeader) throws {
         precondition(open == nil, "finish with a region open")
         try writer.flush()
-        var json = header.serialized()
-        precondition(json.count <= reservedHeaderLength, "header grew beyond its reservation")
-        json += [UInt8](repeating: 0x20, count: reservedHeaderLength - json.count)
+        // The JSON is hashed and written piece by piece, then its padding (a
+        // large model's header is tens of megabytes: it is never held whole).
+        var hasher = XXHash64()
+        var written = 0, pending: [UInt8] = []
+        func write(_ bytes: [UInt8], last: Bool = false) throws {
+            precondition(written + pending.count + bytes.count <= reservedHeaderLength, "header grew beyond its reservation")
+            bytes.withUnsafeBytes { hasher.update($0) }
+            pending += bytes
+            guard last || pending.count >= 1 << 20 else { return }
+            try writer.overwrite(at: UInt64(ContainerFormat.prefixLength + written), bytes: pending)
+            written += pending.count
+            pending.removeAll(keepingCapacity: true)
+        }
+        try header.serialize { try write($0) }
+        try write([UInt8](repeating: 0x20, count: reservedHeaderLength - written - pending.count), last: true)
         var prefix = ContainerFormat.magic
         withUnsafeBytes(of: ContainerFormat.version.littleEndian) { prefix += $0 }
         withUnsafeBytes(of: UInt32(0).littleEndian) { prefix += $0 }
-        withUnsafeBytes(of: UInt64(json.count).littleEndian) { prefix += $0 }
-        withUnsafeBytes(of: XXHash64.hash(json).littleEndian) { prefix += $0 }
-        try writer.overwrite(at: 0, bytes: prefix + json)
+        withUnsafeBytes(of: UInt64(reservedHeaderLength).littleEndian) { prefix += $0 }
+        withUnsafeBytes(of: hasher.digest().littleEndian) { prefix += $0 }
+        try writer.overwrite(at: 0, bytes: prefix)
         try writer.close()
         try output.commit()
     }
