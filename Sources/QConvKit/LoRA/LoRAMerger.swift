@@ -31,6 +31,10 @@ public struct LoRAMergeSummary {
 
     public var base: String
     public var adapter: String
+    /// Every adapter merged (`adapter` first).
+    public var adapters: [String]
+    /// How several adapters were combined; nil for one adapter merged as it is.
+    public var combination: LoRACombination?
     /// nil for a dry run.
     public var output: String?
     public var mapping: LoRAKeyMapping
@@ -42,6 +46,8 @@ public struct LoRAMergeSummary {
     public init(plan: LoRAMergePlan, base: String, output: String?, baseTensorCount: Int) {
         self.base = base
         adapter = plan.adapter.path
+        adapters = plan.adapters.map(\.path)
+        combination = plan.combination
         self.output = output
         mapping = plan.mapping
         scaleMultiplier = plan.scaleMultiplier
@@ -58,6 +64,8 @@ public struct LoRAMergeSummary {
         var object = JSONObject()
         object.append("base", .string(base))
         object.append("adapter", .string(adapter))
+        object.append("adapters", .array(adapters.map(JSONValue.string)))
+        object.append("combination", combination?.json(adapters: adapters) ?? .null)
         object.append("output", output.map(JSONValue.string) ?? .null)
         object.append("dry_run", .bool(output == nil))
         object.append("mapping", .object([
@@ -117,7 +125,23 @@ public enum LoRAMerger {
     @discardableResult
     public static func merge(base: Model, adapter: LoRAAdapter, to destination: String, options: LoRAMergeOptions = LoRAMergeOptions(),
                              dequantize: Bool = false, dtype: DType? = nil) throws -> LoRAMergeSummary {
-        let plan = try self.plan(base: base, adapter: adapter, scale: options.scale)
+        try merge(plan: try self.plan(base: base, adapter: adapter, scale: options.scale), base: base, to: destination, options: options,
+                  dequantize: dequantize, dtype: dtype)
+    }
+
+    /// Checks several adapters against the base and plans their combination
+    /// (PEFT's `add_weighted_adapter`); one adapter with `combination` nil is `plan(base:adapter:scale:)`.
+    public static func plan(base: Model, adapters: [LoRAAdapter], combination: LoRACombination?, scale: Double = 1) throws -> LoRAMergePlan {
+        guard let combination else { return try plan(base: base, adapter: adapters[0], scale: scale) }
+        return try LoRAMergePlan(combining: adapters, combination: combination, baseTensors: base.tensors.map(\.info), scaleMultiplier: scale,
+                                 baseDescription: base.path)
+    }
+
+    /// Merges what `plan` (made for `base`) says; see `merge(base:adapter:to:options:dequantize:dtype:)`.
+    /// `options.scale` is the plan's.
+    @discardableResult
+    public static func merge(plan: LoRAMergePlan, base: Model, to destination: String, options: LoRAMergeOptions = LoRAMergeOptions(),
+                             dequantize: Bool = false, dtype: DType? = nil) throws -> LoRAMergeSummary {
         let transform = LoRATransform(plan: plan, allowNonfinite: options.allowNonfinite)
         do {
             if dequantize {
@@ -126,10 +150,12 @@ public enum LoRAMerger {
             } else {
                 // A container's provenance lists the rewritten tensors: `verify`
                 // measures a raw one of them instead of requiring it to be identical.
-                let note: JSONObject = JSONObject([(RoundTripVerifier.mergeProvenanceKey, .object([
-                    "adapter": .string(adapter.path), "scale": .double(options.scale), "tensors_changed": .int(plan.changes.count),
-                    "tensors": .array(plan.changes.map { .string($0.output.name) }),
-                ]))])
+                var merged = JSONObject([
+                    ("adapter", .string(plan.adapter.path)), ("scale", .double(plan.scaleMultiplier)), ("tensors_changed", .int(plan.changes.count)),
+                    ("tensors", .array(plan.changes.map { .string($0.output.name) })),
+                ])
+                if let combination = plan.combination { merged.append("combination", combination.json(adapters: plan.adapters.map(\.path))) }
+                let note = JSONObject([(RoundTripVerifier.mergeProvenanceKey, .object(merged))])
                 try ModelRewriter.rewrite(base, to: destination, transform: transform,
                                           options: .init(threads: options.threads, overwrite: options.overwrite, note: note, progress: options.progress))
             }

@@ -9,7 +9,7 @@ public struct LoRATransform: TensorTransform {
         allowsNonFinite = allowNonfinite
     }
 
-    public var inputFiles: [String] { plan.adapter.filePaths }
+    public var inputFiles: [String] { plan.adapters.flatMap(\.filePaths) }
 
     public func output(for tensor: TensorInfo) -> TensorInfo? {
         plan.change(for: tensor.name)?.output
@@ -17,6 +17,6 @@ public struct LoRATransform: TensorTransform {
 
     public func values(for tensor: TensorInfo, base: FloatTensorSource, threads: Int) throws -> FloatTensorSource {
         guard let change = plan.change(for: tensor.name) else { return base }
-        return try MergedTensorSource(base: base, prepared: try plan.prepare(change, decodeReplacement: false), threads: threads)
+        return try MergedTensorSource(base: base, prepared: try plan.prepare(change, decodeReplacement: false, threads: threads), threads: threads)
     }
 }

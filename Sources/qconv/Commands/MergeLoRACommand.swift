@@ -1,7 +1,8 @@
 import QConvCommandLine
 import QConvKit
 
-/// `qconv merge-lora BASE ADAPTER OUT`: PEFT's `merge_and_unload()` without torch.
+/// `qconv merge-lora BASE ADAPTER [ADAPTER...] OUT`: PEFT's `merge_and_unload()`
+/// (after `add_weighted_adapter` for several adapters) without torch.
 enum MergeLoRACommand: Command {
     static let scaleOption = Option<Double>("--scale", "S", "Multiply every LoRA delta by S (default 1).")
     static let dryRunFlag = Flag("--dry-run", "Only check the adapter against BASE and list the tensors that would change.")
@@ -17,12 +18,14 @@ enum MergeLoRACommand: Command {
         abstract: "Merge a PEFT LoRA adapter into base weights (safetensors or a qconv container).",
         positionals: [
             ("BASE", "The base model: a .safetensors file, a model folder (sharded or not), or a qconv container."),
-            ("ADAPTER", "A PEFT adapter folder (adapter_config.json + adapter_model.safetensors)."),
+            ("ADAPTER", "A PEFT adapter folder (adapter_config.json + adapter_model.safetensors); several are combined (--method)."),
             ("OUT", "Where to write the merged model: a file for a file BASE, a folder for a folder (not needed with --dry-run)."),
         ],
         optionalPositionals: 1,
-        options: [scaleOption.spec, dryRunFlag.spec, allowNonfiniteFlag.spec, dequantizeFlag.spec, dtypeOption.spec,
-                  CommonOptions.json, CommonOptions.quiet, OutputOptions.force, CommonOptions.threads],
+        repeatedPositional: 1,
+        options: [scaleOption.spec, dryRunFlag.spec, allowNonfiniteFlag.spec, dequantizeFlag.spec, dtypeOption.spec]
+            + MergeLoRACombinationOptions.specs
+            + [CommonOptions.json, CommonOptions.quiet, OutputOptions.force, CommonOptions.threads],
         discussion: """
             The merge follows PEFT's merge_and_unload() (LoRA, rsLoRA, rank/alpha patterns, DoRA, fan_in_fan_out,
             embeddings, lora_bias, modules_to_save): deltas are computed in float32 and each merged tensor is
@@ -32,12 +35,16 @@ enum MergeLoRACommand: Command {
             removed. Nothing is written when any adapter tensor does not fit.
             With a qconv container as BASE (QLoRA), each changed tensor is dequantized, merged and quantized
             again with its own scheme and parameters, and OUT is a container; other tensors are copied as stored.
+            Several ADAPTERs are combined into one per module as PEFT's add_weighted_adapter does (--method,
+            --weights), then merged the same way; --weights or --method with one ADAPTER combines it linearly, as PEFT.
             """
     )
 
     struct Options: CommandOptions {
         let base: String
-        let adapter: String
+        let adapters: [String]
+        /// nil: the adapter merged as it is.
+        let combination: LoRACombination?
         /// nil: a dry run.
         let output: String?
         let scale: Double
@@ -51,9 +58,12 @@ enum MergeLoRACommand: Command {
     static func parse(_ arguments: ParsedArguments) throws -> Options {
         let dryRun = arguments[dryRunFlag], dequantize = arguments[dequantizeFlag], dtype = try arguments.value(dtypeOption)
         if dtype != nil && !dequantize { throw arguments.usageError("--dtype goes with --dequantize") }
-        if !dryRun && arguments.positionals.count < 3 { throw arguments.usageError("missing argument OUT (or pass --dry-run)") }
-        return Options(base: arguments.positionals[0], adapter: arguments.positionals[1], output: dryRun ? nil : arguments.positionals[2],
-                       scale: try arguments.value(scaleOption) ?? 1, allowNonfinite: arguments[allowNonfiniteFlag], dequantize: dequantize,
+        let positionals = arguments.positionals
+        if !dryRun && positionals.count < 3 { throw arguments.usageError("missing argument OUT (or pass --dry-run)") }
+        let adapters = Array(positionals[1..<(dryRun ? positionals.count : positionals.count - 1)])
+        return Options(base: positionals[0], adapters: adapters,
+                       combination: try MergeLoRACombinationOptions.parse(arguments, adapterCount: adapters.count),
+                       output: dryRun ? nil : positionals.last, scale: try arguments.value(scaleOption) ?? 1, allowNonfinite: arguments[allowNonfiniteFlag], dequantize: dequantize,
                        dtype: dtype, force: arguments[OutputOptions.forceFlag], common: try CommonOptions(arguments))
     }
 
@@ -62,7 +72,8 @@ enum MergeLoRACommand: Command {
         if options.dequantize && !base.format.storesQuantizedTensors {
             throw UsageError("--dequantize needs a qconv container as BASE\nsee 'qconv merge-lora --help'")
         }
-        let adapter = try LoRAAdapter(path: options.adapter)
+        let adapters = try options.adapters.map { try LoRAAdapter(path: $0) }
+        let plan = try LoRAMerger.plan(base: base, adapters: adapters, combination: options.combination, scale: options.scale)
         let summary: LoRAMergeSummary
         if let output = options.output {
             var merge = LoRAMergeOptions()
@@ -71,9 +82,8 @@ enum MergeLoRACommand: Command {
             merge.threads = options.common.threads
             merge.overwrite = options.force
             merge.progress = options.common.progress
-            summary = try LoRAMerger.merge(base: base, adapter: adapter, to: output, options: merge, dequantize: options.dequantize, dtype: options.dtype)
+            summary = try LoRAMerger.merge(plan: plan, base: base, to: output, options: merge, dequantize: options.dequantize, dtype: options.dtype)
         } else {
-            let plan = try LoRAMerger.plan(base: base, adapter: adapter, scale: options.scale)
             summary = LoRAMergeSummary(plan: plan, base: base.path, output: nil, baseTensorCount: base.tensors.count)
         }
         if options.common.json {
@@ -94,7 +104,8 @@ enum MergeLoRACommand: Command {
                          entry.rank.map(String.init) ?? "-", entry.alpha.map(compact) ?? "-", entry.scale.map(compact) ?? "-"])
         }
         let changed = summary.changes.count
-        var lines = [
+        var lines = summary.combination.map { [MergeLoRACombinationOptions.describe($0, adapterCount: summary.adapters.count)] } ?? []
+        lines += [
             "key mapping: \(summary.mapping)",
             summary.output.map { "merged \(changed) tensor\(changed == 1 ? "" : "s") into \($0), copied \(summary.copiedCount) unchanged" }
                 ?? "dry run: \(changed) tensor\(changed == 1 ? "" : "s") would change, \(summary.copiedCount) would be copied",
