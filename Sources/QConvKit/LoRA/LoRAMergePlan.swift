@@ -141,9 +141,12 @@ public struct LoRAMergePlan {
     /// - Parameter decodeReplacement: also decode a replacement tensor (a
     ///   whole modules_to_save tensor) into memory. `MergedTensorSource`
     ///   streams it instead when this is false.
-    /// - Parameter threads: for combined changes, the threads their factors are computed on.
-    public func prepare(_ change: LoRATensorChange, decodeReplacement: Bool = true, threads: Int = 1) throws -> LoRAPreparedChange {
-        try LoRAPreparedChange(change, decodeReplacement: decodeReplacement, threads: threads)
+    /// - Parameters:
+    ///   - threads: for combined changes, the threads their factors are computed on.
+    ///   - fusedProducts: sum the delta's products as torch's sgemm does (combined changes always do).
+    public func prepare(_ change: LoRATensorChange, decodeReplacement: Bool = true, threads: Int = 1,
+                        fusedProducts: Bool = false) throws -> LoRAPreparedChange {
+        try LoRAPreparedChange(change, decodeReplacement: decodeReplacement, threads: threads, fusedProducts: fusedProducts)
     }
 }
 

@@ -42,6 +42,9 @@ public struct LoRAMergeSummary {
     public var changes: [Entry]
     /// Tensors copied byte for byte.
     public var copiedCount: Int
+    /// The quantization a merge went through (`QuantizedBaseTransform`), and
+    /// how many tensors became `dequant(quant(W))`; nil for a plain merge.
+    public var through: (quantization: WeightQuantization, tensorCount: Int)?
 
     public init(plan: LoRAMergePlan, base: String, output: String?, baseTensorCount: Int) {
         self.base = base
@@ -76,6 +79,7 @@ public struct LoRAMergeSummary {
         object.append("scale_multiplier", .double(scaleMultiplier))
         object.append("tensors_changed", .int(changes.count))
         object.append("tensors_copied", .int(copiedCount))
+        object.append("through", through.map { Self.json($0.quantization, tensorCount: $0.tensorCount) } ?? .null)
         object.append("changes", .array(changes.map { entry in
             var item = JSONObject()
             item.append("name", .string(entry.name))
@@ -139,10 +143,24 @@ public enum LoRAMerger {
 
     /// Merges what `plan` (made for `base`) says; see `merge(base:adapter:to:options:dequantize:dtype:)`.
     /// `options.scale` is the plan's.
+    ///
+    /// - Parameter through: merge into the base as a QLoRA model quantized
+    ///   this way saw it (`QuantizedBaseTransform`); `base` must not be quantized.
     @discardableResult
     public static func merge(plan: LoRAMergePlan, base: Model, to destination: String, options: LoRAMergeOptions = LoRAMergeOptions(),
-                             dequantize: Bool = false, dtype: DType? = nil) throws -> LoRAMergeSummary {
-        let transform = LoRATransform(plan: plan, allowNonfinite: options.allowNonfinite)
+                             dequantize: Bool = false, dtype: DType? = nil, through: WeightQuantization? = nil) throws -> LoRAMergeSummary {
+        var transform: TensorTransform = LoRATransform(plan: plan, allowNonfinite: options.allowNonfinite)
+        var throughCount = 0
+        if let through {
+            if let quantized = base.tensors.first(where: { $0.scheme.isQuantized }) {
+                throw ConversionError.alreadyQuantized(path: base.path, tensor: quantized.name, scheme: quantized.scheme.name)
+            }
+            // A new way to merge, so it gives PEFT's bits (no earlier output to keep).
+            let quantized = QuantizedBaseTransform(merge: LoRATransform(plan: plan, allowNonfinite: options.allowNonfinite, fusedProducts: true), quantization: through,
+                                                   selection: try TensorSelection())
+            throughCount = base.tensors.filter { quantized.isQuantized($0.info) }.count
+            transform = quantized
+        }
         do {
             if dequantize {
                 _ = try Dequantizer.dequantize(base, to: destination, options: .init(dtype: dtype, threads: options.threads, overwrite: options.overwrite,
@@ -162,7 +180,12 @@ public enum LoRAMerger {
         } catch let error as ConversionError {
             throw mergeError(error, plan: plan, base: base)
         }
-        return LoRAMergeSummary(plan: plan, base: base.path, output: destination, baseTensorCount: base.tensors.count)
+        var summary = LoRAMergeSummary(plan: plan, base: base.path, output: destination, baseTensorCount: base.tensors.count)
+        if let through {
+            summary.through = (through, throughCount)
+            summary.copiedCount = base.tensors.filter { transform.output(for: $0.info) == nil }.count
+        }
+        return summary
     }
 
     /// A conversion error of a merged tensor says so: the encoder saw the
@@ -179,5 +202,23 @@ public enum LoRAMerger {
         case .nonFiniteResults, .nonFiniteValue, .float16Overflow, .alreadyQuantized:
             return error
         }
+    }
+}
+
+extension LoRAMergeSummary {
+    /// The `through` member of the JSON report.
+    static func json(_ quantization: WeightQuantization, tensorCount: Int) -> JSONValue {
+        var object = JSONObject()
+        object.append("quantization", .string(quantization.name))
+        switch quantization {
+        case let .fourBit(_, blockSize, doubleQuant):
+            object.append("block_size", .int(blockSize))
+            object.append("double_quant", .bool(doubleQuant))
+        case .int8:
+            object.append("block_size", .null)
+            object.append("double_quant", .null)
+        }
+        object.append("tensors", .int(tensorCount))
+        return .object(object)
     }
 }

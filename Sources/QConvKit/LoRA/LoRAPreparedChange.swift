@@ -44,6 +44,9 @@ public final class LoRAPreparedChange: @unchecked Sendable {
     public let holdsReplacement: Bool
     /// The dtype the embedding delta is rounded through (F16/BF16 outputs).
     private let deltaRounding: DType?
+    /// The products of the delta are summed with `FusedProducts` (PEFT's bits)
+    /// rather than `SeparateProducts` (what merges of one adapter have always written).
+    private let fused: Bool
 
     /// Rows of a linear change merged in one call of the kernel, which shares
     /// each load of the basis between them; reads of whole groups of them are
@@ -65,8 +68,11 @@ public final class LoRAPreparedChange: @unchecked Sendable {
     ///   pass false when the caller puts the replacement's rows, rounded to
     ///   the output dtype, into the values it gives `apply`.
     ///   - threads: the threads a combined change's factors are computed on.
-    init(_ change: LoRATensorChange, decodeReplacement: Bool = true, threads: Int = 1) throws {
+    ///   - fusedProducts: sum the delta's products with one rounding per step,
+    ///     as torch's CPU sgemm does (`FusedProducts`); combined changes always do.
+    init(_ change: LoRATensorChange, decodeReplacement: Bool = true, threads: Int = 1, fusedProducts: Bool = false) throws {
         self.change = change
+        fused = fusedProducts || change.combined != nil
         scale = Float(change.scale ?? 1)
         // Several adapters give one LoRA of their own rank (`LoRACombinedModule`).
         let combined = try change.combined?.factors(threads: threads)
@@ -135,8 +141,7 @@ public final class LoRAPreparedChange: @unchecked Sendable {
                 LoRAKernels.addScaled(delta.baseAddress! + rows.lowerBound * columns, scale: scale, into: values, count: rows.count * columns)
             }
         case .linear, .linearFanInFanOut, .embedding:
-            // A combined adapter sums its products as torch's sgemm does (PEFT's bits).
-            if change.combined != nil {
+            if fused {
                 addDeltas(to: values, rows: rows, FusedProducts.self)
             } else {
                 addDeltas(to: values, rows: rows, SeparateProducts.self)

@@ -3,10 +3,14 @@
 public struct LoRATransform: TensorTransform {
     public let plan: LoRAMergePlan
     public let allowsNonFinite: Bool
+    /// Sum the deltas' products as torch's sgemm does (`FusedProducts`);
+    /// combined changes always do.
+    public let fusedProducts: Bool
 
-    public init(plan: LoRAMergePlan, allowNonfinite: Bool) {
+    public init(plan: LoRAMergePlan, allowNonfinite: Bool, fusedProducts: Bool = false) {
         self.plan = plan
         allowsNonFinite = allowNonfinite
+        self.fusedProducts = fusedProducts
     }
 
     public var inputFiles: [String] { plan.adapters.flatMap(\.filePaths) }
@@ -17,6 +21,6 @@ public struct LoRATransform: TensorTransform {
 
     public func values(for tensor: TensorInfo, base: FloatTensorSource, threads: Int) throws -> FloatTensorSource {
         guard let change = plan.change(for: tensor.name) else { return base }
-        return try MergedTensorSource(base: base, prepared: try plan.prepare(change, decodeReplacement: false, threads: threads), threads: threads)
+        return try MergedTensorSource(base: base, prepared: try plan.prepare(change, decodeReplacement: false, threads: threads, fusedProducts: fusedProducts), threads: threads)
     }
 }

@@ -8,7 +8,7 @@ enum MergeLoRACommand: Command {
     static let dryRunFlag = Flag("--dry-run", "Only check the adapter against BASE and list the tensors that would change.")
     static let allowNonfiniteFlag = Flag("--allow-nonfinite", "Write merged tensors even when they hold NaN or infinity.")
     static let dequantizeFlag = Flag("--dequantize",
-                                     "With a container BASE: write safetensors (a file if OUT ends in .safetensors, else a model folder) instead of a container.")
+                                     "With a container BASE (or --through): write safetensors (a file if OUT ends in .safetensors, else a model folder) as dequant does.")
     static let dtypeOption = Option<DType>("--dtype", "T",
                                            "With --dequantize: output dtype of float tensors, f32, f16 or bf16 (default: each tensor's source dtype).",
                                            expected: "f32, f16 or bf16") { DType(commandLineName: $0) }
@@ -24,7 +24,7 @@ enum MergeLoRACommand: Command {
         optionalPositionals: 1,
         repeatedPositional: 1,
         options: [scaleOption.spec, dryRunFlag.spec, allowNonfiniteFlag.spec, dequantizeFlag.spec, dtypeOption.spec]
-            + MergeLoRACombinationOptions.specs
+            + MergeLoRACombinationOptions.specs + MergeLoRAThroughOptions.specs
             + [CommonOptions.json, CommonOptions.quiet, OutputOptions.force, CommonOptions.threads],
         discussion: """
             The merge follows PEFT's merge_and_unload() (LoRA, rsLoRA, rank/alpha patterns, DoRA, fan_in_fan_out,
@@ -37,6 +37,8 @@ enum MergeLoRACommand: Command {
             again with its own scheme and parameters, and OUT is a container; other tensors are copied as stored.
             Several ADAPTERs are combined into one per module as PEFT's add_weighted_adapter does (--method,
             --weights), then merged the same way; --weights or --method with one ADAPTER combines it linearly, as PEFT.
+            A QLoRA adapter was trained against dequant(quant(W)): --through merges it into that, kept in 16 bits
+            (as a container BASE with --dequantize does); --compare says how far that is from the other ways.
             """
     )
 
@@ -51,6 +53,9 @@ enum MergeLoRACommand: Command {
         let allowNonfinite: Bool
         let dequantize: Bool
         let dtype: DType?
+        /// --through: the quantization a 16-bit base is merged through.
+        let through: WeightQuantization?
+        let compare: Bool
         let force: Bool
         let common: CommonOptions
     }
@@ -63,14 +68,22 @@ enum MergeLoRACommand: Command {
         let adapters = Array(positionals[1..<(dryRun ? positionals.count : positionals.count - 1)])
         return Options(base: positionals[0], adapters: adapters,
                        combination: try MergeLoRACombinationOptions.parse(arguments, adapterCount: adapters.count),
-                       output: dryRun ? nil : positionals.last, scale: try arguments.value(scaleOption) ?? 1, allowNonfinite: arguments[allowNonfiniteFlag], dequantize: dequantize,
-                       dtype: dtype, force: arguments[OutputOptions.forceFlag], common: try CommonOptions(arguments))
+                       output: dryRun ? nil : positionals.last, scale: try arguments.value(scaleOption) ?? 1, allowNonfinite: arguments[allowNonfiniteFlag],
+                       dequantize: dequantize, dtype: dtype, through: try MergeLoRAThroughOptions.parse(arguments),
+                       compare: arguments[MergeLoRAThroughOptions.compareFlag], force: arguments[OutputOptions.forceFlag], common: try CommonOptions(arguments))
     }
 
     static func run(_ options: Options, console: Console) throws -> Int32 {
         let base = try Model.open(options.base)
-        if options.dequantize && !base.format.storesQuantizedTensors {
-            throw UsageError("--dequantize needs a qconv container as BASE\nsee 'qconv merge-lora --help'")
+        let quantized = base.format.storesQuantizedTensors
+        if options.dequantize && !quantized && options.through == nil {
+            throw UsageError("--dequantize needs a qconv container as BASE (or --through)\nsee 'qconv merge-lora --help'")
+        }
+        if options.through != nil && quantized {
+            throw UsageError("--through needs a 16-bit BASE; BASE is a container, already quantized (use --dequantize)\nsee 'qconv merge-lora --help'")
+        }
+        if options.compare && !quantized && options.through == nil {
+            throw UsageError("--compare goes with --through or a container BASE\nsee 'qconv merge-lora --help'")
         }
         let adapters = try options.adapters.map { try LoRAAdapter(path: $0) }
         let plan = try LoRAMerger.plan(base: base, adapters: adapters, combination: options.combination, scale: options.scale)
@@ -82,14 +95,21 @@ enum MergeLoRACommand: Command {
             merge.threads = options.common.threads
             merge.overwrite = options.force
             merge.progress = options.common.progress
-            summary = try LoRAMerger.merge(plan: plan, base: base, to: output, options: merge, dequantize: options.dequantize, dtype: options.dtype)
+            summary = try LoRAMerger.merge(plan: plan, base: base, to: output, options: merge, dequantize: options.dequantize, dtype: options.dtype,
+                                           through: options.through)
         } else {
             summary = LoRAMergeSummary(plan: plan, base: base.path, output: nil, baseTensorCount: base.tensors.count)
         }
+        let comparison = options.compare ? try QLoRAComparison.compare(plan: plan, base: base, through: options.through,
+                                                                        threads: options.common.threads, progress: options.common.progress) : nil
         if options.common.json {
-            console.printJSON(summary.json())
+            guard case .object(var object) = summary.json() else { return 0 }
+            object.append("compare", comparison.map(MergeLoRAThroughOptions.json) ?? .null)
+            console.printJSON(.object(object))
         } else {
-            console.say(render(summary))
+            var text = render(summary)
+            if let comparison { text += "\n\n" + MergeLoRAThroughOptions.render(comparison) }
+            console.say(text)
         }
         return 0
     }
@@ -105,6 +125,10 @@ enum MergeLoRACommand: Command {
         }
         let changed = summary.changes.count
         var lines = summary.combination.map { [MergeLoRACombinationOptions.describe($0, adapterCount: summary.adapters.count)] } ?? []
+        if let through = summary.through {
+            let dtypes = Set(summary.changes.map(\.dtype.rawValue)).sorted().joined(separator: "/")
+            lines.append(MergeLoRAThroughOptions.describe(through.quantization, tensorCount: through.tensorCount, dtypes: dtypes.isEmpty ? "their dtype" : dtypes))
+        }
         lines += [
             "key mapping: \(summary.mapping)",
             summary.output.map { "merged \(changed) tensor\(changed == 1 ? "" : "s") into \($0), copied \(summary.copiedCount) unchanged" }
