@@ -55,7 +55,7 @@ public struct QLoRAComparison {
                 skipped.append(change.base.name)
                 continue
             }
-            // As the merges write them: --through sums products as torch does, a container merge as it always has.
+            // As the merges write them: through a quantization products are summed as torch does, into a container as they always were.
             let prepared = try plan.prepare(change, decodeReplacement: false, threads: threads, fusedProducts: through != nil)
             compared.append(try compareTensor(tensor, prepared: prepared, quantization: quantization, sixteenBit: through != nil, threads: threads))
         }

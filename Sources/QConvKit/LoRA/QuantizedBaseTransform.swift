@@ -7,7 +7,7 @@
 /// Other tensors are left as they are.
 ///
 /// The output is the model the adapter was trained with, kept in 16 bits:
-/// what `to-nf4` (and friends) followed by `merge-lora --dequantize` gives.
+/// what quantizing the base (`Quantizer`) and merging into it dequantized gives.
 public struct QuantizedBaseTransform: TensorTransform {
     public let merge: LoRATransform
     public let quantization: WeightQuantization
