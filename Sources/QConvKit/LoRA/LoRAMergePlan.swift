@@ -85,6 +85,8 @@ public struct LoRAMergePlan {
     public let scaleMultiplier: Double
     /// How several adapters were combined into one (PEFT's `add_weighted_adapter`); nil for one adapter merged as it is.
     public let combination: LoRACombination?
+    /// The tied embeddings the merge unties (planned on `TiedEmbeddings.withOutputTensor`); nil when it leaves the base tied or untied as it was.
+    public internal(set) var untiedEmbeddings: TiedEmbeddings? = nil
     /// The changed tensors, in the order of the base tensors given.
     public let changes: [LoRATensorChange]
     private let changeIndex: [String: Int]

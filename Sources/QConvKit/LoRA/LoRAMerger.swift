@@ -35,6 +35,8 @@ public struct LoRAMergeSummary {
     public var adapters: [String]
     /// How several adapters were combined; nil for one adapter merged as it is.
     public var combination: LoRACombination?
+    /// The tied embeddings the merge unties; nil when it does not.
+    public var untied: TiedEmbeddings?
     /// nil for a dry run.
     public var output: String?
     public var mapping: LoRAKeyMapping
@@ -51,6 +53,7 @@ public struct LoRAMergeSummary {
         adapter = plan.adapter.path
         adapters = plan.adapters.map(\.path)
         combination = plan.combination
+        untied = plan.untiedEmbeddings
         self.output = output
         mapping = plan.mapping
         scaleMultiplier = plan.scaleMultiplier
@@ -59,7 +62,8 @@ public struct LoRAMergeSummary {
                   rank: change.rank, alpha: change.alpha, scale: change.scale, isDoRA: change.isDoRA,
                   replaced: change.replacement != nil, adapterTensors: change.adapterTensors)
         }
-        copiedCount = baseTensorCount - changes.count
+        // Untying may add the output embedding, which the base's files lacked.
+        copiedCount = baseTensorCount + (untied?.outputStored == false ? 1 : 0) - changes.count
     }
 
     /// The JSON report of docs/CLI.md.
@@ -80,6 +84,7 @@ public struct LoRAMergeSummary {
         object.append("tensors_changed", .int(changes.count))
         object.append("tensors_copied", .int(copiedCount))
         object.append("through", through.map { Self.json($0.quantization, tensorCount: $0.tensorCount) } ?? .null)
+        object.append("untied", untied?.json ?? .null)
         object.append("changes", .array(changes.map { entry in
             var item = JSONObject()
             item.append("name", .string(entry.name))
@@ -135,10 +140,20 @@ public enum LoRAMerger {
 
     /// Checks several adapters against the base and plans their combination
     /// (PEFT's `add_weighted_adapter`); one adapter with `combination` nil is `plan(base:adapter:scale:)`.
+    /// A base with tied embeddings (`TiedEmbeddings`) is planned with its
+    /// output embedding as a tensor of its own; when the adapters change
+    /// either side the plan says so (`untiedEmbeddings`) and the merge unties it.
     public static func plan(base: Model, adapters: [LoRAAdapter], combination: LoRACombination?, scale: Double = 1) throws -> LoRAMergePlan {
-        guard let combination else { return try plan(base: base, adapter: adapters[0], scale: scale) }
-        return try LoRAMergePlan(combining: adapters, combination: combination, baseTensors: base.tensors.map(\.info), scaleMultiplier: scale,
-                                 baseDescription: base.path)
+        func plan(_ model: Model) throws -> LoRAMergePlan {
+            guard let combination else { return try self.plan(base: model, adapter: adapters[0], scale: scale) }
+            return try LoRAMergePlan(combining: adapters, combination: combination, baseTensors: model.tensors.map(\.info), scaleMultiplier: scale,
+                                     baseDescription: model.path)
+        }
+        if let tied = try TiedEmbeddings.detect(in: base), var untied = try? plan(tied.withOutputTensor(base)), tied.isChanged(by: untied) {
+            untied.untiedEmbeddings = tied
+            return untied
+        }
+        return try plan(base)
     }
 
     /// Merges what `plan` (made for `base`) says; see `merge(base:adapter:to:options:dequantize:dtype:)`.
@@ -149,6 +164,9 @@ public enum LoRAMerger {
     @discardableResult
     public static func merge(plan: LoRAMergePlan, base: Model, to destination: String, options: LoRAMergeOptions = LoRAMergeOptions(),
                              dequantize: Bool = false, dtype: DType? = nil, through: WeightQuantization? = nil) throws -> LoRAMergeSummary {
+        let original = base.tensors.count
+        var base = base
+        if let tied = plan.untiedEmbeddings { base = try tied.untie(base, scratchDirectory: FileSystem.directoryName(of: destination)) }
         var transform: TensorTransform = LoRATransform(plan: plan, allowNonfinite: options.allowNonfinite)
         var throughCount = 0
         if let through {
@@ -180,7 +198,7 @@ public enum LoRAMerger {
         } catch let error as ConversionError {
             throw mergeError(error, plan: plan, base: base)
         }
-        var summary = LoRAMergeSummary(plan: plan, base: base.path, output: destination, baseTensorCount: base.tensors.count)
+        var summary = LoRAMergeSummary(plan: plan, base: base.path, output: destination, baseTensorCount: original)
         if let through {
             summary.through = (through, throughCount)
             summary.copiedCount = base.tensors.filter { transform.output(for: $0.info) == nil }.count

@@ -134,6 +134,11 @@ enum MergeLoRACommand: Command {
             summary.output.map { "merged \(changed) tensor\(changed == 1 ? "" : "s") into \($0), copied \(summary.copiedCount) unchanged" }
                 ?? "dry run: \(changed) tensor\(changed == 1 ? "" : "s") would change, \(summary.copiedCount) would be copied",
         ]
+        if let tied = summary.untied {
+            let made = tied.outputStored ? "" : " (made from \(tied.input), which the base stores for both)"
+            lines.append("untied embeddings: the adapter changes \(tied.input) or \(tied.output), so both are written\(made) "
+                         + "and config.json says \"tie_word_embeddings\": false")
+        }
         if summary.output == nil { lines += ["", Format.table(rows, rightAligned: [4, 5, 6])] }
         return lines.joined(separator: "\n")
     }
