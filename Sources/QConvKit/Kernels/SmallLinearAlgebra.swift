@@ -64,53 +64,32 @@ enum SmallLinearAlgebra {
     /// triangular, `p = min(rows, columns)`. Rank-deficient input is fine:
     /// `q` stays orthonormal and `r` has (near) zero rows.
     static func qr(_ a: ColumnMatrix) -> (q: ColumnMatrix, r: ColumnMatrix) {
-        let m = a.rows, n = a.columns, p = min(m, n)
-        var work = a
-        var reflectors = ColumnMatrix(rows: m, columns: p)
-        var r = ColumnMatrix(rows: p, columns: n)
-        for j in 0..<p {
-            var norm = 0.0
-            for i in j..<m { norm += work[i, j] * work[i, j] }
-            norm = norm.squareRoot()
-            let alpha = work[j, j] > 0 ? -norm : norm
-            // v = x - alpha e_1, normalised; a zero column needs no reflection.
-            var vNorm = 0.0
-            for i in j..<m {
-                let v = work[i, j] - (i == j ? alpha : 0)
-                reflectors[i, j] = v
-                vNorm += v * v
-            }
-            vNorm = vNorm.squareRoot()
-            if vNorm > 0 {
-                for i in j..<m { reflectors[i, j] /= vNorm }
-                applyReflector(reflectors, j, to: &work, columns: j..<n)
-            }
-            for c in j..<n { r[j, c] = work[j, c] }
-            r[j, j] = vNorm > 0 ? alpha : work[j, j]
-        }
-        var q = ColumnMatrix(rows: m, columns: p)
-        for j in 0..<p { q[j, j] = 1 }
-        for j in stride(from: p - 1, through: 0, by: -1) { applyReflector(reflectors, j, to: &q, columns: 0..<p) }
-        return (q, r)
+        let factorisation = HouseholderQR(a)
+        return (factorisation.q, factorisation.r)
     }
 
-    /// `x -= 2 v (v . x)` for the given columns `x` of `matrix`, `v` being
-    /// column `j` of `reflectors` (zero above row `j`).
-    private static func applyReflector(_ reflectors: ColumnMatrix, _ j: Int, to matrix: inout ColumnMatrix, columns: Range<Int>) {
-        let m = matrix.rows
-        reflectors.values.withUnsafeBufferPointer { v in
-            matrix.values.withUnsafeMutableBufferPointer { x in
-                let vector = v.baseAddress! + j * m
-                for c in columns {
-                    let column = x.baseAddress! + c * m
-                    var dot = 0.0
-                    for i in j..<m { dot += vector[i] * column[i] }
-                    let factor = 2 * dot
-                    if factor == 0 { continue }
-                    for i in j..<m { column[i] -= factor * vector[i] }
-                }
-            }
+    /// `sum_i x[i] * y[i]` in four-lane partial sums (a fixed order).
+    @inline(__always)
+    static func dot(_ x: UnsafePointer<Double>, _ y: UnsafePointer<Double>, count: Int) -> Double {
+        var low = SIMD4<Double>(), high = SIMD4<Double>()
+        var i = 0
+        while i + 8 <= count {
+            low += UnsafeRawPointer(x + i).loadUnaligned(as: SIMD4<Double>.self) * UnsafeRawPointer(y + i).loadUnaligned(as: SIMD4<Double>.self)
+            high += UnsafeRawPointer(x + i + 4).loadUnaligned(as: SIMD4<Double>.self) * UnsafeRawPointer(y + i + 4).loadUnaligned(as: SIMD4<Double>.self)
+            i += 8
         }
+        var sum = (low + high).sum()
+        while i < count {
+            sum += x[i] * y[i]
+            i += 1
+        }
+        return sum
+    }
+
+    /// `y[i] -= factor * x[i]`.
+    @inline(__always)
+    static func subtract(_ factor: Double, times x: UnsafePointer<Double>, from y: UnsafeMutablePointer<Double>, count: Int) {
+        for i in 0..<count { y[i] -= factor * x[i] }
     }
 
     /// Singular value decomposition by one-sided Jacobi rotations
@@ -171,5 +150,76 @@ enum SmallLinearAlgebra {
             v[k, j] = s * x + c * y
         }
         return true
+    }
+}
+
+/// A Householder QR factorisation kept as its reflectors, so that `Q x` can
+/// be had for a few columns without forming `Q` (`rows x p` doubles).
+struct HouseholderQR {
+    let rows: Int
+    let columns: Int
+    /// `v_j` in column `j` (rows `j..<rows`, unit length; zero for a zero column).
+    private var reflectors: ColumnMatrix
+    let r: ColumnMatrix
+
+    init(_ a: ColumnMatrix) {
+        let m = a.rows, n = a.columns, p = min(m, n)
+        rows = m
+        columns = n
+        var work = a
+        var reflectors = ColumnMatrix(rows: m, columns: p)
+        var r = ColumnMatrix(rows: p, columns: n)
+        work.values.withUnsafeMutableBufferPointer { w in
+            reflectors.values.withUnsafeMutableBufferPointer { v in
+                for j in 0..<p {
+                    let column = w.baseAddress! + j * m + j, vector = v.baseAddress! + j * m + j, length = m - j
+                    let norm = SmallLinearAlgebra.dot(column, column, count: length).squareRoot()
+                    let alpha = column[0] > 0 ? -norm : norm
+                    // v = x - alpha e_1, normalised; a zero column needs no reflection.
+                    vector.update(from: column, count: length)
+                    vector[0] -= alpha
+                    let vNorm = SmallLinearAlgebra.dot(vector, vector, count: length).squareRoot()
+                    guard vNorm > 0 else { continue }
+                    for i in 0..<length { vector[i] /= vNorm }
+                    for c in j..<n {
+                        let target = w.baseAddress! + c * m + j
+                        let factor = 2 * SmallLinearAlgebra.dot(vector, target, count: length)
+                        if factor != 0 { SmallLinearAlgebra.subtract(factor, times: vector, from: target, count: length) }
+                    }
+                }
+            }
+        }
+        for j in 0..<p { for c in j..<n { r[j, c] = work[j, c] } }
+        self.reflectors = reflectors
+        self.r = r
+    }
+
+    /// `Q [x; 0]` for `x` of `p` rows: `rows x x.columns`.
+    func q(times x: ColumnMatrix) -> ColumnMatrix {
+        let m = rows, p = reflectors.columns
+        precondition(x.rows == p, "Q times a matrix of \(x.rows) rows, \(p) expected")
+        var result = ColumnMatrix(rows: m, columns: x.columns)
+        for c in 0..<x.columns { for i in 0..<p { result[i, c] = x[i, c] } }
+        reflectors.values.withUnsafeBufferPointer { v in
+            result.values.withUnsafeMutableBufferPointer { out in
+                for j in stride(from: p - 1, through: 0, by: -1) {
+                    let vector = v.baseAddress! + j * m + j
+                    for c in 0..<x.columns {
+                        let target = out.baseAddress! + c * m + j
+                        let factor = 2 * SmallLinearAlgebra.dot(vector, target, count: m - j)
+                        if factor != 0 { SmallLinearAlgebra.subtract(factor, times: vector, from: target, count: m - j) }
+                    }
+                }
+            }
+        }
+        return result
+    }
+
+    /// `Q` itself, `rows x p`.
+    var q: ColumnMatrix {
+        let p = reflectors.columns
+        var identity = ColumnMatrix(rows: p, columns: p)
+        for i in 0..<p { identity[i, i] = 1 }
+        return q(times: identity)
     }
 }

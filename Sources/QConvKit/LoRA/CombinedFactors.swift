@@ -38,7 +38,7 @@ struct CombinedFactors {
             return try work.mergedFactors(loaded, merge)
         case let .svd(merge, truncation):
             let delta = CombinedDelta(tensor: module.tensor, loaded: loaded, rows: work.rows, columns: work.columns, merge: merge)
-            var result = merge == .sum ? LowRankSVD.truncated(delta, rank: module.rank)
+            var result = merge == .sum ? LowRankSVD.truncated(delta, rank: module.rank, threads: threads)
                 : try PrunedDeltaSVD.truncated(delta, rank: module.rank, threads: threads)
             if let clamp = truncation.clamp { SVDClamp.apply(quantile: clamp, up: &result.up, down: &result.down) }
             return result

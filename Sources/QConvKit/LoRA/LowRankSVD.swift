@@ -39,13 +39,19 @@ struct CombinedDelta {
 enum LowRankSVD {
     /// `B' = Q_B U_k S_k` (`[rows, k]`) and `A' = (Q_A V_k)^T` (`[k, columns]`)
     /// in float32, `k = min(rank, rank of the core)`, at least 1.
-    static func truncated(_ delta: CombinedDelta, rank: Int) -> (up: [Float], down: [Float], rank: Int) {
+    /// The two factorisations run on two threads when `threads` allows.
+    static func truncated(_ delta: CombinedDelta, rank: Int, threads: Int = 1) -> (up: [Float], down: [Float], rank: Int) {
         let (up, downTransposed) = delta.stackedFactors()
-        let (qUp, rUp) = SmallLinearAlgebra.qr(up)
-        let (qDown, rDown) = SmallLinearAlgebra.qr(downTransposed)
-        let (u, s, v) = SmallLinearAlgebra.svd(rUp.multiplied(by: rDown.transposed))
+        let factorisations = Locked<[Int: HouseholderQR]>([:])
+        // Two independent factorisations; nothing in them throws.
+        try? parallelFor(2, threads: threads) { side in
+            let qr = HouseholderQR(side == 0 ? up : downTransposed)
+            factorisations.withLock { $0[side] = qr }
+        }
+        let (upQR, downQR) = factorisations.withLock { ($0[0]!, $0[1]!) }
+        let (u, s, v) = SmallLinearAlgebra.svd(upQR.r.multiplied(by: downQR.r.transposed))
         let k = max(1, min(rank, s.count))
-        return factors(left: qUp.multiplied(by: u.leadingColumns(k)), singularValues: s, right: qDown.multiplied(by: v.leadingColumns(k)), rank: k)
+        return factors(left: upQR.q(times: u.leadingColumns(k)), singularValues: s, right: downQR.q(times: v.leadingColumns(k)), rank: k)
     }
 
     /// `U_k S_k` and `V_k^T` as float32 factors, row-major.
