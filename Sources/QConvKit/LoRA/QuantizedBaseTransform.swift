@@ -24,6 +24,11 @@ public struct QuantizedBaseTransform: TensorTransform {
 
     /// Whether the tensor goes through the quantization.
     public func isQuantized(_ tensor: TensorInfo) -> Bool {
+        Self.isQuantized(tensor, selection: selection)
+    }
+
+    /// Whether `selection` puts the tensor through the quantization.
+    public static func isQuantized(_ tensor: TensorInfo, selection: TensorSelection) -> Bool {
         selection.shouldQuantize(tensor) && LoRAMergePlan.mergeableDTypes.contains(tensor.dtype)
     }
 

@@ -87,7 +87,7 @@ enum MergeLoRACommand: Command {
         }
         let adapters = try options.adapters.map { try LoRAAdapter(path: $0) }
         let plan = try LoRAMerger.plan(base: base, adapters: adapters, combination: options.combination, scale: options.scale)
-        let summary: LoRAMergeSummary
+        var summary: LoRAMergeSummary
         if let output = options.output {
             var merge = LoRAMergeOptions()
             merge.scale = options.scale
@@ -99,6 +99,10 @@ enum MergeLoRACommand: Command {
                                            through: options.through)
         } else {
             summary = LoRAMergeSummary(plan: plan, base: base.path, output: nil, baseTensorCount: base.tensors.count)
+            if let through = options.through {
+                let selection = try TensorSelection()
+                summary.through = (through, base.tensors.filter { QuantizedBaseTransform.isQuantized($0.info, selection: selection) }.count)
+            }
         }
         let comparison = options.compare ? try QLoRAComparison.compare(plan: plan, base: base, through: options.through,
                                                                         threads: options.common.threads, progress: options.common.progress) : nil
