@@ -184,4 +184,27 @@ final class AdapterCombinationTests: XCTestCase {
         XCTAssertEqual(combined.contributions.map(\.weight), [1, 1])
         XCTAssertEqual(cat.adapterTensors.count, 4, "every adapter's factors are listed")
     }
+
+    /// The lookahead gives what preparing on the spot gives, in plan order
+    /// (the next change computed while this one is used) and out of it.
+    func testLookaheadPreparesWhatPreparingOnTheSpotGives() throws {
+        let folder = TemporaryDirectory("qconv-combine")
+        let tensors = factors + [("k.lora_A.weight", [2, 8]), ("k.lora_B.weight", [8, 2])]
+        let a = try adapter(folder, "a", config: #"{"peft_type": "LORA", "r": 2, "lora_alpha": 4}"#, tensors)
+        let b = try adapter(folder, "b", config: #"{"peft_type": "LORA", "r": 2, "lora_alpha": 2}"#, tensors)
+        let plan = try LoRAMergePlan(combining: [a, b], combination: LoRACombination(method: .svd(.sum, LoRASVDTruncation(rank: 3)), weights: [1, -0.5]),
+                                     baseTensors: base + [TensorInfo(name: "k.weight", dtype: .f32, shape: [8, 8])], baseDescription: "base")
+        XCTAssertEqual(plan.changes.count, 2)
+        func merged(_ prepared: LoRAPreparedChange) -> [Float] {
+            var values = [Float](repeating: 0, count: 64)
+            values.withUnsafeMutableBufferPointer { prepared.apply(to: $0.baseAddress!, rows: 0..<8) }
+            return values
+        }
+        let expected = try plan.changes.map { merged(try plan.prepare($0, decodeReplacement: false, threads: 1, fusedProducts: true)) }
+        let inOrder = LookaheadPreparation(plan: plan, fusedProducts: true)
+        XCTAssertEqual(try plan.changes.map { merged(try inOrder.prepared($0, threads: 2)) }, expected)
+        let reversed = LookaheadPreparation(plan: plan, fusedProducts: true)
+        XCTAssertEqual(try plan.changes.reversed().map { merged(try reversed.prepared($0, threads: 2)) }, expected.reversed())
+        XCTAssertNotEqual(expected[0], [Float](repeating: 0, count: 64))
+    }
 }

@@ -106,15 +106,21 @@ enum SmallLinearAlgebra {
         var work = a
         var v = ColumnMatrix(rows: n, columns: n)
         for j in 0..<n { v[j, j] = 1 }
-        for _ in 0..<100 {
-            var rotated = false
-            for i in 0..<max(0, n - 1) {
-                for j in (i + 1)..<n where rotate(&work, &v, i, j, rows: m) { rotated = true }
+        work.values.withUnsafeMutableBufferPointer { a in
+            v.values.withUnsafeMutableBufferPointer { v in
+                for _ in 0..<100 {
+                    var rotated = false
+                    for i in 0..<max(0, n - 1) {
+                        for j in (i + 1)..<n where rotate(a.baseAddress!, v.baseAddress!, i, j, rows: m, columns: n) { rotated = true }
+                    }
+                    if !rotated { break }
+                }
             }
-            if !rotated { break }
         }
         // Column norms are the singular values; sort them in descending order.
-        let norms = (0..<n).map { column in (0..<m).reduce(0.0) { $0 + work[$1, column] * work[$1, column] }.squareRoot() }
+        let norms = work.values.withUnsafeBufferPointer { a in
+            (0..<n).map { dot(a.baseAddress! + $0 * m, a.baseAddress! + $0 * m, count: m).squareRoot() }
+        }
         let order = (0..<n).sorted { norms[$0] > norms[$1] || (norms[$0] == norms[$1] && $0 < $1) }
         var u = ColumnMatrix(rows: m, columns: n), sortedV = ColumnMatrix(rows: n, columns: n)
         for (position, column) in order.enumerated() {
@@ -125,31 +131,30 @@ enum SmallLinearAlgebra {
         return (u, order.map { norms[$0] }, sortedV)
     }
 
-    /// One Jacobi rotation making columns `i` and `j` of `a` orthogonal (and
-    /// the same rotation of `v`'s); false when they already are, to double precision.
-    private static func rotate(_ a: inout ColumnMatrix, _ v: inout ColumnMatrix, _ i: Int, _ j: Int, rows m: Int) -> Bool {
-        var alpha = 0.0, beta = 0.0, gamma = 0.0
-        for k in 0..<m {
-            let x = a[k, i], y = a[k, j]
-            alpha += x * x
-            beta += y * y
-            gamma += x * y
-        }
+    /// One Jacobi rotation making columns `i` and `j` of `a` (`rows` long)
+    /// orthogonal, and the same rotation of `v`'s (`columns` long); false
+    /// when they already are, to double precision.
+    private static func rotate(_ a: UnsafeMutablePointer<Double>, _ v: UnsafeMutablePointer<Double>, _ i: Int, _ j: Int,
+                               rows m: Int, columns n: Int) -> Bool {
+        let x = a + i * m, y = a + j * m
+        let alpha = dot(x, x, count: m), beta = dot(y, y, count: m), gamma = dot(x, y, count: m)
         guard gamma != 0, abs(gamma) > 1e-15 * (alpha * beta).squareRoot() else { return false }
         let zeta = (beta - alpha) / (2 * gamma)
         let t = (zeta >= 0 ? 1.0 : -1.0) / (abs(zeta) + (1 + zeta * zeta).squareRoot())
         let c = 1 / (1 + t * t).squareRoot(), s = c * t
-        for k in 0..<m {
-            let x = a[k, i], y = a[k, j]
-            a[k, i] = c * x - s * y
-            a[k, j] = s * x + c * y
-        }
-        for k in 0..<v.rows {
-            let x = v[k, i], y = v[k, j]
-            v[k, i] = c * x - s * y
-            v[k, j] = s * x + c * y
-        }
+        rotatePair(x, y, count: m, c: c, s: s)
+        rotatePair(v + i * n, v + j * n, count: n, c: c, s: s)
         return true
+    }
+
+    /// `(x, y) = (c x - s y, s x + c y)`.
+    @inline(__always)
+    private static func rotatePair(_ x: UnsafeMutablePointer<Double>, _ y: UnsafeMutablePointer<Double>, count: Int, c: Double, s: Double) {
+        for k in 0..<count {
+            let p = x[k], q = y[k]
+            x[k] = c * p - s * q
+            y[k] = s * p + c * q
+        }
     }
 }
 

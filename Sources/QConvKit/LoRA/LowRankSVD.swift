@@ -51,7 +51,13 @@ enum LowRankSVD {
         let (upQR, downQR) = factorisations.withLock { ($0[0]!, $0[1]!) }
         let (u, s, v) = SmallLinearAlgebra.svd(upQR.r.multiplied(by: downQR.r.transposed))
         let k = max(1, min(rank, s.count))
-        return factors(left: upQR.q(times: u.leadingColumns(k)), singularValues: s, right: downQR.q(times: v.leadingColumns(k)), rank: k)
+        let sides = Locked<[Int: ColumnMatrix]>([:])
+        try? parallelFor(2, threads: threads) { side in
+            let product = side == 0 ? upQR.q(times: u.leadingColumns(k)) : downQR.q(times: v.leadingColumns(k))
+            sides.withLock { $0[side] = product }
+        }
+        let (left, right) = sides.withLock { ($0[0]!, $0[1]!) }
+        return factors(left: left, singularValues: s, right: right, rank: k)
     }
 
     /// `U_k S_k` and `V_k^T` as float32 factors, row-major.
