@@ -16,7 +16,8 @@ final class AdapterCombinationTests: XCTestCase {
 
     private func disjoint(_ tasks: [[Float]], _ weights: [Float], _ election: TaskArithmetic.SignElection) -> [Float] {
         var out = [Float](repeating: .nan, count: tasks[0].count)
-        withPointers(tasks) { TaskArithmetic.disjointMerge($0, weights: weights, count: out.count, election: election, into: &out) }
+        var scratch = [Float](repeating: .nan, count: 2 * out.count)
+        withPointers(tasks) { TaskArithmetic.disjointMerge($0, weights: weights, count: out.count, election: election, scratch: &scratch, into: &out) }
         return out
     }
 

@@ -143,7 +143,7 @@ final class SmallLinearAlgebraTests: XCTestCase {
             let delta = CombinedDelta(tensor: "t", loaded: factors, rows: rows, columns: columns, merge: merge)
             let generator = try PrunedDeltaRows(delta, threads: 2)
             var full = [Float](repeating: 0, count: rows * columns)
-            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 2 * rows * columns)
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: generator.scratchCount(for: rows * columns))
             defer { scratch.deallocate() }
             full.withUnsafeMutableBufferPointer { generator.rows(0..<rows, scratch: scratch, into: $0.baseAddress!) }
             var m = ColumnMatrix(rows: rows, columns: columns)

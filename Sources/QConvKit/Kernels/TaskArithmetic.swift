@@ -26,34 +26,31 @@ enum TaskArithmetic {
     /// sign of the unweighted (pruned) values is elected, ties going to +;
     /// the weighted values of that sign are summed in task order and divided
     /// by how many there are (at least 1). Zeros have no sign and never count.
+    /// `scratch` holds `2 * count` floats. Written as passes over the
+    /// elements, without branches, so that they vectorize.
     static func disjointMerge(_ tasks: [UnsafePointer<Float>], weights: [Float], count: Int, election: SignElection,
-                              into out: UnsafeMutablePointer<Float>) {
+                              scratch: UnsafeMutablePointer<Float>, into out: UnsafeMutablePointer<Float>) {
         precondition(tasks.count == weights.count && !tasks.isEmpty, "one weight per task tensor")
-        let m = tasks.count
-        tasks.withUnsafeBufferPointer { tasks in
-            weights.withUnsafeBufferPointer { weights in
-                for j in 0..<count {
-                    var vote: Float = 0
-                    for i in 0..<m {
-                        let t = tasks[i][j]
-                        switch election {
-                        case .total: vote += t
-                        case .frequency: vote += sign(t)
-                        }
-                    }
-                    let majority: Float = vote >= 0 ? 1 : -1
-                    var sum: Float = 0, kept: Float = 0
-                    for i in 0..<m {
-                        let t = tasks[i][j]
-                        if sign(t) == majority {
-                            sum += t * weights[i]
-                            kept += 1
-                        }
-                    }
-                    out[j] = sum / max(kept, 1)
-                }
+        let majority = out, kept = scratch, sum = scratch + count
+        // The vote, summed in task order, then its sign.
+        for j in 0..<count { majority[j] = 0 }
+        for task in tasks {
+            switch election {
+            case .total: for j in 0..<count { majority[j] += task[j] }
+            case .frequency: for j in 0..<count { majority[j] += sign(task[j]) }
             }
         }
+        for j in 0..<count { majority[j] = majority[j] >= 0 ? 1 : -1 }
+        for j in 0..<count { kept[j] = 0; sum[j] = 0 }
+        for (task, w) in zip(tasks, weights) {
+            for j in 0..<count {
+                let t = task[j]
+                let agrees = sign(t) == majority[j]
+                sum[j] += agrees ? t * w : 0
+                kept[j] += agrees ? 1 : 0
+            }
+        }
+        for j in 0..<count { out[j] = sum[j] / max(kept[j], 1) }
     }
 
     /// torch's `sign`: -1, 0 or 1 (0 for both zeros; NaN stays NaN).

@@ -126,8 +126,10 @@ struct TaskMergeRunner {
         for i in pruned.indices {
             pruned[i].withUnsafeMutableBufferPointer { prune($0.baseAddress!, count: count, task: i, thresholds: thresholds, firstIndex: 0) }
         }
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 2 * count)
+        defer { scratch.deallocate() }
         withPointers(pruned) { pointers in
-            out.withUnsafeMutableBufferPointer { combine(pointers, weights: weights, count: count, into: $0.baseAddress!) }
+            out.withUnsafeMutableBufferPointer { combine(pointers, weights: weights, count: count, scratch: scratch, into: $0.baseAddress!) }
         }
         return out
     }
@@ -145,13 +147,16 @@ struct TaskMergeRunner {
         }
     }
 
-    /// Merges pruned values of the tasks (`count` each) into `out`.
-    func combine(_ tasks: [UnsafePointer<Float>], weights: [Float], count: Int, into out: UnsafeMutablePointer<Float>) {
+    /// Merges pruned values of the tasks (`count` each) into `out`;
+    /// `scratch` holds `2 * count` floats.
+    func combine(_ tasks: [UnsafePointer<Float>], weights: [Float], count: Int, scratch: UnsafeMutablePointer<Float>,
+                 into out: UnsafeMutablePointer<Float>) {
         switch merge {
         case .sum, .magnitudePrune, .dareLinear:
             TaskArithmetic.weightedSum(tasks, weights: weights, count: count, into: out)
         case .ties(_, let sign), .dareTies(_, let sign, _):
-            TaskArithmetic.disjointMerge(tasks, weights: weights, count: count, election: sign == .total ? .total : .frequency, into: out)
+            TaskArithmetic.disjointMerge(tasks, weights: weights, count: count, election: sign == .total ? .total : .frequency,
+                                         scratch: scratch, into: out)
         }
     }
 }

@@ -7,14 +7,14 @@
 /// (`PrunedDeltaRows`), as often as needed. The magnitude thresholds take two
 /// passes over the deltas; the top singular vectors come from subspace
 /// iteration on `M^T M` (one pass per iteration computes `Y = M X` and
-/// `Z = M^T Y`), started from the row space of the unpruned sum, with a
-/// Rayleigh-Ritz step until the residuals of the top `k` Ritz pairs are below
-/// 1e-10 of the largest eigenvalue. Then `M X = U S W^T` gives `B' = U_k S_k`
-/// and `A' = (X W_k)^T`. Memory: `(out + in) x p` doubles, `p = min(2k, k + 8)`
+/// `Z = M^T Y`), started from the top right singular vectors of the unpruned
+/// sum, with a Rayleigh-Ritz step until the residuals of the top `k` Ritz
+/// pairs are below 1e-8 of the largest eigenvalue. Then `M X = U S W^T` gives `B' = U_k S_k`
+/// and `A' = (X W_k)^T`. Memory: `(out + in) x p` doubles, `p = max(k + 8, 2k)`
 /// columns, and a few blocks of rows per thread; the result does not depend
 /// on the number of threads.
 enum PrunedDeltaSVD {
-    static let tolerance = 1e-10
+    static let tolerance = 1e-8
     static let maximumIterations = 300
 
     static func truncated(_ delta: CombinedDelta, rank: Int, threads: Int) throws -> (up: [Float], down: [Float], rank: Int) {
@@ -54,10 +54,13 @@ enum PrunedDeltaSVD {
         return true
     }
 
-    /// An orthonormal `columns x width` start: the row space of the unpruned
-    /// sum (the stacked, weighted `A_i`), completed with fixed pseudo-random columns.
+    /// An orthonormal `columns x width` start: the top right singular vectors
+    /// of the unpruned sum (`LowRankSVD`), whose pruned merge is close to it,
+    /// completed with fixed pseudo-random columns.
     private static func startingSubspace(_ delta: CombinedDelta, width: Int) -> ColumnMatrix {
-        let basis = SmallLinearAlgebra.qr(delta.stackedFactors().downTransposed).q
+        let unpruned = LowRankSVD.truncated(delta, rank: width)
+        var basis = ColumnMatrix(rows: delta.columns, columns: unpruned.rank)
+        for t in 0..<unpruned.rank { for i in 0..<delta.columns { basis[i, t] = Double(unpruned.down[t * delta.columns + i]) } }
         var start = ColumnMatrix(rows: delta.columns, columns: width)
         let key = SplitMix64.key(seed: 0, label: "svd-start")
         for t in 0..<width {
@@ -114,7 +117,10 @@ struct PrunedDeltaRows {
         }
     }
 
-    /// Rows `range` of `M` into `out`; `scratch` holds one block per task.
+    /// Floats of scratch `rows` needs for a range of `count` elements.
+    func scratchCount(for count: Int) -> Int { (delta.loaded.count + 2) * count }
+
+    /// Rows `range` of `M` into `out`; `scratch` holds `scratchCount` floats.
     func rows(_ range: Range<Int>, scratch: UnsafeMutablePointer<Float>, into out: UnsafeMutablePointer<Float>) {
         let count = range.count * delta.columns
         var tasks: [UnsafePointer<Float>] = []
@@ -124,7 +130,7 @@ struct PrunedDeltaRows {
             runner.prune(values, count: count, task: task, thresholds: thresholds, firstIndex: range.lowerBound * delta.columns)
             tasks.append(UnsafePointer(values))
         }
-        runner.combine(tasks, weights: weights, count: count, into: out)
+        runner.combine(tasks, weights: weights, count: count, scratch: scratch + delta.loaded.count * count, into: out)
     }
 
     /// The two passes of `MagnitudeSelection` over every delta, on stripes of
@@ -158,19 +164,20 @@ struct PrunedDeltaRows {
     /// One pass: `Y = M X` (`rows x p`) and `Z = M^T Y` (`columns x p`), the
     /// blocks' contributions to `Z` added in block order.
     func project(_ x: ColumnMatrix, threads: Int) throws -> (y: ColumnMatrix, z: ColumnMatrix) {
-        let columns = delta.columns, p = x.columns, n = delta.loaded.count
+        let columns = delta.columns, p = x.columns
         var y = ColumnMatrix(rows: delta.rows, columns: p)
         var z = [Double](repeating: 0, count: columns * p)
         let slots = max(1, min(blockCount, 2 * threads))
         let blockElements = blockRows * columns
-        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: slots * (n + 1) * blockElements)
+        let perSlot = blockElements + scratchCount(for: blockElements)
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: slots * perSlot)
         let partial = UnsafeMutablePointer<Double>.allocate(capacity: slots * columns * p)
         let yRows = UnsafeMutablePointer<Double>.allocate(capacity: slots * blockRows * p)
         defer { scratch.deallocate(); partial.deallocate(); yRows.deallocate() }
         try x.values.withUnsafeBufferPointer { basis in
             try computeChunksInOrder(count: blockCount, slots: slots, threads: threads, compute: { b, slot in
                 let range = block(b)
-                let m = scratch + slot * (n + 1) * blockElements
+                let m = scratch + slot * perSlot
                 rows(range, scratch: m + blockElements, into: m)
                 project(m, rows: range.count, basis: basis.baseAddress!, p: p, y: yRows + slot * blockRows * p, z: partial + slot * columns * p)
             }, inOrder: { b, slot in
@@ -183,21 +190,60 @@ struct PrunedDeltaRows {
     }
 
     /// For a block of `M` (`rows x columns` floats): its rows of `Y = M X`
-    /// (`rows x p`, row-major) and its part of `Z = M^T Y` (`columns x p`, column-major).
+    /// (`rows x p`, row-major) and its part of `Z = M^T Y` (`columns x p`,
+    /// column-major). Rows go four at a time (a short group padded with
+    /// zero rows), so that each column of `X` and `Z` is read once per four rows.
     private func project(_ m: UnsafePointer<Float>, rows: Int, basis x: UnsafePointer<Double>, p: Int, y: UnsafeMutablePointer<Double>,
                          z: UnsafeMutablePointer<Double>) {
         let columns = delta.columns
         z.initialize(repeating: 0, count: columns * p)
-        for row in 0..<rows {
-            let values = m + row * columns
+        let group = UnsafeMutablePointer<Double>.allocate(capacity: 4 * columns)
+        defer { group.deallocate() }
+        for first in stride(from: 0, to: rows, by: 4) {
+            let count = min(4, rows - first)
+            for r in 0..<4 {
+                let target = group + r * columns
+                if r < count {
+                    let values = m + (first + r) * columns
+                    for j in 0..<columns { target[j] = Double(values[j]) }
+                } else {
+                    target.initialize(repeating: 0, count: columns)
+                }
+            }
             for t in 0..<p {
-                let column = x + t * columns
-                var dot = 0.0
-                for j in 0..<columns { dot += Double(values[j]) * column[j] }
-                y[row * p + t] = dot
-                let target = z + t * columns
-                for j in 0..<columns { target[j] += Double(values[j]) * dot }
+                let dots = Self.dots(group, x + t * columns, count: columns)
+                for r in 0..<count { y[(first + r) * p + t] = dots[r] }
+                Self.addRows(group, times: dots, to: z + t * columns, count: columns)
             }
         }
+    }
+
+    /// The dot products of four consecutive rows (`count` doubles each) with `v`.
+    @inline(__always)
+    private static func dots(_ rows: UnsafePointer<Double>, _ v: UnsafePointer<Double>, count: Int) -> SIMD4<Double> {
+        let r0 = rows, r1 = rows + count, r2 = rows + 2 * count, r3 = rows + 3 * count
+        var a0 = SIMD4<Double>(), a1 = SIMD4<Double>(), a2 = SIMD4<Double>(), a3 = SIMD4<Double>()
+        var j = 0
+        while j + 4 <= count {
+            let c = UnsafeRawPointer(v + j).loadUnaligned(as: SIMD4<Double>.self)
+            a0 += UnsafeRawPointer(r0 + j).loadUnaligned(as: SIMD4<Double>.self) * c
+            a1 += UnsafeRawPointer(r1 + j).loadUnaligned(as: SIMD4<Double>.self) * c
+            a2 += UnsafeRawPointer(r2 + j).loadUnaligned(as: SIMD4<Double>.self) * c
+            a3 += UnsafeRawPointer(r3 + j).loadUnaligned(as: SIMD4<Double>.self) * c
+            j += 4
+        }
+        var result = SIMD4<Double>(a0.sum(), a1.sum(), a2.sum(), a3.sum())
+        while j < count {
+            result += SIMD4<Double>(r0[j], r1[j], r2[j], r3[j]) * v[j]
+            j += 1
+        }
+        return result
+    }
+
+    /// `z += sum_r d[r] * row_r` for four consecutive rows (`count` doubles each).
+    @inline(__always)
+    private static func addRows(_ rows: UnsafePointer<Double>, times d: SIMD4<Double>, to z: UnsafeMutablePointer<Double>, count: Int) {
+        let r0 = rows, r1 = rows + count, r2 = rows + 2 * count, r3 = rows + 3 * count
+        for j in 0..<count { z[j] += d[0] * r0[j] + d[1] * r1[j] + d[2] * r2[j] + d[3] * r3[j] }
     }
 }
