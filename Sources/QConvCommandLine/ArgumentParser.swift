@@ -6,6 +6,9 @@ public struct CommandSpec: Sendable {
     public let positionals: [(name: String, help: String)]
     /// How many trailing positionals may be left out.
     public let optionalPositionals: Int
+    /// The index of a positional that may be given several times in a row
+    /// ("ADAPTER [ADAPTER...]"); the command sorts the arguments out.
+    public let repeatedPositional: Int?
     public let options: [OptionSpec]
     public let discussion: String?
     /// Real command lines that show the command at work, ending the help.
@@ -14,12 +17,14 @@ public struct CommandSpec: Sendable {
     public let program: String
 
     public init(program: String = "qconv", name: String, abstract: String, positionals: [(name: String, help: String)] = [],
-                optionalPositionals: Int = 0, options: [OptionSpec], discussion: String? = nil, examples: [String] = []) {
+                optionalPositionals: Int = 0, repeatedPositional: Int? = nil, options: [OptionSpec], discussion: String? = nil,
+                examples: [String] = []) {
         self.program = program
         self.name = name
         self.abstract = abstract
         self.positionals = positionals
         self.optionalPositionals = optionalPositionals
+        self.repeatedPositional = repeatedPositional
         self.options = options
         self.discussion = discussion
         self.examples = examples
@@ -29,6 +34,7 @@ public struct CommandSpec: Sendable {
         var parts = [program, name].filter { !$0.isEmpty }
         for (i, positional) in positionals.enumerated() {
             parts.append(i >= positionals.count - optionalPositionals ? "[\(positional.name)]" : positional.name)
+            if i == repeatedPositional { parts.append("[\(positional.name)...]") }
         }
         parts.append("[options]")
         return parts.joined(separator: " ")
@@ -141,7 +147,7 @@ public struct ParsedArguments: Sendable {
         if parsed.positionals.count < required {
             throw parsed.usageError("missing argument \(spec.positionals[parsed.positionals.count].name)")
         }
-        if parsed.positionals.count > spec.positionals.count {
+        if parsed.positionals.count > spec.positionals.count && spec.repeatedPositional == nil {
             throw parsed.usageError("unexpected argument '\(parsed.positionals[spec.positionals.count])'")
         }
         return parsed

@@ -69,8 +69,9 @@ struct SyntheticModel {
         try writer.commit()
     }
 
-    /// Writes a PEFT adapter folder: r, alpha = 2r, F16, every linear module.
-    func writeAdapter(to folder: String, rank: Int) throws {
+    /// Writes a PEFT adapter folder: r, alpha = 2r, F16, every linear module;
+    /// `seed` makes another adapter of the same shapes.
+    func writeAdapter(to folder: String, rank: Int, seed: UInt64 = 1) throws {
         var tensors: [TensorInfo] = []
         for layer in 0..<layers {
             for module in Self.linearModules {
@@ -89,7 +90,7 @@ struct SyntheticModel {
         let writer = try CheckpointWriter(destination: folder, layout: .folder(shards: [("adapter_model.safetensors", tensors)]),
                                           tensors: tensors, metadata: [("format", "pt")], overwrite: true, inputs: [])
         try writer.addFile(named: "adapter_config.json", bytes: Array(JSONWriter.serialize(config, style: .indented).utf8))
-        var random = SplitMix64(seed: 1)
+        var random = SplitMix64(seed: seed)
         for tensor in tensors {
             try writeNormal(tensor.elementCount, std: 0.01, mean: 0, random: &random, into: writer.write)
         }
@@ -122,11 +123,8 @@ struct SplitMix64 {
     init(seed: UInt64) { state = seed }
 
     mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
+        state &+= QConvKit.SplitMix64.increment
+        return QConvKit.SplitMix64.mix(state)
     }
 
     /// Uniform in (0, 1].

@@ -18,6 +18,8 @@ struct Settings {
     var usePeers: Bool?
     var threads: Int?
     var kernelsOnly = false
+    /// Only the merges of several adapters (and their peer).
+    var mergesOnly = false
 }
 
 /// The command line of qconv-bench, read with the same typed options as qconv's.
@@ -33,11 +35,12 @@ enum BenchOptions {
     static let noPeers = Flag("--no-peers", "Skip the peer pipelines.")
     static let withPeers = Flag("--with-peers", "Run them with --quick too.")
     static let kernels = Flag("--kernels", "Only measure the single-thread throughput of the kernels.")
+    static let merges = Flag("--merges", "Only the merges of three adapters (cat, svd) and PEFT's svd merge.")
 
     static let spec = CommandSpec(
         program: "qconv-bench", name: "", abstract: "Times qconv's commands against cp and the peer pipelines (docs/BENCHMARKS.md).",
         options: [quick.spec, runs.spec, work.spec, qconv.spec, threads.spec, sweep.spec, peers.spec, python.spec, noPeers.spec,
-                  withPeers.spec, kernels.spec])
+                  withPeers.spec, kernels.spec, merges.spec])
 }
 
 /// Reads the command line; a usage error (an unknown option, a bad number) exits 2.
@@ -60,6 +63,7 @@ func parseSettings() -> Settings {
         if parsed[BenchOptions.noPeers] { settings.usePeers = false }
         if parsed[BenchOptions.withPeers] { settings.usePeers = true }
         settings.kernelsOnly = parsed[BenchOptions.kernels]
+        settings.mergesOnly = parsed[BenchOptions.merges]
         settings.qconv = try parsed.value(BenchOptions.qconv)
             ?? FileSystem.join(FileSystem.directoryName(of: CommandLine.arguments[0]), "qconv")
         return settings
@@ -197,6 +201,10 @@ func run() throws {
     print("- model: synthetic Llama, hidden \(model.hidden), \(model.layers) layers, intermediate \(model.intermediate), vocabulary \(model.vocabulary), F16, \(megabytes(FileSystem.size(of: weights) ?? 0))")
     print("- machine: \(machineDescription())")
     print("- runs per command: \(settings.runs) (medians); `cp` runs alternate with the command")
+    if settings.mergesOnly {
+        try runMultiAdapterMerges(settings: settings, model: model, base: base, firstAdapter: adapter, work: work, threads: threads)
+        return
+    }
 
     log("preparing a container for dequant and verify")
     Runner.shell("'\(q)' to-nf4 '\(weights)' '\(work)/ref.qc' --force --quiet")
@@ -227,6 +235,7 @@ func run() throws {
     if settings.usePeers ?? !settings.quick {
         try runPeers(settings: settings, rows: rows, weights: weights, base: base, adapter: adapter, work: work)
     }
+    try runMultiAdapterMerges(settings: settings, model: model, base: base, firstAdapter: adapter, work: work, threads: threads)
     if settings.sweep {
         try runSweep(settings: settings, work: work, threads: threads)
     }

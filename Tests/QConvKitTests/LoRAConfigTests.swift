@@ -99,10 +99,28 @@ final class LoRAConfigTests: XCTestCase {
         XCTAssertEqual(key("base_model.model.model.embed_tokens.base_layer.weight")?.module, "model.embed_tokens.weight")
         XCTAssertNil(key("base_model.model.lm_head.weight")?.role)
         XCTAssertEqual(key("base_model.model.lm_head.weight")?.module, "lm_head.weight")
+        // Keys that carry the adapter's name (a PEFT model's own state_dict()).
+        XCTAssertEqual(key("base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight")?.module, "model.layers.0.self_attn.q_proj")
+        XCTAssertEqual(key("base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight")?.role, .down)
+        XCTAssertEqual(key("base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight")?.adapterName, "default")
+        XCTAssertEqual(key("model.layers.0.self_attn.q_proj.lora_B.my_task.weight")?.role, .up)
+        XCTAssertEqual(key("transformer.h.0.attn.c_attn.lora_B.default.bias")?.role, .upBias)
+        XCTAssertEqual(key("model.embed_tokens.lora_embedding_A.default")?.role, .embeddingDown)
+        XCTAssertEqual(key("model.embed_tokens.lora_embedding_B.default")?.role, .embeddingUp)
+        XCTAssertEqual(key("model.layers.0.mlp.up_proj.lora_magnitude_vector.default")?.role, .magnitude)
+        XCTAssertEqual(key("model.layers.0.mlp.up_proj.lora_magnitude_vector.default.weight")?.role, .magnitude)
+        XCTAssertEqual(key("model.layers.0.mlp.up_proj.base_layer.lora_A.default.weight")?.module, "model.layers.0.mlp.up_proj")
+        XCTAssertEqual(key("base_model.model.lm_head.modules_to_save.default.weight")?.module, "lm_head.weight")
+        XCTAssertNil(key("base_model.model.lm_head.modules_to_save.default.weight")?.role)
+        XCTAssertEqual(key("base_model.model.lm_head.modules_to_save.default.weight")?.adapterName, "default")
+        XCTAssertNil(key("base_model.model.lm_head.weight")?.adapterName)
         // LoRA markers in unknown places and other tuners' tensors cannot be placed.
-        XCTAssertNil(key("base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight"))
+        XCTAssertNil(key("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight.default"))
+        XCTAssertNil(key("model.layers.0.self_attn.q_proj.lora_A.default.bias"))
+        XCTAssertNil(key("model.layers.0.self_attn.q_proj.lora_A.default.lora_B.weight"))
+        XCTAssertNil(key("lora_A.default.weight"))
         XCTAssertNil(key("base_model.model.model.layers.0.self_attn.q_proj.hada_w1_a"))
-        XCTAssertNil(key("base_model.model.lm_head.modules_to_save.default.weight"))
+        XCTAssertNil(key("base_model.model.lm_head.modules_to_save.default"))
     }
 
     func testKeyMappingIdentity() {

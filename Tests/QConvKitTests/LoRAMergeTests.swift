@@ -493,8 +493,12 @@ final class LoRAMergeTests: XCTestCase {
         guard case .unexpectedTensor? = refusal(r1, [a, b, ("p.lora_magnitude_vector", .f32, [1], [1])]) else { return XCTFail("magnitude without use_dora") }
         guard case .incompleteModule? = refusal(#"{"peft_type": "LORA", "use_dora": true}"#, [a, b]) else { return XCTFail("use_dora without magnitude") }
         guard case .unexpectedTensor? = refusal(r1, [a, b, ("p.lora_B.bias", .f32, [1], [1])]) else { return XCTFail("lora_B.bias without lora_bias") }
-        guard case .unknownTensorKind(_, "base_model.model.p.lora_A.default.weight")? = refusal(r1, [("p.lora_A.default.weight", .f32, [1, 1], [0])]) else {
-            return XCTFail("adapter name left in the key")
+        guard case .unknownTensorKind(_, "base_model.model.p.lora_A.weight.default")? = refusal(r1, [("p.lora_A.weight.default", .f32, [1, 1], [0])]) else {
+            return XCTFail("a marker in an unknown arrangement")
+        }
+        guard case .severalAdapterNames(_, ["base_model.model.p.lora_A.one.weight", "base_model.model.p.lora_B.two.weight"])? =
+                refusal(r1, [("p.lora_A.one.weight", .f32, [1, 1], [0]), ("p.lora_B.two.weight", .f32, [1, 1], [0])]) else {
+            return XCTFail("two adapter names in one file")
         }
         guard case .conflictingTensors? = refusal(r1, [a, b, ("p.base_layer.lora_A.weight", .f32, [1, 1], [0])]) else { return XCTFail("two lora_A") }
         try FileManager.default.createDirectory(atPath: folder.file("empty"), withIntermediateDirectories: true)

@@ -16,6 +16,10 @@ public enum ConversionError: QConvError, Equatable {
     /// can be laid out again, not quantized a second time (which would add
     /// the errors of both).
     case schemeMismatch(path: String, tensor: String, stored: String, asked: String)
+    /// A base to merge through a quantization (QLoRA) that holds quantized
+    /// tensors already: quantizing its dequantized values again would add the
+    /// errors of both.
+    case alreadyQuantized(path: String, tensor: String, scheme: String)
 
     public var category: ErrorCategory { .invalidInput }
 
@@ -31,6 +35,8 @@ public enum ConversionError: QConvError, Equatable {
         case let .schemeMismatch(path, tensor, stored, asked):
             return "\(path): tensor '\(tensor)' is stored as \(stored), not \(asked); its codes can be laid out again only in the "
                 + "scheme they have (dequantize it to quantize it differently)"
+        case let .alreadyQuantized(path, tensor, scheme):
+            return "\(path): holds quantized tensors already (tensor '\(tensor)' is \(scheme)); dequantize it to convert it again"
         case let .nonFiniteResults(tensor, count):
             return "tensor '\(tensor)': \(count) value\(count == 1 ? " is" : "s are") NaN or infinite"
         }

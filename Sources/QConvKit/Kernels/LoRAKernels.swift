@@ -1,7 +1,28 @@
+/// How the merge's products `c[k] * basis[k, j]` are summed over k: each
+/// product rounded before it is added (`SeparateProducts`, what the merge of
+/// one adapter has always done), or one rounding per step as torch's CPU
+/// `sgemm` does it (`FusedProducts`, a fused multiply-add chain in k order,
+/// used for combined adapters so that they give PEFT's bits).
+protocol ProductAccumulation {
+    static func adding(_ sum: SIMD8<Float>, _ c: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float>
+    static func adding(_ sum: Float, _ c: Float, _ b: Float) -> Float
+}
+
+enum SeparateProducts: ProductAccumulation {
+    @inline(__always) static func adding(_ sum: SIMD8<Float>, _ c: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> { sum + c * b }
+    @inline(__always) static func adding(_ sum: Float, _ c: Float, _ b: Float) -> Float { sum + c * b }
+}
+
+enum FusedProducts: ProductAccumulation {
+    @inline(__always) static func adding(_ sum: SIMD8<Float>, _ c: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> { sum.addingProduct(c, b) }
+    @inline(__always) static func adding(_ sum: Float, _ c: Float, _ b: Float) -> Float { sum.addingProduct(c, b) }
+}
+
 /// The float32 loops of the merge. Each output chunk of eight values is
 /// `sum_k c[k] * basis[k, j..<j+8]` accumulated in k order in registers, so
 /// the basis (r rows, a few hundred kB at most) streams from cache and the
-/// tensor is touched once.
+/// tensor is touched once. The functions taking a `ProductAccumulation` sum
+/// the products its way; the others with `SeparateProducts`.
 enum LoRAKernels {
     typealias Vector = SIMD8<Float>
 
@@ -13,11 +34,12 @@ enum LoRAKernels {
 
     /// `sum_k weights[k] * basis[k, j..<j+8]`.
     @inline(__always)
-    static func combination(_ weights: UnsafePointer<Float>, _ basis: UnsafePointer<Float>, rank: Int, columns: Int, at j: Int) -> Vector {
+    static func combination<P: ProductAccumulation>(_ weights: UnsafePointer<Float>, _ basis: UnsafePointer<Float>, rank: Int, columns: Int,
+                                                    at j: Int, _ products: P.Type) -> Vector {
         var sum = Vector()
         var row = basis + j
         for k in 0..<rank {
-            sum += Vector(repeating: weights[k]) * load(row)
+            sum = P.adding(sum, Vector(repeating: weights[k]), load(row))
             row += columns
         }
         return sum
@@ -25,22 +47,29 @@ enum LoRAKernels {
 
     /// The same sum for one column (the tail), in the same order.
     @inline(__always)
-    static func combination(_ weights: UnsafePointer<Float>, _ basis: UnsafePointer<Float>, rank: Int, columns: Int, column j: Int) -> Float {
+    static func combination<P: ProductAccumulation>(_ weights: UnsafePointer<Float>, _ basis: UnsafePointer<Float>, rank: Int, columns: Int,
+                                                    column j: Int, _ products: P.Type) -> Float {
         var sum: Float = 0
-        for k in 0..<rank { sum += weights[k] * basis[k * columns + j] }
+        for k in 0..<rank { sum = P.adding(sum, weights[k], basis[k * columns + j]) }
         return sum
     }
 
     /// `row += (weights . basis) * scale`.
     static func addDelta(_ weights: UnsafePointer<Float>, _ basis: UnsafePointer<Float>, rank: Int, columns: Int, scale: Float, into row: UnsafeMutablePointer<Float>) {
+        addDelta(weights, basis, rank: rank, columns: columns, scale: scale, into: row, SeparateProducts.self)
+    }
+
+    /// `row += (weights . basis) * scale`, the products summed `P`'s way.
+    static func addDelta<P: ProductAccumulation>(_ weights: UnsafePointer<Float>, _ basis: UnsafePointer<Float>, rank: Int, columns: Int, scale: Float,
+                                                 into row: UnsafeMutablePointer<Float>, _ products: P.Type) {
         let s = Vector(repeating: scale)
         var j = 0
         while j + 8 <= columns {
-            store(load(row + j) + combination(weights, basis, rank: rank, columns: columns, at: j) * s, row + j)
+            store(load(row + j) + combination(weights, basis, rank: rank, columns: columns, at: j, P.self) * s, row + j)
             j += 8
         }
         while j < columns {
-            row[j] += combination(weights, basis, rank: rank, columns: columns, column: j) * scale
+            row[j] += combination(weights, basis, rank: rank, columns: columns, column: j, P.self) * scale
             j += 1
         }
     }
@@ -69,8 +98,8 @@ enum LoRAKernels {
     /// `columns` apart), with the same arithmetic per value. Sixteen columns
     /// at a time: eight independent sums keep both adders busy, and each load
     /// of the basis (from `panels`) serves four rows.
-    static func addDelta4(_ weights: UnsafePointer<Float>, _ basis: UnsafePointer<Float>, panels: UnsafePointer<Float>,
-                          rank: Int, columns: Int, scale: Float, into rows: UnsafeMutablePointer<Float>) {
+    static func addDelta4<P: ProductAccumulation>(_ weights: UnsafePointer<Float>, _ basis: UnsafePointer<Float>, panels: UnsafePointer<Float>,
+                                                  rank: Int, columns: Int, scale: Float, into rows: UnsafeMutablePointer<Float>, _ products: P.Type) {
         let s = Vector(repeating: scale)
         let w0 = weights, w1 = w0 + rank, w2 = w1 + rank, w3 = w2 + rank
         let r0 = rows, r1 = r0 + columns, r2 = r1 + columns, r3 = r2 + columns
@@ -83,10 +112,10 @@ enum LoRAKernels {
                 let low = load(p), high = load(p + 8)
                 let c0 = Vector(repeating: w0[k]), c1 = Vector(repeating: w1[k])
                 let c2 = Vector(repeating: w2[k]), c3 = Vector(repeating: w3[k])
-                low0 += c0 * low; high0 += c0 * high
-                low1 += c1 * low; high1 += c1 * high
-                low2 += c2 * low; high2 += c2 * high
-                low3 += c3 * low; high3 += c3 * high
+                low0 = P.adding(low0, c0, low); high0 = P.adding(high0, c0, high)
+                low1 = P.adding(low1, c1, low); high1 = P.adding(high1, c1, high)
+                low2 = P.adding(low2, c2, low); high2 = P.adding(high2, c2, high)
+                low3 = P.adding(low3, c3, low); high3 = P.adding(high3, c3, high)
                 p += panelColumns
             }
             store(load(r0 + j) + low0 * s, r0 + j); store(load(r0 + j + 8) + high0 * s, r0 + j + 8)
@@ -96,21 +125,22 @@ enum LoRAKernels {
             j += panelColumns
         }
         while j < columns {
-            r0[j] += combination(w0, basis, rank: rank, columns: columns, column: j) * scale
-            r1[j] += combination(w1, basis, rank: rank, columns: columns, column: j) * scale
-            r2[j] += combination(w2, basis, rank: rank, columns: columns, column: j) * scale
-            r3[j] += combination(w3, basis, rank: rank, columns: columns, column: j) * scale
+            r0[j] += combination(w0, basis, rank: rank, columns: columns, column: j, P.self) * scale
+            r1[j] += combination(w1, basis, rank: rank, columns: columns, column: j, P.self) * scale
+            r2[j] += combination(w2, basis, rank: rank, columns: columns, column: j, P.self) * scale
+            r3[j] += combination(w3, basis, rank: rank, columns: columns, column: j, P.self) * scale
             j += 1
         }
     }
 
     /// `row += round_dtype((weights . basis) * scale)`; `scratch` holds 6 bytes per column.
-    static func addRoundedDelta(_ weights: UnsafePointer<Float>, _ basis: UnsafePointer<Float>, rank: Int, columns: Int, scale: Float,
-                                through dtype: DType, scratch: UnsafeMutableRawBufferPointer, into row: UnsafeMutablePointer<Float>) {
+    static func addRoundedDelta<P: ProductAccumulation>(_ weights: UnsafePointer<Float>, _ basis: UnsafePointer<Float>, rank: Int, columns: Int,
+                                                       scale: Float, through dtype: DType, scratch: UnsafeMutableRawBufferPointer,
+                                                       into row: UnsafeMutablePointer<Float>, _ products: P.Type) {
         let delta = scratch.baseAddress!.bindMemory(to: Float.self, capacity: columns)
         let encoded = scratch.baseAddress! + columns * 4
         delta.initialize(repeating: 0, count: columns)
-        addDelta(weights, basis, rank: rank, columns: columns, scale: scale, into: delta)
+        addDelta(weights, basis, rank: rank, columns: columns, scale: scale, into: delta, P.self)
         FloatConversion.encode(delta, count: columns, as: dtype, into: encoded)
         FloatConversion.decode(encoded, dtype: dtype, count: columns, into: delta)
         addScaled(delta, scale: 1, into: row, count: columns)

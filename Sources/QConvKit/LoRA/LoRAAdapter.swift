@@ -70,8 +70,14 @@ public final class LoRAAdapter {
         var parts: [String: LoRAModule.Parts] = [:]
         var order: [String] = []
         var replacements: [LoRAReplacement] = []
+        var adapterNames: [String: String] = [:]
         for tensor in stored {
             guard let key = LoRATensorKey(tensor.name) else { throw LoRAMergeError.unknownTensorKind(file: file, tensor: tensor.name) }
+            // Keys may carry an adapter name, but only one: a file of several adapters is not one adapter.
+            if let name = key.adapterName, adapterNames[name] == nil {
+                adapterNames[name] = tensor.name
+                if adapterNames.count > 1 { throw LoRAMergeError.severalAdapterNames(file: file, tensors: adapterNames.values.sorted()) }
+            }
             guard let role = key.role else {
                 replacements.append(LoRAReplacement(tensor: tensor, target: key.module))
                 continue
@@ -203,6 +209,10 @@ public struct LoRATensorKey: Equatable {
     public let module: String
     /// nil for a whole tensor.
     public let role: Role?
+    /// The adapter name a key carries (`lora_A.<name>.weight`,
+    /// `modules_to_save.<name>.weight`), as in a PEFT model's own
+    /// `state_dict()`; nil for the usual saved keys, which have none.
+    public let adapterName: String?
 
     /// Suffixes in the order they are tried; older PEFT versions stored the
     /// magnitude as `lora_magnitude_vector.weight`.
@@ -213,7 +223,7 @@ public struct LoRATensorKey: Equatable {
     ]
 
     /// Classifies an adapter tensor name; nil for names that hold a LoRA
-    /// marker in an unknown arrangement (e.g. `lora_A.default.weight`, or
+    /// marker in an unknown arrangement (e.g. `lora_A.weight.default`, or
     /// another tuner's tensors) and so cannot be placed safely.
     public init?(_ name: String) {
         let stripped = name.hasPrefix(Self.peftPrefix) ? String(name.dropFirst(Self.peftPrefix.count)) : name
@@ -222,12 +232,43 @@ public struct LoRATensorKey: Equatable {
             guard !module.isEmpty, !Self.hasAdapterMarker(module) else { return nil }
             self.module = Self.removingBaseLayer(module)
             self.role = role
+            adapterName = nil
+            return
+        }
+        if let named = Self.named(stripped) {
+            (module, role, adapterName) = named
             return
         }
         guard !Self.hasAdapterMarker(stripped) else { return nil }
         module = Self.removingBaseLayer(stripped)
         role = nil
+        adapterName = nil
     }
+
+    /// A key with the adapter's name after its marker: `<module>.lora_A.<name>.weight`
+    /// (and the other factors), `<module>.lora_embedding_A.<name>`,
+    /// `<module>.lora_magnitude_vector.<name>[.weight]`, or a whole tensor
+    /// `<module>.modules_to_save.<name>.<rest>` (replacing `<module>.<rest>`).
+    private static func named(_ name: String) -> (module: String, role: Role?, adapterName: String)? {
+        let parts = name.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        guard let marker = parts.lastIndex(where: { namedRoles.keys.contains($0) || $0 == "modules_to_save" }),
+              marker > 0, marker + 1 < parts.count else { return nil }
+        let module = parts[..<marker].joined(separator: "."), adapterName = parts[marker + 1], tail = Array(parts[(marker + 2)...])
+        guard !adapterName.isEmpty, !hasAdapterMarker(module) else { return nil }
+        if parts[marker] == "modules_to_save" {
+            guard !tail.isEmpty, !hasAdapterMarker(tail.joined(separator: ".")) else { return nil }
+            return (removingBaseLayer(module + "." + tail.joined(separator: ".")), nil, adapterName)
+        }
+        guard let role = namedRoles[parts[marker]]?[tail.joined(separator: ".")] else { return nil }
+        return (removingBaseLayer(module), role, adapterName)
+    }
+
+    /// The role of `<marker>.<name>.<tail>` by marker and tail.
+    private static let namedRoles: [String: [String: Role]] = [
+        "lora_A": ["weight": .down], "lora_B": ["weight": .up, "bias": .upBias],
+        "lora_embedding_A": ["": .embeddingDown], "lora_embedding_B": ["": .embeddingUp],
+        "lora_magnitude_vector": ["": .magnitude, "weight": .magnitude],
+    ]
 
     /// Components PEFT uses for adapter state; a whole tensor never has them.
     private static func hasAdapterMarker(_ name: String) -> Bool {

@@ -29,6 +29,8 @@ public enum LoRAMergeError: QConvError, Equatable {
     case unexpectedTensor(file: String, tensor: String, reason: String)
     /// Two adapter tensors claim the same role for one base tensor.
     case conflictingTensors(file: String, baseTensor: String, tensors: [String])
+    /// Keys carry two or more adapter names (`lora_A.<name>.weight`): the file holds several adapters.
+    case severalAdapterNames(file: String, tensors: [String])
     /// Some adapter tensors do not fit the base: no base tensor, wrong shape,
     /// a dtype that cannot be merged, a convolution kernel larger than 1x1.
     case adapterDoesNotFitBase(adapter: String, base: String, mapping: String, problems: [LoRAFitProblem])
@@ -68,6 +70,8 @@ public enum LoRAMergeError: QConvError, Equatable {
             return "\(file): module '\(module)': \(missing) is missing"
         case let .unexpectedTensor(file, tensor, reason):
             return "\(file): tensor '\(tensor)': \(reason)"
+        case let .severalAdapterNames(file, tensors):
+            return "\(file): tensors \(tensors.map { "'\($0)'" }.joined(separator: ", ")) carry different adapter names; the file holds several adapters (save each on its own)"
         case let .conflictingTensors(file, baseTensor, tensors):
             return "\(file): tensors \(tensors.map { "'\($0)'" }.joined(separator: ", ")) all target base tensor '\(baseTensor)'"
         case let .adapterDoesNotFitBase(adapter, base, mapping, problems):

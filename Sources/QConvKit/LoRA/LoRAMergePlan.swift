@@ -33,6 +33,9 @@ public struct LoRATensorChange {
     public let rank: Int?
     public let alpha: Double?
     public let scale: Double?
+    /// Several adapters' factors combined into this change's (`LoRACombinedModule`);
+    /// nil when `module`'s own factors make the delta.
+    public internal(set) var combined: LoRACombinedModule? = nil
 
     /// DoRA: the merged rows (or columns) are rescaled to the magnitude vector.
     public var isDoRA: Bool { kind != .bias && kind != .replacement && module?.magnitude != nil }
@@ -45,6 +48,7 @@ public struct LoRATensorChange {
     /// Adapter tensors that go into this tensor.
     public var adapterTensors: [String] {
         var names = replacement.map { [$0.name] } ?? []
+        if let combined { return names + combined.adapterTensors }
         guard let module else { return names }
         if kind == .bias {
             names += module.upBias.map { [$0.name] } ?? []
@@ -71,10 +75,18 @@ public struct LoRAMergePlan {
     public static let mergeableDTypes: Set<DType> = [.f32, .f16, .bf16]
 
     public let adapter: LoRAAdapter
+    /// Every adapter merged, in order: `adapter` alone, or those a combination merges.
+    public let adapters: [LoRAAdapter]
     /// How adapter names were turned into base names.
     public let mapping: LoRAKeyMapping
+    /// Each adapter's mapping, in the order of `adapters`.
+    public let mappings: [LoRAKeyMapping]
     /// The multiplier applied to every delta (the user's scale).
     public let scaleMultiplier: Double
+    /// How several adapters were combined into one (PEFT's `add_weighted_adapter`); nil for one adapter merged as it is.
+    public let combination: LoRACombination?
+    /// The tied embeddings the merge unties (planned on `TiedEmbeddings.withOutputTensor`); nil when it leaves the base tied or untied as it was.
+    public internal(set) var untiedEmbeddings: TiedEmbeddings? = nil
     /// The changed tensors, in the order of the base tensors given.
     public let changes: [LoRATensorChange]
     private let changeIndex: [String: Int]
@@ -87,8 +99,6 @@ public struct LoRAMergePlan {
     ///   - baseTensors: the base checkpoint's tensors (names, dtypes, shapes).
     ///   - baseDescription: the base's path, for messages.
     public init(adapter: LoRAAdapter, baseTensors: [TensorInfo], scaleMultiplier: Double = 1, baseDescription: String) throws {
-        self.adapter = adapter
-        self.scaleMultiplier = scaleMultiplier
         var baseByName: [String: TensorInfo] = [:]
         for info in baseTensors { baseByName[info.name] = info }
 
@@ -97,7 +107,7 @@ public struct LoRAMergePlan {
             adapterNames.append(module.weightName)
             if module.upBias != nil { adapterNames.append(module.biasName) }
         }
-        mapping = LoRAKeyMapping.resolve(adapterNames: adapterNames, baseNames: Set(baseByName.keys))
+        let mapping = LoRAKeyMapping.resolve(adapterNames: adapterNames, baseNames: Set(baseByName.keys))
 
         var builder = PlanBuilder(adapter: adapter, mapping: mapping, baseByName: baseByName, multiplier: scaleMultiplier)
         try builder.addReplacements()
@@ -105,7 +115,19 @@ public struct LoRAMergePlan {
         guard builder.problems.isEmpty else {
             throw LoRAMergeError.adapterDoesNotFitBase(adapter: adapter.path, base: baseDescription, mapping: mapping.description, problems: builder.problems)
         }
-        changes = baseTensors.compactMap { builder.changes[$0.name] }
+        self.init(adapters: [adapter], mappings: [mapping], scaleMultiplier: scaleMultiplier, combination: nil,
+                  changes: baseTensors.compactMap { builder.changes[$0.name] })
+    }
+
+    /// A plan of the given changes (in base order).
+    init(adapters: [LoRAAdapter], mappings: [LoRAKeyMapping], scaleMultiplier: Double, combination: LoRACombination?, changes: [LoRATensorChange]) {
+        adapter = adapters[0]
+        self.adapters = adapters
+        mapping = mappings[0]
+        self.mappings = mappings
+        self.scaleMultiplier = scaleMultiplier
+        self.combination = combination
+        self.changes = changes
         var index: [String: Int] = [:]
         for (i, change) in changes.enumerated() { index[change.base.name] = i }
         changeIndex = index
@@ -121,8 +143,12 @@ public struct LoRAMergePlan {
     /// - Parameter decodeReplacement: also decode a replacement tensor (a
     ///   whole modules_to_save tensor) into memory. `MergedTensorSource`
     ///   streams it instead when this is false.
-    public func prepare(_ change: LoRATensorChange, decodeReplacement: Bool = true) throws -> LoRAPreparedChange {
-        try LoRAPreparedChange(change, decodeReplacement: decodeReplacement)
+    /// - Parameters:
+    ///   - threads: for combined changes, the threads their factors are computed on.
+    ///   - fusedProducts: sum the delta's products as torch's sgemm does (combined changes always do).
+    public func prepare(_ change: LoRATensorChange, decodeReplacement: Bool = true, threads: Int = 1,
+                        fusedProducts: Bool = false) throws -> LoRAPreparedChange {
+        try LoRAPreparedChange(change, decodeReplacement: decodeReplacement, threads: threads, fusedProducts: fusedProducts)
     }
 }
 

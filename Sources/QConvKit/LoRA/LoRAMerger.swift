@@ -35,6 +35,12 @@ public struct LoRAMergeSummary {
 
     public var base: String
     public var adapter: String
+    /// Every adapter merged (`adapter` first).
+    public var adapters: [String]
+    /// How several adapters were combined; nil for one adapter merged as it is.
+    public var combination: LoRACombination?
+    /// The tied embeddings the merge unties; nil when it does not.
+    public var untied: TiedEmbeddings?
     /// nil for a dry run.
     public var output: String?
     public var mapping: LoRAKeyMapping
@@ -42,10 +48,16 @@ public struct LoRAMergeSummary {
     public var changes: [Entry]
     /// Tensors copied byte for byte.
     public var copiedCount: Int
+    /// The quantization a merge went through (`QuantizedBaseTransform`), and
+    /// how many tensors became `dequant(quant(W))`; nil for a plain merge.
+    public var through: (quantization: WeightQuantization, tensorCount: Int)?
 
     public init(plan: LoRAMergePlan, base: String, output: String?, baseTensorCount: Int) {
         self.base = base
         adapter = plan.adapter.path
+        adapters = plan.adapters.map(\.path)
+        combination = plan.combination
+        untied = plan.untiedEmbeddings
         self.output = output
         mapping = plan.mapping
         scaleMultiplier = plan.scaleMultiplier
@@ -54,7 +66,8 @@ public struct LoRAMergeSummary {
                   rank: change.rank, alpha: change.alpha, scale: change.scale, isDoRA: change.isDoRA,
                   replaced: change.replacement != nil, adapterTensors: change.adapterTensors)
         }
-        copiedCount = baseTensorCount - changes.count
+        // Untying may add the output embedding, which the base's files lacked.
+        copiedCount = baseTensorCount + (untied?.outputStored == false ? 1 : 0) - changes.count
     }
 
     /// The JSON report of docs/CLI.md.
@@ -62,6 +75,8 @@ public struct LoRAMergeSummary {
         var object = JSONObject()
         object.append("base", .string(base))
         object.append("adapter", .string(adapter))
+        object.append("adapters", .array(adapters.map(JSONValue.string)))
+        object.append("combination", combination?.json(adapters: adapters) ?? .null)
         object.append("output", output.map(JSONValue.string) ?? .null)
         object.append("dry_run", .bool(output == nil))
         object.append("mapping", .object([
@@ -72,6 +87,8 @@ public struct LoRAMergeSummary {
         object.append("scale_multiplier", .double(scaleMultiplier))
         object.append("tensors_changed", .int(changes.count))
         object.append("tensors_copied", .int(copiedCount))
+        object.append("through", through.map { Self.json($0.quantization, tensorCount: $0.tensorCount) } ?? .null)
+        object.append("untied", untied?.json ?? .null)
         object.append("changes", .array(changes.map { entry in
             var item = JSONObject()
             item.append("name", .string(entry.name))
@@ -121,8 +138,51 @@ public enum LoRAMerger {
     @discardableResult
     public static func merge(base: Model, adapter: LoRAAdapter, to destination: String, options: LoRAMergeOptions = LoRAMergeOptions(),
                              dequantize: Bool = false, dtype: DType? = nil) throws -> LoRAMergeSummary {
-        let plan = try self.plan(base: base, adapter: adapter, scale: options.scale)
-        let transform = LoRATransform(plan: plan, allowNonfinite: options.allowNonfinite)
+        try merge(plan: try self.plan(base: base, adapter: adapter, scale: options.scale), base: base, to: destination, options: options,
+                  dequantize: dequantize, dtype: dtype)
+    }
+
+    /// Checks several adapters against the base and plans their combination
+    /// (PEFT's `add_weighted_adapter`); one adapter with `combination` nil is `plan(base:adapter:scale:)`.
+    /// A base with tied embeddings (`TiedEmbeddings`) is planned with its
+    /// output embedding as a tensor of its own; when the adapters change
+    /// either side the plan says so (`untiedEmbeddings`) and the merge unties it.
+    public static func plan(base: Model, adapters: [LoRAAdapter], combination: LoRACombination?, scale: Double = 1) throws -> LoRAMergePlan {
+        func plan(_ model: Model) throws -> LoRAMergePlan {
+            guard let combination else { return try self.plan(base: model, adapter: adapters[0], scale: scale) }
+            return try LoRAMergePlan(combining: adapters, combination: combination, baseTensors: model.tensors.map(\.info), scaleMultiplier: scale,
+                                     baseDescription: model.path)
+        }
+        if let tied = try TiedEmbeddings.detect(in: base), var untied = try? plan(tied.withOutputTensor(base)), tied.isChanged(by: untied) {
+            untied.untiedEmbeddings = tied
+            return untied
+        }
+        return try plan(base)
+    }
+
+    /// Merges what `plan` (made for `base`) says; see `merge(base:adapter:to:options:dequantize:dtype:)`.
+    /// `options.scale` is the plan's.
+    ///
+    /// - Parameter through: merge into the base as a QLoRA model quantized
+    ///   this way saw it (`QuantizedBaseTransform`); `base` must not be quantized.
+    @discardableResult
+    public static func merge(plan: LoRAMergePlan, base: Model, to destination: String, options: LoRAMergeOptions = LoRAMergeOptions(),
+                             dequantize: Bool = false, dtype: DType? = nil, through: WeightQuantization? = nil) throws -> LoRAMergeSummary {
+        let original = base.tensors.count
+        var base = base
+        if let tied = plan.untiedEmbeddings { base = try tied.untie(base, scratchDirectory: FileSystem.directoryName(of: destination)) }
+        var transform: TensorTransform = LoRATransform(plan: plan, allowNonfinite: options.allowNonfinite)
+        var throughCount = 0
+        if let through {
+            if let quantized = base.tensors.first(where: { $0.scheme.isQuantized }) {
+                throw ConversionError.alreadyQuantized(path: base.path, tensor: quantized.name, scheme: quantized.scheme.summary)
+            }
+            // A new way to merge, so it gives PEFT's bits (no earlier output to keep).
+            let quantized = QuantizedBaseTransform(merge: LoRATransform(plan: plan, allowNonfinite: options.allowNonfinite, fusedProducts: true), quantization: through,
+                                                   selection: try TensorSelection())
+            throughCount = base.tensors.filter { quantized.isQuantized($0.info) }.count
+            transform = quantized
+        }
         do {
             if dequantize {
                 _ = try Dequantizer.dequantize(base, to: destination, options: .init(dtype: dtype, maxShardSize: options.maxShardSize, threads: options.threads,
@@ -131,10 +191,12 @@ public enum LoRAMerger {
             } else {
                 // A container's provenance lists the rewritten tensors: `verify`
                 // measures a raw one of them instead of requiring it to be identical.
-                let note: JSONObject = JSONObject([(RoundTripVerifier.mergeProvenanceKey, .object([
-                    "adapter": .string(adapter.path), "scale": .double(options.scale), "tensors_changed": .int(plan.changes.count),
-                    "tensors": .array(plan.changes.map { .string($0.output.name) }),
-                ]))])
+                var merged = JSONObject([
+                    ("adapter", .string(plan.adapter.path)), ("scale", .double(plan.scaleMultiplier)), ("tensors_changed", .int(plan.changes.count)),
+                    ("tensors", .array(plan.changes.map { .string($0.output.name) })),
+                ])
+                if let combination = plan.combination { merged.append("combination", combination.json(adapters: plan.adapters.map(\.path))) }
+                let note = JSONObject([(RoundTripVerifier.mergeProvenanceKey, .object(merged))])
                 try ModelRewriter.rewrite(base, to: destination, transform: transform,
                                           options: .init(threads: options.threads, overwrite: options.overwrite, note: note, progress: options.progress,
                                                          maxShardSize: options.maxShardSize, part: options.part))
@@ -142,7 +204,12 @@ public enum LoRAMerger {
         } catch let error as ConversionError {
             throw mergeError(error, plan: plan, base: base)
         }
-        return LoRAMergeSummary(plan: plan, base: base.path, output: destination, baseTensorCount: base.tensors.count)
+        var summary = LoRAMergeSummary(plan: plan, base: base.path, output: destination, baseTensorCount: original)
+        if let through {
+            summary.through = (through, throughCount)
+            summary.copiedCount = base.tensors.filter { transform.output(for: $0.info) == nil }.count
+        }
+        return summary
     }
 
     /// A conversion error of a merged tensor says so: the encoder saw the
@@ -156,8 +223,26 @@ public enum LoRAMerger {
             return LoRAMergeError.nonFiniteRequantization(tensor: tensor, scheme: base.tensor(named: tensor)?.scheme.name ?? "?", index: index, value: value)
         case let .float16Overflow(_, tensor, index, value) where plan.change(for: tensor) != nil:
             return LoRAMergeError.requantizationOverflow(tensor: tensor, index: index, value: value)
-        case .nonFiniteResults, .nonFiniteValue, .float16Overflow, .schemeMismatch, .notAFolderOutput:
+        case .nonFiniteResults, .nonFiniteValue, .float16Overflow, .schemeMismatch, .notAFolderOutput, .alreadyQuantized:
             return error
         }
+    }
+}
+
+extension LoRAMergeSummary {
+    /// The `through` member of the JSON report.
+    static func json(_ quantization: WeightQuantization, tensorCount: Int) -> JSONValue {
+        var object = JSONObject()
+        object.append("quantization", .string(quantization.name))
+        switch quantization {
+        case let .fourBit(_, blockSize, doubleQuant):
+            object.append("block_size", .int(blockSize))
+            object.append("double_quant", .bool(doubleQuant))
+        case .int8:
+            object.append("block_size", .null)
+            object.append("double_quant", .null)
+        }
+        object.append("tensors", .int(tensorCount))
+        return .object(object)
     }
 }

@@ -13,7 +13,9 @@
 ///   feature taken in double precision and rounded to float32;
 /// - `lora_B.bias`: `bias + lora_B.bias * s`;
 /// - replaced tensors (modules_to_save, `base_layer` tensors) are rounded to
-///   the base dtype first, as loading them into the model does.
+///   the base dtype first, as loading them into the model does;
+/// - several adapters: the factors of their combination (`LoRACombinedModule`)
+///   take the place of the module's.
 ///
 /// DoRA whose norms run across rows (fan_in_fan_out weights, embeddings)
 /// merges in two passes over the rows: `accumulateColumnSquares` to get the
@@ -42,6 +44,9 @@ public final class LoRAPreparedChange: @unchecked Sendable {
     public let holdsReplacement: Bool
     /// The dtype the embedding delta is rounded through (F16/BF16 outputs).
     private let deltaRounding: DType?
+    /// The products of the delta are summed with `FusedProducts` (PEFT's bits)
+    /// rather than `SeparateProducts` (what merges of one adapter have always written).
+    private let fused: Bool
 
     /// Rows of a linear change merged in one call of the kernel, which shares
     /// each load of the basis between them; reads of whole groups of them are
@@ -62,10 +67,16 @@ public final class LoRAPreparedChange: @unchecked Sendable {
     /// - Parameter decodeReplacement: decode a replacement tensor (whole) here;
     ///   pass false when the caller puts the replacement's rows, rounded to
     ///   the output dtype, into the values it gives `apply`.
-    init(_ change: LoRATensorChange, decodeReplacement: Bool = true) throws {
+    ///   - threads: the threads a combined change's factors are computed on.
+    ///   - fusedProducts: sum the delta's products with one rounding per step,
+    ///     as torch's CPU sgemm does (`FusedProducts`); combined changes always do.
+    init(_ change: LoRATensorChange, decodeReplacement: Bool = true, threads: Int = 1, fusedProducts: Bool = false) throws {
         self.change = change
+        fused = fusedProducts || change.combined != nil
         scale = Float(change.scale ?? 1)
-        rank = change.rank ?? 0
+        // Several adapters give one LoRA of their own rank (`LoRACombinedModule`).
+        let combined = try change.combined?.factors(threads: threads)
+        rank = combined?.rank ?? change.rank ?? 0
         // PEFT loads a replacement into the base's parameter, so it is rounded
         // to the base dtype before any delta is added to it.
         var replacement: [Float] = []
@@ -79,11 +90,11 @@ public final class LoRAPreparedChange: @unchecked Sendable {
         if let module = change.module {
             switch change.kind {
             case .linear:
-                coefficients = try module.up.allFloats()
-                basis = try module.down.allFloats()
+                coefficients = try combined?.up ?? module.up.allFloats()
+                basis = try combined?.down ?? module.down.allFloats()
             case .linearFanInFanOut, .embedding:
-                coefficients = Self.transposed(try module.down.allFloats(), rows: rank)
-                basis = Self.transposed(try module.up.allFloats(), columns: rank)
+                coefficients = Self.transposed(try combined?.down ?? module.down.allFloats(), rows: rank)
+                basis = Self.transposed(try combined?.up ?? module.up.allFloats(), columns: rank)
             case .bias:
                 biasDelta = try module.upBias?.allFloats() ?? []
             case .replacement:
@@ -130,32 +141,43 @@ public final class LoRAPreparedChange: @unchecked Sendable {
                 LoRAKernels.addScaled(delta.baseAddress! + rows.lowerBound * columns, scale: scale, into: values, count: rows.count * columns)
             }
         case .linear, .linearFanInFanOut, .embedding:
-            withFactors { coefficients, basis in
-                var scratch: UnsafeMutableRawBufferPointer?
-                if deltaRounding != nil { scratch = .allocate(byteCount: columns * 6, alignment: 64) }
-                defer { scratch?.deallocate() }
-                var row = rows.lowerBound
-                if !change.isDoRA && deltaRounding == nil {
-                    // Four rows at a time share each load of the basis.
-                    basisPanels.withUnsafeBufferPointer { panels in
-                        while row + Self.rowsPerKernelCall <= rows.upperBound {
-                            LoRAKernels.addDelta4(coefficients + row * rank, basis, panels: panels.baseAddress!, rank: rank, columns: columns,
-                                                  scale: scale, into: values + (row - rows.lowerBound) * columns)
-                            row += Self.rowsPerKernelCall
-                        }
+            if fused {
+                addDeltas(to: values, rows: rows, FusedProducts.self)
+            } else {
+                addDeltas(to: values, rows: rows, SeparateProducts.self)
+            }
+        }
+    }
+
+    /// The factors' delta added to rows `rows` (given as for `apply(to:rows:)`).
+    private func addDeltas<P: ProductAccumulation>(to values: UnsafeMutablePointer<Float>, rows: Range<Int>, _ products: P.Type) {
+        let columns = columnCount
+        withFactors { coefficients, basis in
+            var scratch: UnsafeMutableRawBufferPointer?
+            if deltaRounding != nil { scratch = .allocate(byteCount: columns * 6, alignment: 64) }
+            defer { scratch?.deallocate() }
+            var row = rows.lowerBound
+            if !change.isDoRA && deltaRounding == nil {
+                // Four rows at a time share each load of the basis.
+                basisPanels.withUnsafeBufferPointer { panels in
+                    while row + Self.rowsPerKernelCall <= rows.upperBound {
+                        LoRAKernels.addDelta4(coefficients + row * rank, basis, panels: panels.baseAddress!, rank: rank, columns: columns,
+                                              scale: scale, into: values + (row - rows.lowerBound) * columns, P.self)
+                        row += Self.rowsPerKernelCall
                     }
                 }
-                for row in row..<rows.upperBound {
-                    let target = values + (row - rows.lowerBound) * columns
-                    let weights = coefficients + row * rank
-                    if change.isDoRA {
-                        let norm = LoRAKernels.addDeltaReturningNorm(weights, basis, rank: rank, columns: columns, scale: scale, into: target)
-                        LoRAKernels.multiply(target, count: columns, by: magnitude[row] / norm)
-                    } else if let dtype = deltaRounding, let scratch {
-                        LoRAKernels.addRoundedDelta(weights, basis, rank: rank, columns: columns, scale: scale, through: dtype, scratch: scratch, into: target)
-                    } else {
-                        LoRAKernels.addDelta(weights, basis, rank: rank, columns: columns, scale: scale, into: target)
-                    }
+            }
+            for row in row..<rows.upperBound {
+                let target = values + (row - rows.lowerBound) * columns
+                let weights = coefficients + row * rank
+                if change.isDoRA {
+                    let norm = LoRAKernels.addDeltaReturningNorm(weights, basis, rank: rank, columns: columns, scale: scale, into: target)
+                    LoRAKernels.multiply(target, count: columns, by: magnitude[row] / norm)
+                } else if let dtype = deltaRounding, let scratch {
+                    LoRAKernels.addRoundedDelta(weights, basis, rank: rank, columns: columns, scale: scale, through: dtype, scratch: scratch,
+                                                into: target, P.self)
+                } else {
+                    LoRAKernels.addDelta(weights, basis, rank: rank, columns: columns, scale: scale, into: target, P.self)
                 }
             }
         }

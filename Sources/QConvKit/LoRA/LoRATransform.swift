@@ -3,13 +3,21 @@
 public struct LoRATransform: TensorTransform {
     public let plan: LoRAMergePlan
     public let allowsNonFinite: Bool
+    /// Sum the deltas' products as torch's sgemm does (`FusedProducts`);
+    /// combined changes always do.
+    public let fusedProducts: Bool
 
-    public init(plan: LoRAMergePlan, allowNonfinite: Bool) {
+    /// Combined changes are prepared one tensor ahead.
+    private let lookahead: LookaheadPreparation
+
+    public init(plan: LoRAMergePlan, allowNonfinite: Bool, fusedProducts: Bool = false) {
         self.plan = plan
         allowsNonFinite = allowNonfinite
+        self.fusedProducts = fusedProducts
+        lookahead = LookaheadPreparation(plan: plan, fusedProducts: fusedProducts)
     }
 
-    public var inputFiles: [String] { plan.adapter.filePaths }
+    public var inputFiles: [String] { plan.adapters.flatMap(\.filePaths) }
 
     public func output(for tensor: TensorInfo) -> TensorInfo? {
         plan.change(for: tensor.name)?.output
@@ -17,6 +25,6 @@ public struct LoRATransform: TensorTransform {
 
     public func values(for tensor: TensorInfo, base: FloatTensorSource, threads: Int) throws -> FloatTensorSource {
         guard let change = plan.change(for: tensor.name) else { return base }
-        return try MergedTensorSource(base: base, prepared: try plan.prepare(change, decodeReplacement: false), threads: threads)
+        return try MergedTensorSource(base: base, prepared: try lookahead.prepared(change, threads: threads), threads: threads)
     }
 }
