@@ -28,12 +28,13 @@ func writeScratch(_ name: String, _ data: UnsafePointer<UInt8>, _ size: Int) -> 
 }
 
 /// Everything qconv does with a model it reads without a second input:
-/// open it, `inspect --stats` (every tensor's values), and for a container
-/// `verify` and `dequant` (into the scratch folder, removed after).
+/// open it, `inspect --stats` (every tensor's values), for a container
+/// `verify`, and for a quantized model (a container, a bitsandbytes
+/// checkpoint) `dequant` (into the scratch folder, removed after).
 func readModelAsEveryCommandDoes(_ path: String) {
     _ = try? Inspection.inspect(path: path, statistics: true, threads: 2)
-    guard let model = try? Model.open(path), model.format == .container else { return }
-    if let container = try? ContainerFile(path: path) { _ = try? IntegrityCheck.check(container) }
+    guard let model = try? Model.open(path), model.format.storesQuantizedTensors else { return }
+    if model.format == .container, let container = try? ContainerFile(path: path) { _ = try? IntegrityCheck.check(container) }
     for output in [fuzzScratch + "/out.safetensors", fuzzScratch + "/out"] {
         _ = try? Dequantizer.dequantize(model, to: output, options: .init(maxShardSize: output.hasSuffix("out") ? 4096 : nil, threads: 2, overwrite: true))
         FileSystem.removeItem(output)
