@@ -20,6 +20,8 @@ struct Settings {
     var kernelsOnly = false
     /// Only the merges of several adapters (and their peer).
     var mergesOnly = false
+    /// Only the job array parts.
+    var partsOnly = false
 }
 
 /// The command line of qconv-bench, read with the same typed options as qconv's.
@@ -36,11 +38,12 @@ enum BenchOptions {
     static let withPeers = Flag("--with-peers", "Run them with --quick too.")
     static let kernels = Flag("--kernels", "Only measure the single-thread throughput of the kernels.")
     static let merges = Flag("--merges", "Only the merges of three adapters (cat, svd) and PEFT's svd merge.")
+    static let parts = Flag("--parts", "Only the job array rows: to-nf4 --format hf in parts (--part K/N) against one run.")
 
     static let spec = CommandSpec(
         program: "qconv-bench", name: "", abstract: "Times qconv's commands against cp and the peer pipelines (docs/BENCHMARKS.md).",
         options: [quick.spec, runs.spec, work.spec, qconv.spec, threads.spec, sweep.spec, peers.spec, python.spec, noPeers.spec,
-                  withPeers.spec, kernels.spec, merges.spec])
+                  withPeers.spec, kernels.spec, merges.spec, parts.spec])
 }
 
 /// Reads the command line; a usage error (an unknown option, a bad number) exits 2.
@@ -64,6 +67,7 @@ func parseSettings() -> Settings {
         if parsed[BenchOptions.withPeers] { settings.usePeers = true }
         settings.kernelsOnly = parsed[BenchOptions.kernels]
         settings.mergesOnly = parsed[BenchOptions.merges]
+        settings.partsOnly = parsed[BenchOptions.parts]
         settings.qconv = try parsed.value(BenchOptions.qconv)
             ?? FileSystem.join(FileSystem.directoryName(of: CommandLine.arguments[0]), "qconv")
         return settings
@@ -203,6 +207,10 @@ func run() throws {
     print("- runs per command: \(settings.runs) (medians); `cp` runs alternate with the command")
     if settings.mergesOnly {
         try runMultiAdapterMerges(settings: settings, model: model, base: base, firstAdapter: adapter, work: work, threads: threads)
+        return
+    }
+    if settings.partsOnly {
+        JobArrayParts.run(settings: settings, base: base, work: work)
         return
     }
 
