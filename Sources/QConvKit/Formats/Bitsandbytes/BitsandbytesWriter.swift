@@ -34,17 +34,10 @@ public final class BitsandbytesWriter: ModelWriter {
     /// transformers' default `max_shard_size`, "5GB".
     public static let defaultMaximumShardBytes: UInt64 = 5_000_000_000
 
-    /// Where the files go: one file, or a folder (whole, or one part's shards).
-    private enum Output {
-        case file(AtomicOutput)
-        case folder(FolderOutput)
-    }
-
     private let plan: BitsandbytesPlan
-    private let output: Output
+    private let output: ShardFiles
     /// The shards this writer writes: all, or a job array part's.
     private let writtenShards: Set<Int>
-    private var shardFile: FolderOutput.File?
     private let indexJSON: String?
     private let unitOfTensor: [String: Int]
     private var currentShard = -1
@@ -80,12 +73,12 @@ public final class BitsandbytesWriter: ModelWriter {
         unitOfTensor = Dictionary(plan.units.enumerated().map { ($1.tensor.name, $0) }, uniquingKeysWith: { first, _ in first })
         if case .singleFile = sharding {
             precondition(part == nil, "a job array part writes shards of a folder")
-            output = .file(try AtomicOutput(destination: destination, kind: .file, overwrite: overwrite, inputs: inputs))
+            output = try ShardFiles(file: destination, overwrite: overwrite, inputs: inputs)
             writtenShards = [0]
             return
         }
         let folder = try FolderOutput(destination: destination, overwrite: overwrite, inputs: inputs, part: part)
-        output = .folder(folder)
+        output = ShardFiles(folder: folder)
         writtenShards = Set(part?.shards(ofSizes: plan.shards.map { UInt64($0.header.count) + $0.dataLength }) ?? Array(plan.shards.indices))
         do {
             for file in sideFiles {
@@ -107,7 +100,7 @@ public final class BitsandbytesWriter: ModelWriter {
     }
 
     public var partShards: PartShards? {
-        guard case .folder(let folder) = output, let part = folder.part else { return nil }
+        guard let part = output.folder?.part else { return nil }
         return PartShards(part: part, written: writtenShards.sorted().map { plan.shards[$0].fileName }, shardCount: plan.shards.count)
     }
 
@@ -138,20 +131,11 @@ public final class BitsandbytesWriter: ModelWriter {
     public func commit() throws {
         for shard in writtenShards.sorted() where shard > currentShard { try moveToShard(shard) }
         try finishShard()
-        switch output {
-        case .file(let atomic):
-            try atomic.commit()
-        case .folder(let folder):
-            if let indexJSON { try folder.writeSharedFile(Checkpoint.indexFileName, bytes: Array(indexJSON.utf8)) }
-            try folder.commit()
-        }
+        try output.commit(indexJSON: indexJSON)
     }
 
     public func discard() {
-        switch output {
-        case .file(let atomic): atomic.discard()
-        case .folder(let folder): folder.discard()
-        }
+        output.discard()
     }
 
     /// Finishes the current shard and opens shard `number`, a later one of this writer's.
@@ -161,15 +145,7 @@ public final class BitsandbytesWriter: ModelWriter {
         try finishShard()
         currentShard = number
         let shard = plan.shards[number]
-        let writer: SequentialWriter
-        switch output {
-        case .file(let atomic):
-            writer = try atomic.makeWriter()
-        case .folder(let folder):
-            let file = try folder.createFile(shard.fileName)
-            shardFile = file
-            writer = file.writer
-        }
+        let writer = try output.openShard(shard.fileName)
         writer.preallocate(UInt64(shard.header.count) + shard.dataLength)
         try writer.write(shard.header)
         shardRegion = try writer.reserve(shard.dataLength)
@@ -181,8 +157,7 @@ public final class BitsandbytesWriter: ModelWriter {
         guard let writer = shardWriter else { return }
         precondition(shardWritten == plan.shards[currentShard].dataLength, "shard \(plan.shards[currentShard].fileName) is incomplete")
         try writer.close()
-        try shardFile?.commit()
-        shardFile = nil
+        try output.closeShard()
         shardWriter = nil
         shardRegion = nil
     }

@@ -17,19 +17,12 @@ public final class CheckpointWriter: ModelWriter {
         case folder(shards: [(fileName: String, tensors: [TensorInfo])])
     }
 
-    /// Where the files go: one file, or a folder (whole, or one part's shards).
-    private enum Output {
-        case file(AtomicOutput)
-        case folder(FolderOutput)
-    }
-
     public let destination: String
-    private let output: Output
+    private let output: ShardFiles
     private let shardPlan: [(fileName: String, tensors: [TensorInfo])]
     /// The shards this writer writes: all, or a job array part's.
     private let writtenShards: Set<Int>
     private let shardOfTensor: [String: Int]
-    private var currentFile: FolderOutput.File?
     private let metadata: [(key: String, value: String)]?
     private var current: SafeTensorsWriter?
     private var currentShard = -1
@@ -57,12 +50,12 @@ public final class CheckpointWriter: ModelWriter {
         case .file:
             precondition(part == nil, "a job array part writes shards of a folder")
             shardPlan = [(FileSystem.baseName(of: destination), tensors)]
-            output = .file(try AtomicOutput(destination: destination, kind: .file, overwrite: overwrite, inputs: inputs))
+            output = try ShardFiles(file: destination, overwrite: overwrite, inputs: inputs)
             writtenShards = [0]
         case .folder(let shards):
             shardPlan = shards
             let folder = try FolderOutput(destination: destination, overwrite: overwrite, inputs: inputs, part: part)
-            output = .folder(folder)
+            output = ShardFiles(folder: folder)
             writtenShards = Set(part?.shards(ofSizes: shards.map { Self.fileSize(of: $0.tensors, metadata: metadata) }) ?? Array(shards.indices))
             do {
                 for file in sideFiles { try folder.copySideFile(file) }
@@ -93,7 +86,7 @@ public final class CheckpointWriter: ModelWriter {
     }
 
     public var partShards: PartShards? {
-        guard case .folder(let folder) = output, let part = folder.part else { return nil }
+        guard let part = output.folder?.part else { return nil }
         return PartShards(part: part, written: writtenShards.sorted().map { shardPlan[$0].fileName }, shardCount: shardPlan.count)
     }
 
@@ -219,18 +212,12 @@ public final class CheckpointWriter: ModelWriter {
         for shard in writtenShards.sorted() where shard > currentShard { try enterShard(shard) }
         precondition(remainingInShard == 0, "commit() before all tensor data was written")
         try finishShard()
-        switch output {
-        case .file(let atomic):
-            try atomic.commit()
-        case .folder(let folder):
-            if let indexJSON { try folder.writeSharedFile(Checkpoint.indexFileName, bytes: Array(indexJSON.utf8)) }
-            try folder.commit()
-        }
+        try output.commit(indexJSON: indexJSON)
     }
 
     /// Adds a side file made in memory (a config) to a folder output.
     public func addFile(named name: String, bytes: [UInt8]) throws {
-        guard case .folder(let folder) = output else { preconditionFailure("addFile(named:bytes:) is for folder outputs") }
+        guard let folder = output.folder else { preconditionFailure("addFile(named:bytes:) is for folder outputs") }
         try folder.writeSharedFile(name, bytes: bytes)
     }
 
@@ -245,10 +232,7 @@ public final class CheckpointWriter: ModelWriter {
 
     /// Removes everything written so far (a part's shards already in place stay: they are complete).
     public func discard() {
-        switch output {
-        case .file(let atomic): atomic.discard()
-        case .folder(let folder): folder.discard()
-        }
+        output.discard()
     }
 
     private func openNextShard() throws {
@@ -262,16 +246,7 @@ public final class CheckpointWriter: ModelWriter {
         try finishShard()
         currentShard = shard
         let plan = shardPlan[shard]
-        let writer: SequentialWriter
-        switch output {
-        case .file(let atomic):
-            writer = try atomic.makeWriter()
-        case .folder(let folder):
-            let file = try folder.createFile(plan.fileName)
-            currentFile = file
-            writer = file.writer
-        }
-        current = try SafeTensorsWriter(output: writer, tensors: plan.tensors, metadata: metadata)
+        current = try SafeTensorsWriter(output: try output.openShard(plan.fileName), tensors: plan.tensors, metadata: metadata)
         remainingInShard = plan.tensors.reduce(0) { $0 + UInt64($1.byteCount) }
     }
 
@@ -279,8 +254,7 @@ public final class CheckpointWriter: ModelWriter {
     private func finishShard() throws {
         try current?.finish()
         current = nil
-        try currentFile?.commit()
-        currentFile = nil
+        try output.closeShard()
     }
 }
 
