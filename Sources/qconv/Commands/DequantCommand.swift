@@ -42,14 +42,23 @@ enum DequantCommand: Command {
     }
 
     static func run(_ options: Options, console: Console) throws -> Int32 {
+        try write(options, order: .source, command: spec.name, console: console) { model in
+            guard model.format.storesQuantizedTensors else {
+                throw ModelFormatError.wrongKind(path: options.input, found: model.format, expected: "dequant turns a quantized model (a qconv container, a bitsandbytes checkpoint) back into safetensors")
+            }
+        }
+    }
+
+    /// Opens IN, checks it with `check`, writes it as safetensors and reports
+    /// it: `dequant` and `to-safetensors`.
+    static func write(_ options: Options, order: Dequantizer.TensorOrder, command: String, console: Console,
+                      check: (Model) throws -> Void = { _ in }) throws -> Int32 {
         try PartOption.checkFolderOutput(options.part, output: options.output)
         let model = try Model.open(options.input)
-        guard model.format.storesQuantizedTensors else {
-            throw ModelFormatError.wrongKind(path: options.input, found: model.format, expected: "dequant turns a quantized model (a qconv container, a bitsandbytes checkpoint) back into safetensors")
-        }
+        try check(model)
         let report = try Dequantizer.dequantize(model, to: options.output, options: .init(
             dtype: options.dtype, maxShardSize: options.maxShardSize, threads: options.common.threads, overwrite: options.force,
-            progress: options.common.progress, part: options.part))
+            order: order, command: command, progress: options.common.progress, part: options.part))
         if options.common.json {
             console.printJSON(report.json)
         } else {

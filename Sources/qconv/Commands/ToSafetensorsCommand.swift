@@ -26,33 +26,14 @@ enum ToSafetensorsCommand: Command {
         ]
     )
 
-    struct Options: CommandOptions {
-        let input: String
-        let output: String
-        let dtype: DType?
-        let maxShardSize: UInt64?
-        let part: OutputPart?
-        let force: Bool
-        let common: CommonOptions
-    }
+    /// The options of `dequant`, which writes the same outputs.
+    typealias Options = DequantCommand.Options
 
     static func parse(_ arguments: ParsedArguments) throws -> Options {
-        Options(input: arguments.positionals[0], output: arguments.positionals[1], dtype: try arguments.value(DequantCommand.dtypeOption),
-                maxShardSize: try arguments.value(DequantCommand.maxShardSizeOption), part: try PartOption.resolve(arguments), force: arguments[OutputOptions.forceFlag],
-                common: try CommonOptions(arguments))
+        try DequantCommand.parse(arguments)
     }
 
     static func run(_ options: Options, console: Console) throws -> Int32 {
-        try PartOption.checkFolderOutput(options.part, output: options.output)
-        let model = try Model.open(options.input)
-        let report = try Dequantizer.dequantize(model, to: options.output, options: .init(
-            dtype: options.dtype, maxShardSize: options.maxShardSize, threads: options.common.threads, overwrite: options.force,
-            order: .referenceWriter, command: spec.name, progress: options.common.progress, part: options.part))
-        if options.common.json {
-            console.printJSON(report.json)
-        } else {
-            console.say(DequantCommand.render(report))
-        }
-        return 0
+        try DequantCommand.write(options, order: .referenceWriter, command: spec.name, console: console)
     }
 }
