@@ -31,7 +31,7 @@ final class FP8Tests: XCTestCase {
         let model = try Model.open(Self.fixture("plain/model.safetensors")), reference = try Model.open(Self.fixture("plain/reference_f32.safetensors"))
         for tensor in model.tensors {
             XCTAssertEqual(tensor.scheme, .raw)
-            XCTAssertEqual(try bits(tensor), try reference.tensor(named: tensor.name).map { try bits($0) }, tensor.name)
+            XCTAssertEqual(try floatBits(tensor), try reference.tensor(named: tensor.name).map { try floatBits($0) }, tensor.name)
         }
     }
 
@@ -50,8 +50,8 @@ final class FP8Tests: XCTestCase {
                     XCTAssertEqual(p.granularity, granularity)
                     XCTAssertEqual(p.scaleName, tensor.name + suffix)
                 }
-                let rounded = try bits(tensor).map { UInt32(FloatConversion.bfloat16Bits(from: Float(bitPattern: $0))) << 16 }
-                XCTAssertEqual(rounded, try bits(expected), "\(folder) \(tensor.name)")
+                let rounded = try floatBits(tensor).map { UInt32(FloatConversion.bfloat16Bits(from: Float(bitPattern: $0))) << 16 }
+                XCTAssertEqual(rounded, try floatBits(expected), "\(folder) \(tensor.name)")
             }
             let config = try XCTUnwrap(model.sideFiles.first { $0.name == "config.json" })
             let json = try JSONSerialization.jsonObject(with: Data(try config.readAll())) as! [String: Any]
@@ -85,19 +85,16 @@ final class FP8Tests: XCTestCase {
         }
         let perTensor = try write([], [0.75], config: "{\"torch_dtype\": \"float16\"}")
         XCTAssertEqual(perTensor.tensors.map(\.info.dtype), [.f16])
-        XCTAssertEqual(try bits(perTensor.tensors[0]), expected { _, _ in 0.75 })
+        XCTAssertEqual(try floatBits(perTensor.tensors[0]), expected { _, _ in 0.75 })
         let perRow = try write([rows, 1], rowScales, config: nil)
-        XCTAssertEqual(try bits(perRow.tensors[0]), expected { r, _ in rowScales[r] })
+        XCTAssertEqual(try floatBits(perRow.tensors[0]), expected { r, _ in rowScales[r] })
         let blocks = try write([3, 3], blockScales, config: "{\"quantization_config\": {\"quant_method\": \"fp8\", \"weight_block_size\": [128, 128]}}")
-        XCTAssertEqual(try bits(blocks.tensors[0]), expected { r, c in blockScales[(r / 128) * 3 + c / 128] })
+        XCTAssertEqual(try floatBits(blocks.tensors[0]), expected { r, c in blockScales[(r / 128) * 3 + c / 128] })
         // Ranges that start and end inside rows and blocks.
         let values = try blocks.tensors[0].values()
         let all = expected { r, c in blockScales[(r / 128) * 3 + c / 128] }
         for range in [5..<6, 127..<131, 259..<521, 33_280..<40_000, 77_999..<78_000] {
-            var out = [Float](repeating: 0, count: range.count)
-            let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: values.scratchBytes(for: range.count), alignment: 64)
-            defer { scratch.deallocate() }
-            try out.withUnsafeMutableBufferPointer { try values.readFloats(range, into: $0.baseAddress!, scratch: scratch) }
+            let out = try readFloats(values, range)
             XCTAssertEqual(out.map(\.bitPattern), Array(all[range]), "\(range)")
         }
         // Scales that fit no layout, and a block size that is not one.
@@ -109,13 +106,4 @@ final class FP8Tests: XCTestCase {
         }
     }
 
-    private func bits(_ tensor: ModelTensor) throws -> [UInt32] {
-        let values = try tensor.values()
-        let count = tensor.info.elementCount
-        var out = [Float](repeating: 0, count: count)
-        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: values.scratchBytes(for: count) + 64, alignment: 64)
-        defer { scratch.deallocate() }
-        try out.withUnsafeMutableBufferPointer { try values.readFloats(0..<count, into: $0.baseAddress!, scratch: scratch) }
-        return out.map(\.bitPattern)
-    }
 }

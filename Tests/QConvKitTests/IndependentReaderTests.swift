@@ -123,11 +123,6 @@ final class IndependentReaderTests: XCTestCase {
 /// Decodes a whole (small) tensor through QConvKit's reader, for comparison.
 enum TensorStatisticsProbe {
     static func decode(_ source: FloatTensorSource) throws -> [Float] {
-        let n = source.info.elementCount
-        var values = [Float](repeating: 0, count: n)
-        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, source.scratchBytes(for: n)), alignment: 64)
-        defer { scratch.deallocate() }
-        try values.withUnsafeMutableBufferPointer { try source.readFloats(0..<n, into: $0.baseAddress!, scratch: scratch) }
-        return values
+        try readFloats(source)
     }
 }

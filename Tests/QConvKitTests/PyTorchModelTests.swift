@@ -19,7 +19,7 @@ final class PyTorchModelTests: XCTestCase {
             for tensor in model.tensors where tensor.info.dtype.isDecodableToFloat {
                 let other = try XCTUnwrap(expected.tensor(named: tensor.name))
                 XCTAssertEqual(tensor.info, other.info, path)
-                XCTAssertEqual(try floats(tensor), try floats(other), "\(path) \(tensor.name)")
+                XCTAssertEqual(try floatBits(tensor), try floatBits(other), "\(path) \(tensor.name)")
             }
         }
         let model = try Model.open(Self.fixture("shared_storage/pytorch_model.bin"))
@@ -41,10 +41,7 @@ final class PyTorchModelTests: XCTestCase {
         let tensor = try XCTUnwrap(try Model.open(path).tensor(named: "t"))
         let values = try tensor.values()
         for range in [0..<(rows * columns), 0..<7, 5000..<21000, 299..<301] {
-            var out = [Float](repeating: -1, count: range.count)
-            let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: values.scratchBytes(for: range.count), alignment: 64)
-            defer { scratch.deallocate() }
-            try out.withUnsafeMutableBufferPointer { try values.readFloats(range, into: $0.baseAddress!, scratch: scratch) }
+            let out = try readFloats(values, range)
             // Element (i, j) of the transpose is stored element j * columns + i, whose value is its index.
             XCTAssertEqual(out, range.map { Float(($0 % rows) * columns + $0 / rows) }, "\(range)")
         }
@@ -96,13 +93,4 @@ final class PyTorchModelTests: XCTestCase {
         XCTAssertEqual(try LoRAAdapter(path: Self.fixture("adapter_bin/adapter_model.bin")).modules.count, safe.modules.count)
     }
 
-    private func floats(_ tensor: ModelTensor) throws -> [UInt32] {
-        let values = try tensor.values()
-        let count = tensor.info.elementCount
-        var out = [Float](repeating: 0, count: count)
-        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: values.scratchBytes(for: count) + 64, alignment: 64)
-        defer { scratch.deallocate() }
-        try out.withUnsafeMutableBufferPointer { try values.readFloats(0..<count, into: $0.baseAddress!, scratch: scratch) }
-        return out.map(\.bitPattern)
-    }
 }
