@@ -41,7 +41,10 @@ public final class QuantizationRoundTrip: FloatTensorSource {
     private let decodingAbsmax: [Float]
     private let fp4NegativeZero: Bool
 
-    public init(_ base: FloatTensorSource, quantization: WeightQuantization, threads: Int) throws {
+    /// - Parameter mean: how double quantization averages the block absmax
+    ///   values into its offset: `.torchFloat32` as bitsandbytes (and qconv
+    ///   in its layout), `.float64` as qconv in a container.
+    public init(_ base: FloatTensorSource, quantization: WeightQuantization, mean: DoubleQuantization.Mean, threads: Int) throws {
         self.base = base
         self.quantization = quantization
         guard case let .fourBit(format, blockSize, doubleQuant) = quantization else {
@@ -50,12 +53,12 @@ public final class QuantizationRoundTrip: FloatTensorSource {
             return
         }
         fp4NegativeZero = format == .fp4 && Blockwise4Bit.bitsandbytesDecodesNegativeZero(shape: base.info.shape)
-        let absmax = try Self.blockAbsmax(of: base, format: format, blockSize: blockSize, threads: threads)
+        let absmax = try Self.blockAbsmax(of: base, blockSize: blockSize, threads: threads)
         guard doubleQuant else {
             decodingAbsmax = absmax
             return
         }
-        let nested = absmax.withUnsafeBufferPointer { DoubleQuantization.quantize(absmax: $0) }
+        let nested = absmax.withUnsafeBufferPointer { DoubleQuantization.quantize(absmax: $0, mean: mean) }
         var decoded = [Float](repeating: 0, count: absmax.count)
         nested.codes.withUnsafeBufferPointer { codes in
             nested.nestedAbsmax.withUnsafeBufferPointer { scales in
@@ -114,22 +117,20 @@ public final class QuantizationRoundTrip: FloatTensorSource {
         }
     }
 
-    /// Every block's absmax as `Blockwise4Bit.quantize` finds it, computed on
-    /// `threads` threads a tile at a time.
-    private static func blockAbsmax(of base: FloatTensorSource, format: FourBitFormat, blockSize: Int, threads: Int) throws -> [Float] {
+    /// Every block's absmax as `Blockwise4Bit.quantize` finds it
+    /// (`Blockwise4Bit.absmax`), computed on `threads` threads a tile at a time.
+    private static func blockAbsmax(of base: FloatTensorSource, blockSize: Int, threads: Int) throws -> [Float] {
         let n = base.info.elementCount
         var absmax = [Float](repeating: 0, count: max(1, Blockwise4Bit.blockCount(elementCount: n, blockSize: blockSize)))
         let plan = ChunkPlan(elementCount: n, unit: leastCommonMultiple(blockSize, max(1, base.alignment)))
         let slots = max(1, min(plan.chunkCount, 2 * threads))
-        let buffers = ChunkBuffers(slots: slots, size: ChunkBuffers.Size(floats: plan.tile, bytes: Blockwise4Bit.packedByteCount(elementCount: plan.tile),
-                                                                         scratch: max(1, base.scratchBytes(for: plan.tile))))
+        let buffers = ChunkBuffers(slots: slots, size: ChunkBuffers.Size(floats: plan.tile, bytes: 0, scratch: max(1, base.scratchBytes(for: plan.tile))))
         try absmax.withUnsafeMutableBufferPointer { absmax in
             try computeChunksInOrder(count: plan.chunkCount, slots: slots, threads: threads, compute: { c, slot in
-                let floats = buffers.floats(slot).baseAddress!, packed = buffers.bytes(slot).baseAddress!.assumingMemoryBound(to: UInt8.self)
+                let floats = buffers.floats(slot).baseAddress!
                 for tile in plan.tiles(of: plan.chunkRange(c)) {
                     try base.readFloats(tile, into: floats, scratch: buffers.scratch(slot))
-                    Blockwise4Bit.quantize(floats, count: tile.count, blockSize: blockSize, format: format, packed: packed,
-                                           absmax: absmax.baseAddress! + tile.lowerBound / blockSize)
+                    Blockwise4Bit.absmax(floats, count: tile.count, blockSize: blockSize, into: absmax.baseAddress! + tile.lowerBound / blockSize)
                 }
             }, inOrder: { _, _ in })
         }

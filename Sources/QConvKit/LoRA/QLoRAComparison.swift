@@ -45,6 +45,11 @@ public struct QLoRAComparison {
                                progress: ProgressHandler? = nil) throws -> QLoRAComparison {
         let selection = try TensorSelection()
         var compared: [Tensor] = [], skipped: [String] = []
+        // The offsets of double quantization as the re-quantization writes them: bitsandbytes' (its
+        // layout, a QLoRA model's) in float32 as torch, a container's in double.
+        var mean = DoubleQuantization.Mean.float64
+        if through != nil { mean = .torchFloat32 }
+        if case .bitsandbytes = base.format { mean = .torchFloat32 }
         let counter = ProgressCounter(label: "comparing", total: plan.changes.reduce(0) { $0 + UInt64($1.base.byteCount) }, handler: progress)
         defer { counter.finish() }
         for change in plan.changes {
@@ -57,7 +62,8 @@ public struct QLoRAComparison {
             }
             // As the merges write them: through a quantization products are summed as torch does, into a container as they always were.
             let prepared = try plan.prepare(change, decodeReplacement: false, threads: threads, fusedProducts: through != nil)
-            compared.append(try compareTensor(tensor, prepared: prepared, quantization: quantization, sixteenBit: through != nil, threads: threads))
+            compared.append(try compareTensor(tensor, prepared: prepared, quantization: quantization, mean: mean, sixteenBit: through != nil,
+                                              threads: threads))
         }
         return QLoRAComparison(tensors: compared, skipped: skipped)
     }
@@ -72,15 +78,16 @@ public struct QLoRAComparison {
 
     /// One tensor's sources, read together chunk by chunk: the base, then
     /// `W16` (when known), `DQ16`, `Q4`.
-    private static func compareTensor(_ tensor: ModelTensor, prepared: LoRAPreparedChange, quantization: WeightQuantization, sixteenBit: Bool,
+    private static func compareTensor(_ tensor: ModelTensor, prepared: LoRAPreparedChange, quantization: WeightQuantization,
+                                      mean: DoubleQuantization.Mean, sixteenBit: Bool,
                                       threads: Int) throws -> Tensor {
         let dtype = tensor.info.dtype
         var stored = try tensor.values()
         if tensor.scheme.isQuantized { stored = DTypeRoundedSource(stored, through: dtype) }
-        let dequantized = sixteenBit ? DTypeRoundedSource(try QuantizationRoundTrip(stored, quantization: quantization, threads: threads), through: dtype)
+        let dequantized = sixteenBit ? DTypeRoundedSource(try QuantizationRoundTrip(stored, quantization: quantization, mean: mean, threads: threads), through: dtype)
             : stored
         let mergedDequantized = DTypeRoundedSource(try MergedTensorSource(base: dequantized, prepared: prepared, threads: threads), through: dtype)
-        let requantized = DTypeRoundedSource(try QuantizationRoundTrip(mergedDequantized, quantization: quantization, threads: threads), through: dtype)
+        let requantized = DTypeRoundedSource(try QuantizationRoundTrip(mergedDequantized, quantization: quantization, mean: mean, threads: threads), through: dtype)
         var sources: [FloatTensorSource] = [dequantized, mergedDequantized, requantized]
         if sixteenBit { sources.append(DTypeRoundedSource(try MergedTensorSource(base: stored, prepared: prepared, threads: threads), through: dtype)) }
         let metrics = try measure(sources, pairs: [(0, 1), (1, 2), (3, 1), (3, 2)].filter { $0.0 < sources.count }, threads: threads)

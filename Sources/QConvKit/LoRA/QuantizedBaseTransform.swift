@@ -39,7 +39,7 @@ public struct QuantizedBaseTransform: TensorTransform {
     public func values(for tensor: TensorInfo, base: FloatTensorSource, threads: Int) throws -> FloatTensorSource {
         var start = base
         if isQuantized(tensor) {
-            start = DTypeRoundedSource(try QuantizationRoundTrip(base, quantization: quantization, threads: threads), through: tensor.dtype)
+            start = DTypeRoundedSource(try QuantizationRoundTrip(base, quantization: quantization, mean: .torchFloat32, threads: threads), through: tensor.dtype)
         }
         return merge.output(for: tensor) == nil ? start : try merge.values(for: tensor, base: start, threads: threads)
     }
