@@ -49,6 +49,14 @@ public final class Model: @unchecked Sendable {
         tensorIndex = byName
     }
 
+    /// This model with some of its parts replaced, everything else kept:
+    /// how a reader or a merge presents a model in another light (FP8 weights
+    /// paired with their scales, an untied output embedding).
+    public func replacing(files: [ModelFile]? = nil, sideFiles: [SideFile]? = nil, tensors: [ModelTensor]? = nil) -> Model {
+        Model(path: path, format: format, files: files ?? self.files, sideFiles: sideFiles ?? self.sideFiles, metadata: metadata,
+              tensors: tensors ?? self.tensors, index: index, provenance: provenance, inputPaths: inputPaths, leftOutFiles: leftOutFiles)
+    }
+
     public func tensor(named name: String) -> ModelTensor? {
         tensorIndex[name].map { tensors[$0] }
     }

@@ -170,7 +170,7 @@ public enum LoRAMerger {
                              dequantize: Bool = false, dtype: DType? = nil, through: WeightQuantization? = nil) throws -> LoRAMergeSummary {
         let original = base.tensors.count
         var base = base
-        if let tied = plan.untiedEmbeddings { base = try tied.untie(base, scratchDirectory: FileSystem.directoryName(of: destination)) }
+        if let tied = plan.untiedEmbeddings { base = try tied.untie(base) }
         var transform: TensorTransform = LoRATransform(plan: plan, allowNonfinite: options.allowNonfinite)
         var throughCount = 0
         if let through {

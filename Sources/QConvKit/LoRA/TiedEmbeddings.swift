@@ -54,24 +54,19 @@ public struct TiedEmbeddings: Equatable, Sendable {
         let last = model.files.count - 1
         var files = model.files
         files[last] = ModelFile(name: files[last].name, path: files[last].path, size: files[last].size, tensorCount: files[last].tensorCount + 1)
-        return Model(path: model.path, format: model.format, files: files, sideFiles: model.sideFiles, metadata: model.metadata,
-                     tensors: model.tensors + [ModelTensor(info: info, scheme: tensor.scheme, parts: parts, file: last)],
-                     index: model.index, provenance: model.provenance, inputPaths: model.inputPaths)
+        return model.replacing(files: files, tensors: model.tensors + [ModelTensor(info: info, scheme: tensor.scheme, parts: parts, file: last)])
     }
 
     /// `model` untied: the output tensor as `withOutputTensor`, and its
-    /// config.json with `"tie_word_embeddings": false` (held in a file made
-    /// in `directory`, see `ReadableFile.holding`).
-    public func untie(_ model: Model, scratchDirectory directory: String) throws -> Model {
+    /// config.json with `"tie_word_embeddings": false` (made in memory).
+    public func untie(_ model: Model) throws -> Model {
         let withOutput = withOutputTensor(model)
         var sideFiles = withOutput.sideFiles
         if let index = sideFiles.firstIndex(where: { $0.name == "config.json" }),
            let edited = JSONTextEditing.replacingTopLevelValues(of: "tie_word_embeddings", in: try sideFiles[index].readAll(), with: "false") {
-            let file = try ReadableFile.holding(edited, in: directory)
-            sideFiles[index] = SideFile(name: "config.json", size: file.size, bytes: StoredBytes(file: file, offset: 0, length: file.size))
+            sideFiles[index] = SideFile(name: "config.json", generated: edited)
         }
-        return Model(path: withOutput.path, format: withOutput.format, files: withOutput.files, sideFiles: sideFiles, metadata: withOutput.metadata,
-                     tensors: withOutput.tensors, index: withOutput.index, provenance: withOutput.provenance, inputPaths: withOutput.inputPaths)
+        return withOutput.replacing(sideFiles: sideFiles)
     }
 
     /// The JSON report's `untied` member.

@@ -30,8 +30,7 @@ public enum ScaledFP8Checkpoint {
         for tensor in tensors { counts[tensor.file] += 1 }
         let files = model.files.enumerated().map { ModelFile(name: $1.name, path: $1.path, size: $1.size, tensorCount: counts[$0]) }
         let sideFiles = model.sideFiles.map { $0.name == FP8Config.fileName ? config.withoutQuantization(of: $0) : $0 }
-        return Model(path: model.path, format: model.format, files: files, sideFiles: sideFiles, metadata: model.metadata, tensors: tensors,
-                     index: model.index, provenance: model.provenance, inputPaths: model.inputPaths, leftOutFiles: model.leftOutFiles)
+        return model.replacing(files: files, sideFiles: sideFiles, tensors: tensors)
     }
 
     /// The weight and its scale as one tensor, after checking that the scale fits it.
