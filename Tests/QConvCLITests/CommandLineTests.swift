@@ -134,7 +134,11 @@ final class CommandLineTests: XCTestCase {
             XCTAssertEqual(result.stderr, expected, "\(arguments)")
         }
         // Every command's help ends with real examples.
-        for name in ["inspect", "to-nf4", "to-fp4", "to-int8", "dequant", "verify", "merge-lora"] {
+        let overview = try runQConv(["--help"]).stdout
+        let names = overview.split(separator: "\n", omittingEmptySubsequences: false).drop { $0 != "commands:" }.dropFirst()
+            .prefix { !$0.isEmpty }.map { String($0.split(separator: " ")[0]) }
+        XCTAssertEqual(names.count, 8)
+        for name in names {
             let text = try runQConv(["help", name]).stdout
             let examples = text.components(separatedBy: "examples:\n").last?.split(separator: "\n") ?? []
             XCTAssertGreaterThanOrEqual(examples.count, 2, name)

@@ -89,6 +89,7 @@ final class MultiAdapterMergeCLITests: XCTestCase {
                     continue
                 }
                 let x = floats(mine), y = floats(try peft.bytes(of: reference))
+                XCTAssertEqual(x.count, y.count, "\(merge.method): \(tensor.name)")
                 let absmax = y.reduce(Float(0)) { max($0, abs($1)) }
                 for (a, b) in zip(x, y) {
                     worstULP = max(worstULP, abs(ordered(a) - ordered(b)))

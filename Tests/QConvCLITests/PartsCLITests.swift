@@ -104,20 +104,29 @@ final class PartsCLITests: XCTestCase {
         XCTAssertTrue(json.stdout.contains("\"shard_count\": 11"), json.stdout)
 
         // Slurm: K = task id - min + 1, N = task count; a Kubernetes Indexed Job: K = index + 1, N given.
+        // The part a run took, from its JSON report (nil when it failed).
+        var partIndex: Int?
         func run(_ environment: [String: String], _ part: String, _ extra: [String] = []) throws -> Int32 {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: qconvExecutablePath)
-            process.arguments = arguments + ["--part", part] + extra
+            process.arguments = arguments + ["--part", part, "--json"] + extra
             process.environment = environment
             process.standardError = FileHandle.nullDevice
+            let output = Pipe()
+            process.standardOutput = output
             try process.run()
+            let json = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             process.waitUntilExit()
+            partIndex = json.range(of: #""index": [0-9]+"#, options: .regularExpression).map { Int(json[$0].dropFirst(9)) ?? -1 }
             return process.terminationStatus
         }
         XCTAssertEqual(try run(["SLURM_ARRAY_TASK_ID": "11", "SLURM_ARRAY_TASK_MIN": "10", "SLURM_ARRAY_TASK_COUNT": "3"], "auto"), 0)
+        XCTAssertEqual(partIndex, 2)
         XCTAssertEqual(try run(["JOB_COMPLETION_INDEX": "2"], "auto/3"), 0)
+        XCTAssertEqual(partIndex, 3)
         // --array=5-9:2 runs tasks 5, 7, 9: task 7 is part 2.
         XCTAssertEqual(try run(["SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_MIN": "5", "SLURM_ARRAY_TASK_STEP": "2", "SLURM_ARRAY_TASK_COUNT": "3"], "auto", ["--force"]), 0)
+        XCTAssertEqual(partIndex, 2)
         XCTAssertEqual(try run(["SLURM_ARRAY_TASK_ID": "6", "SLURM_ARRAY_TASK_MIN": "5", "SLURM_ARRAY_TASK_STEP": "2", "SLURM_ARRAY_TASK_COUNT": "3"], "auto"), 2)
         XCTAssertEqual(try runQConv(["verify", directory.file("out")]).status, 0, "parts 1, 2 and 3 make the whole folder")
         XCTAssertEqual(try run(["JOB_COMPLETION_INDEX": "2"], "auto"), 2, "N is not in the environment")

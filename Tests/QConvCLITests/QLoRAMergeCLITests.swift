@@ -78,6 +78,7 @@ final class QLoRAMergeCLITests: XCTestCase {
                 }
                 adapted += 1
                 func ordered(_ bits: UInt16) -> Int { bits & 0x8000 != 0 ? -Int(bits & 0x7FFF) : Int(bits) }
+                XCTAssertEqual(mine.count, merged.count, "\(through): \(tensor.name)")
                 let worst = zip(mine, merged).map { abs(ordered($0) - ordered($1)) }.max() ?? 0
                 XCTAssertLessThanOrEqual(worst, 1, "\(through): \(tensor.name)")
             }

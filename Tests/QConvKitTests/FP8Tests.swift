@@ -29,6 +29,8 @@ final class FP8Tests: XCTestCase {
     /// Unscaled FP8 tensors are raw tensors whose values are torch's `.float()`.
     func testPlainFP8TensorsAreTheirValues() throws {
         let model = try Model.open(Self.fixture("plain/model.safetensors")), reference = try Model.open(Self.fixture("plain/reference_f32.safetensors"))
+        XCTAssertEqual(model.tensors.map(\.name).sorted(), reference.tensors.map(\.name).sorted())
+        XCTAssertFalse(model.tensors.isEmpty)
         for tensor in model.tensors {
             XCTAssertEqual(tensor.scheme, .raw)
             XCTAssertEqual(try floatBits(tensor), try reference.tensor(named: tensor.name).map { try floatBits($0) }, tensor.name)
@@ -43,16 +45,19 @@ final class FP8Tests: XCTestCase {
             let model = try Model.open(Self.fixture(folder))
             let reference = try Model.open(Self.fixture(folder + "/reference_bf16.safetensors"))
             XCTAssertEqual(Set(model.tensors.map(\.name)), Set(reference.tensors.map(\.name)), folder)
+            var scaled = 0
             for tensor in model.tensors {
                 let expected = try XCTUnwrap(reference.tensor(named: tensor.name))
                 XCTAssertEqual(tensor.info, expected.info)
                 if case .scaledFP8(let p) = tensor.scheme {
+                    scaled += 1
                     XCTAssertEqual(p.granularity, granularity)
                     XCTAssertEqual(p.scaleName, tensor.name + suffix)
                 }
                 let rounded = try floatBits(tensor).map { UInt32(FloatConversion.bfloat16Bits(from: Float(bitPattern: $0))) << 16 }
                 XCTAssertEqual(rounded, try floatBits(expected), "\(folder) \(tensor.name)")
             }
+            XCTAssertGreaterThan(scaled, 0, "\(folder): weights read as scaled FP8")
             let config = try XCTUnwrap(model.sideFiles.first { $0.name == "config.json" })
             let json = try JSONSerialization.jsonObject(with: Data(try config.readAll())) as! [String: Any]
             XCTAssertNil(json["quantization_config"])
