@@ -148,4 +148,20 @@ final class BitsandbytesWriterCLITests: XCTestCase {
         XCTAssertEqual(changed, 4, "the adapter changes q_proj and v_proj of two layers")
         XCTAssertEqual(try runQConv(["verify", merged]).status, 0)
     }
+
+    /// Shards smaller than some tensors: those get shards of their own, placed
+    /// as huggingface_hub places them, and the merge writes the tensors in
+    /// that order (the writer's `writingOrder`).
+    func testMergeIntoShardsSmallerThanATensor() throws {
+        let directory = TemporaryDirectory()
+        let base = directory.file("base"), sample = Fixtures.sample("lora_llama_basic")
+        XCTAssertEqual(try runQConv(["to-nf4", sample + "/base", base, "--format", "hf", "--quiet"]).status, 0)
+        for (name, extra) in [("merged", [String]()), ("merged-safetensors", ["--dequantize"])] {
+            let merge = try runQConv(["merge-lora", base, sample + "/adapter", directory.file(name), "--max-shard-size", "3kB", "--quiet"] + extra)
+            XCTAssertEqual(merge.status, 0, merge.stderr)
+            XCTAssertEqual(try runQConv(["verify", directory.file(name)]).status, 0)
+            let shards = try FileManager.default.contentsOfDirectory(atPath: directory.file(name)).filter { $0.hasSuffix(".safetensors") }
+            XCTAssertGreaterThan(shards.count, 3, name)
+        }
+    }
 }

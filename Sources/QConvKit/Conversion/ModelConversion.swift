@@ -64,24 +64,22 @@ public struct ConversionStep {
 /// `ModelWriter`. Which format is read and which is written is the readers'
 /// and writers' business; this never asks.
 public enum ModelConversion {
-    /// Runs `steps` in order into `writer` and commits it; any error discards
-    /// the output and is rethrown.
+    /// Runs `steps` into `writer`, in the order it takes them
+    /// (`ModelWriter.writingOrder`, else as listed), and commits it; any
+    /// error discards the output and is rethrown.
     ///
-    /// - Returns: the scheme each tensor was written with.
+    /// - Returns: the scheme each tensor was written with, in the order of `steps`.
     @discardableResult
     public static func run(_ steps: [ConversionStep], into writer: ModelWriter, context: EncodingContext,
                            progress: ProgressCounter) throws -> [TensorScheme] {
         defer { progress.finish() }
-        var schemes: [TensorScheme] = []
+        var schemes = steps.map(\.plannedScheme)
         do {
-            for step in steps {
+            for i in writingOrder(of: steps, for: writer) {
+                let step = steps[i]
                 // One part of a job array skips the tensors of the other parts' shards.
-                guard writer.writes(step.output) else {
-                    schemes.append(step.plannedScheme)
-                    continue
-                }
-                let scheme = try write(step, into: writer, context: context)
-                schemes.append(scheme)
+                guard writer.writes(step.output) else { continue }
+                schemes[i] = try write(step, into: writer, context: context)
                 progress.advance(by: UInt64(step.source.info.byteCount), item: step.source.name)
             }
             try writer.commit()
@@ -90,6 +88,13 @@ public enum ModelConversion {
             throw error
         }
         return schemes
+    }
+
+    /// The indexes of `steps` in the order `writer` takes their tensors.
+    private static func writingOrder(of steps: [ConversionStep], for writer: ModelWriter) -> [Int] {
+        guard let names = writer.writingOrder else { return Array(steps.indices) }
+        let position = Dictionary(names.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
+        return steps.indices.sorted { (position[steps[$0].output.name] ?? .max, $0) < (position[steps[$1].output.name] ?? .max, $1) }
     }
 
     private static func write(_ step: ConversionStep, into writer: ModelWriter, context: EncodingContext) throws -> TensorScheme {

@@ -43,6 +43,6 @@ extension Quantizer {
                                             sideFiles: source.sideFiles, config: .set(config), sharding: .bySize(maximumBytes: maximumShardBytes),
                                             source: source.path, part: options.part)
         let byName = Dictionary(steps.map { ($0.output.name, $0) }, uniquingKeysWith: { first, _ in first })
-        return (writer, writer.writingOrder.map { byName[$0]! })
+        return (writer, (writer.writingOrder ?? []).map { byName[$0]! })
     }
 }

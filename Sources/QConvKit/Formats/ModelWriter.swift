@@ -19,9 +19,13 @@ public protocol ModelWriter: AnyObject {
     func writes(_ tensor: TensorInfo) -> Bool
     /// The shards this writer writes when it is one part of a job array; nil otherwise.
     var partShards: PartShards? { get }
+    /// The order in which tensors must come, by name, when the writer has
+    /// one (shard by shard, as its plan laid them out); nil: any order.
+    var writingOrder: [String]? { get }
 }
 
 extension ModelWriter {
     public func writes(_ tensor: TensorInfo) -> Bool { true }
     public var partShards: PartShards? { nil }
+    public var writingOrder: [String]? { nil }
 }

@@ -72,8 +72,8 @@ struct BitsandbytesPlan {
             names = mirroring.names
         } else {
             let order = made.indices.sorted { Unit.precedes(made[$0].sortName, made[$1].sortName) }
-            groups = Self.shardGroups(order.map { made[$0].bytes }, maximumBytes: maximumShardBytes).map { $0.map { order[$0] } }
-            names = Self.shardNames(count: groups.count)
+            groups = TransformersSharding.groups(order.map { made[$0].bytes }, maximumBytes: maximumShardBytes).map { $0.map { order[$0] } }
+            names = TransformersSharding.fileNames(count: groups.count)
         }
         var units: [Unit] = [], shards: [Shard] = [], shardOfUnit: [Int] = []
         for (number, group) in groups.enumerated() {
@@ -85,32 +85,6 @@ struct BitsandbytesPlan {
         self.units = units
         self.shards = shards
         self.shardOfUnit = shardOfUnit
-    }
-
-    /// huggingface_hub's `split_state_dict_into_shards`: items in order; an
-    /// item larger than the limit is a shard of its own (appended at once);
-    /// otherwise a new shard starts when the item would push the current one
-    /// past the limit. Returns the item indexes of each shard.
-    static func shardGroups(_ sizes: [UInt64], maximumBytes: UInt64) -> [[Int]] {
-        var groups: [[Int]] = [], current: [Int] = [], size: UInt64 = 0
-        for (i, bytes) in sizes.enumerated() {
-            if bytes > maximumBytes { groups.append([i]); continue }
-            if size + bytes > maximumBytes {
-                groups.append(current)
-                (current, size) = ([], 0)
-            }
-            current.append(i)
-            size += bytes
-        }
-        if !current.isEmpty || groups.isEmpty { groups.append(current) }
-        return groups
-    }
-
-    /// `model.safetensors`, or `model-00001-of-00003.safetensors`, ...
-    static func shardNames(count: Int) -> [String] {
-        guard count > 1 else { return [Checkpoint.singleFileName] }
-        func padded(_ n: Int) -> String { let s = String(n); return String(repeating: "0", count: max(0, 5 - s.count)) + s }
-        return (1...count).map { "model-\(padded($0))-of-\(padded(count)).safetensors" }
     }
 
     /// safetensors' dtype order (its `Dtype` enum): pieces of later dtypes come first.

@@ -105,7 +105,7 @@ public final class BitsandbytesWriter: ModelWriter {
     }
 
     /// The tensor names in the order the writer takes them: shard by shard.
-    public var writingOrder: [String] { plan.units.map(\.tensor.name) }
+    public var writingOrder: [String]? { plan.units.map(\.tensor.name) }
 
     /// The shard files, in order.
     public var shardNames: [String] { plan.shards.map(\.fileName) }

@@ -90,25 +90,13 @@ public final class CheckpointWriter: ModelWriter {
         return PartShards(part: part, written: writtenShards.sorted().map { shardPlan[$0].fileName }, shardCount: shardPlan.count)
     }
 
-    /// Plans shards the way transformers does: tensors in order, a new shard
-    /// whenever the next tensor would push the current one past `maximumBytes`
-    /// (a tensor larger than the limit gets a shard of its own).
+    /// The tensors shard by shard: the order `writeTensor` takes them in.
+    public var writingOrder: [String]? { shardPlan.flatMap { $0.tensors.map(\.name) } }
+
+    /// Plans shards the way transformers does (`TransformersSharding`).
     public static func planShards(_ tensors: [TensorInfo], maximumBytes: UInt64) -> [(fileName: String, tensors: [TensorInfo])] {
-        var groups: [[TensorInfo]] = [[]]
-        var size: UInt64 = 0
-        for tensor in tensors {
-            let bytes = UInt64(tensor.byteCount)
-            if !groups[groups.count - 1].isEmpty && size + bytes > maximumBytes {
-                groups.append([])
-                size = 0
-            }
-            groups[groups.count - 1].append(tensor)
-            size += bytes
-        }
-        if groups.count == 1 { return [(Checkpoint.singleFileName, groups[0])] }
-        let total = groups.count
-        func padded(_ n: Int) -> String { let s = String(n); return String(repeating: "0", count: max(0, 5 - s.count)) + s }
-        return groups.enumerated().map { ("model-\(padded($0.offset + 1))-of-\(padded(total)).safetensors", $0.element) }
+        let groups = TransformersSharding.groups(tensors.map { UInt64($0.byteCount) }, maximumBytes: maximumBytes)
+        return zip(TransformersSharding.fileNames(count: groups.count), groups).map { name, group in (name, group.map { tensors[$0] }) }
     }
 
     /// The index transformers writes: sorted keys, two-space indent, newline at the end.
