@@ -33,16 +33,16 @@ final class FinalSchemeTests: XCTestCase {
         let context = EncodingContext(threads: 2, allowNonfinite: false)
         for mean in [DoubleQuantization.Mean.float64, .torchFloat32] {
             let encoder = FourBitEncoder(format: .fp4, blockSize: 64, doubleQuant: true, mean: mean)
-            let scheme = try XCTUnwrap(encoder.finalScheme(for: source, as: info, context: context))
+            let scheme = try XCTUnwrap(encoder.finalScheme(for: { source }, as: info, context: context))
             let absmax = UnsafeMutableBufferPointer<Float>.allocate(capacity: (info.elementCount + 63) / 64)
             defer { absmax.deallocate() }
             Blockwise4Bit.absmax(values, count: values.count, blockSize: 64, into: absmax.baseAddress!)
             let expected = DoubleQuantization.quantize(absmax: UnsafeBufferPointer(absmax), mean: mean).offset
             XCTAssertEqual(scheme, .fourBit(FourBitParameters(format: .fp4, blockSize: 64, blockScales: .doubleQuantized(offset: expected))))
         }
-        XCTAssertEqual(try Int8Encoder(outliers: .none).finalScheme(for: source, as: info, context: context),
+        XCTAssertEqual(try Int8Encoder(outliers: .none).finalScheme(for: { source }, as: info, context: context),
                        .int8(Int8Parameters(outlierRule: .none, outlierColumnCount: 0, outlierThreshold: nil)))
-        XCTAssertNil(try Int8Encoder(outliers: .default).finalScheme(for: source, as: info, context: context))
+        XCTAssertNil(try Int8Encoder(outliers: .default).finalScheme(for: { source }, as: info, context: context))
     }
 }
 

@@ -44,7 +44,7 @@ public struct ConversionStep {
     public func finalScheme(context: EncodingContext) throws -> TensorScheme? {
         switch action {
         case .copy: return source.scheme
-        case let .encode(encoder, values): return try encoder.finalScheme(for: try values(), as: output, context: context)
+        case let .encode(encoder, values): return try encoder.finalScheme(for: values, as: output, context: context)
         case .gather: return .raw
         }
     }

@@ -14,7 +14,7 @@ public struct FloatEncoder: TensorEncoder {
 
     public func plannedScheme(for tensor: TensorInfo) -> TensorScheme { .raw }
 
-    public func finalScheme(for values: FloatTensorSource, as tensor: TensorInfo, context: EncodingContext) throws -> TensorScheme? { .raw }
+    public func finalScheme(for values: () throws -> FloatTensorSource, as tensor: TensorInfo, context: EncodingContext) throws -> TensorScheme? { .raw }
 
     /// Room for tiles of sources that read several long rows at once (a merge's `down_proj`).
     public var bufferSize: ChunkBuffers.Size {

@@ -109,8 +109,9 @@ extension FourBitEncoder {
     /// which a layout that records it ahead of the data needs (bitsandbytes'
     /// quant-state blob, whose length depends on it). A pass over the values
     /// that only takes block maxima, on all cores.
-    public func finalScheme(for values: FloatTensorSource, as tensor: TensorInfo, context: EncodingContext) throws -> TensorScheme? {
+    public func finalScheme(for makeValues: () throws -> FloatTensorSource, as tensor: TensorInfo, context: EncodingContext) throws -> TensorScheme? {
         guard doubleQuant else { return plannedScheme(for: tensor) }
+        let values = try makeValues()
         let n = tensor.elementCount
         let plan = ChunkPlan(elementCount: n, unit: leastCommonMultiple(blockSize, values.alignment))
         let buffers = context.buffers(bufferSize).fitting(ChunkBuffers.Size(floats: plan.tile, bytes: 0, scratch: values.scratchBytes(for: plan.tile)))

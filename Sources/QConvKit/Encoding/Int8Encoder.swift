@@ -21,7 +21,7 @@ public struct Int8Encoder: TensorEncoder {
     }
 
     /// Known up front only without outliers (plain int8 of every row).
-    public func finalScheme(for values: FloatTensorSource, as tensor: TensorInfo, context: EncodingContext) throws -> TensorScheme? {
+    public func finalScheme(for values: () throws -> FloatTensorSource, as tensor: TensorInfo, context: EncodingContext) throws -> TensorScheme? {
         outliers == .none ? plannedScheme(for: tensor) : nil
     }
 

@@ -13,8 +13,10 @@ public protocol TensorEncoder {
     /// The scheme `encode` will return for `values`, when it can be known
     /// before encoding (with at most a pass over the values); nil when it
     /// cannot (int8 outlier columns are known only once every row is seen).
-    /// Layouts that record parameters ahead of the data need it.
-    func finalScheme(for values: FloatTensorSource, as tensor: TensorInfo, context: EncodingContext) throws -> TensorScheme?
+    /// Layouts that record parameters ahead of the data need it. `values` is
+    /// called only when the scheme depends on them (making a source can cost:
+    /// a merge prepares its factors).
+    func finalScheme(for values: () throws -> FloatTensorSource, as tensor: TensorInfo, context: EncodingContext) throws -> TensorScheme?
 
     /// The chunk buffers the encoder works in (allocated once per command).
     var bufferSize: ChunkBuffers.Size { get }
