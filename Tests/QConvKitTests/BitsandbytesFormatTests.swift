@@ -71,9 +71,6 @@ final class BitsandbytesFormatTests: XCTestCase {
         XCTAssertEqual(TransformersSharding.groups([], maximumBytes: 60), [[]])
         XCTAssertEqual(TransformersSharding.fileNames(count: 1), ["model.safetensors"])
         XCTAssertEqual(TransformersSharding.fileNames(count: 2), ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"])
-        // Safetensors folders (dequant, merge-lora) are sharded by the same rule: the large tensor first.
-        let tensors = [3, 10, 3].enumerated().map { TensorInfo(name: "t\($0.offset)", dtype: .u8, shape: [$0.element]) }
-        XCTAssertEqual(CheckpointWriter.planShards(tensors, maximumBytes: 5).map { $0.tensors.map(\.name) }, [["t1"], ["t0"], ["t2"]])
     }
 
     /// Which linear layers stay raw decides llm_int8_skip_modules.

@@ -93,10 +93,23 @@ public final class CheckpointWriter: ModelWriter {
     /// The tensors shard by shard: the order `writeTensor` takes them in.
     public var writingOrder: [String]? { shardPlan.flatMap { $0.tensors.map(\.name) } }
 
-    /// Plans shards the way transformers does (`TransformersSharding`).
+    /// Plans the shards of a safetensors folder: tensors in order, a new
+    /// shard whenever the next tensor would push the current one past
+    /// `maximumBytes` (a tensor larger than the limit gets a shard of its own,
+    /// in its place), named as transformers names them.
     public static func planShards(_ tensors: [TensorInfo], maximumBytes: UInt64) -> [(fileName: String, tensors: [TensorInfo])] {
-        let groups = TransformersSharding.groups(tensors.map { UInt64($0.byteCount) }, maximumBytes: maximumBytes)
-        return zip(TransformersSharding.fileNames(count: groups.count), groups).map { name, group in (name, group.map { tensors[$0] }) }
+        var groups: [[TensorInfo]] = [[]]
+        var size: UInt64 = 0
+        for tensor in tensors {
+            let bytes = UInt64(tensor.byteCount)
+            if !groups[groups.count - 1].isEmpty && size + bytes > maximumBytes {
+                groups.append([])
+                size = 0
+            }
+            groups[groups.count - 1].append(tensor)
+            size += bytes
+        }
+        return Array(zip(TransformersSharding.fileNames(count: groups.count), groups))
     }
 
     /// The index transformers writes: sorted keys, two-space indent, newline at the end.
