@@ -14,9 +14,15 @@ let portable = Context.environment["QCONV_PORTABLE"].map { !$0.isEmpty && $0 != 
 let kernelSettings: [SwiftSetting] = portable ? [] : [.unsafeFlags(["-target-cpu", "haswell"]), .define("QCONV_X86_64_V3"),
                                                       .define("QCONV_HARDWARE_HALF", .when(platforms: [.linux]))]
 let frontEndSettings: [SwiftSetting] = portable ? [] : [.define("QCONV_X86_64_V3")]
+// The merge's delta loop has a 512-bit twin (QConvKernels512, compiled for AVX-512 alone);
+// QConvKit calls it only on CPUs that list avx512f, avx512bw, avx512cd, avx512dq and avx512vl.
+let wideKernelSettings: [SwiftSetting] = portable ? [] : [.unsafeFlags(["-target-cpu", "skylake-avx512"])]
+let libraryKernelSettings: [SwiftSetting] = kernelSettings + (portable ? [] : [.define("QCONV_KERNELS_512")])
 #else
 let kernelSettings: [SwiftSetting] = []
 let frontEndSettings: [SwiftSetting] = []
+let wideKernelSettings: [SwiftSetting] = []
+let libraryKernelSettings: [SwiftSetting] = []
 #endif
 
 let package = Package(
@@ -27,16 +33,20 @@ let package = Package(
     ],
     targets: [
         // All logic: formats, kernels, the container, verification, LoRA merging.
-        .target(name: "QConvKit", swiftSettings: kernelSettings),
+        .target(name: "QConvKit", dependencies: ["QConvProcessor", "QConvKernels512"], swiftSettings: libraryKernelSettings),
+        // The CPU's instruction-set flags, compiled for the baseline (read before any wider code runs).
+        .target(name: "QConvProcessor"),
+        // The 512-bit merge kernel QConvKit picks at run time (nothing else is compiled for AVX-512).
+        .target(name: "QConvKernels512", swiftSettings: wideKernelSettings),
         // Typed command-line options and their parser, shared by the two executables (no QConvKit inside).
         .target(name: "QConvCommandLine"),
         // The command-line front end: parses arguments, calls QConvKit, prints.
-        .executableTarget(name: "qconv", dependencies: ["QConvKit", "QConvCommandLine"], swiftSettings: frontEndSettings),
+        .executableTarget(name: "qconv", dependencies: ["QConvKit", "QConvCommandLine", "QConvProcessor"], swiftSettings: frontEndSettings),
         // The benchmark harness (not part of `swift test`).
         .executableTarget(name: "qconv-bench", dependencies: ["QConvKit", "QConvCommandLine"], swiftSettings: kernelSettings),
         // Fixture paths, temporary folders and a runner for the built binary.
         .target(name: "QConvTestSupport", dependencies: ["QConvKit"], path: "Tests/Support"),
-        .testTarget(name: "QConvKitTests", dependencies: ["QConvKit", "QConvTestSupport"], swiftSettings: kernelSettings),
+        .testTarget(name: "QConvKitTests", dependencies: ["QConvKit", "QConvKernels512", "QConvProcessor", "QConvTestSupport"], swiftSettings: kernelSettings),
         .testTarget(name: "QConvCLITests", dependencies: ["qconv", "QConvKit", "QConvCommandLine", "QConvTestSupport"]),
     ],
     swiftLanguageModes: [.v5]

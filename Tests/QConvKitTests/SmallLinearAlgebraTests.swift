@@ -54,6 +54,31 @@ final class SmallLinearAlgebraTests: XCTestCase {
         XCTAssertEqual([abs(r[0, 0]), abs(r[1, 1]), abs(r[2, 2])].map { ($0 * 1e9).rounded() / 1e9 }, [14, 175, 35])
     }
 
+    func testReflectingFourColumnsAtOnceGivesTheOneColumnBits() {
+        // Lengths with and without an 8-value tail, column counts with and
+        // without a group of four, and columns the reflection leaves alone
+        // (orthogonal to v: a zero factor).
+        for (length, count) in [(3, 5), (8, 4), (29, 9), (64, 7), (101, 13)] {
+            var v = random(length, 1, seed: UInt64(length)).values
+            let norm = v.reduce(0) { $0 + $1 * $1 }.squareRoot()
+            v = v.map { $0 / norm }
+            var columns = random(length, count, seed: UInt64(length * 7 + count))
+            columns.values.replaceSubrange(length..<2 * length, with: [Double](repeating: 0, count: length))
+            var expected = columns
+            expected.values.withUnsafeMutableBufferPointer { y in
+                for c in 0..<count {
+                    let target = y.baseAddress! + c * length
+                    let factor = 2 * SmallLinearAlgebra.dot(v, target, count: length)
+                    if factor != 0 { SmallLinearAlgebra.subtract(factor, times: v, from: target, count: length) }
+                }
+            }
+            columns.values.withUnsafeMutableBufferPointer { y in
+                SmallLinearAlgebra.reflect(v, length: length, columns: y.baseAddress!, count: count, stride: length)
+            }
+            XCTAssertEqual(columns.values.map(\.bitPattern), expected.values.map(\.bitPattern), "\(length) x \(count)")
+        }
+    }
+
     func testQROfRankDeficientAndZeroColumnsStaysOrthonormal() {
         var a = random(20, 6, seed: 9)
         for i in 0..<20 { a[i, 2] = 0; a[i, 4] = 2 * a[i, 1] - a[i, 0] }

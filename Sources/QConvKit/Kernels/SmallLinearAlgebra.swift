@@ -92,6 +92,53 @@ enum SmallLinearAlgebra {
         for i in 0..<count { y[i] -= factor * x[i] }
     }
 
+    /// The reflection `y -= 2 (v . y) v` of `count` columns (`stride` apart,
+    /// `length` values each from `first`), each column with `dot`'s and
+    /// `subtract`'s arithmetic (so the same bits as one column at a time),
+    /// four columns per pass over `v`: eight independent partial sums keep
+    /// the adders busy where one column's two would wait on each other.
+    static func reflect(_ v: UnsafePointer<Double>, length: Int, columns first: UnsafeMutablePointer<Double>, count: Int, stride: Int) {
+        typealias Lanes = SIMD4<Double>
+        @inline(__always) func load(_ p: UnsafePointer<Double>) -> Lanes { UnsafeRawPointer(p).loadUnaligned(as: Lanes.self) }
+        var c = 0
+        while c + 4 <= count {
+            let y0 = first + c * stride, y1 = y0 + stride, y2 = y1 + stride, y3 = y2 + stride
+            var low0 = Lanes(), high0 = Lanes(), low1 = Lanes(), high1 = Lanes()
+            var low2 = Lanes(), high2 = Lanes(), low3 = Lanes(), high3 = Lanes()
+            var i = 0
+            while i + 8 <= length {
+                let vLow = load(v + i), vHigh = load(v + i + 4)
+                low0 += vLow * load(y0 + i); high0 += vHigh * load(y0 + i + 4)
+                low1 += vLow * load(y1 + i); high1 += vHigh * load(y1 + i + 4)
+                low2 += vLow * load(y2 + i); high2 += vHigh * load(y2 + i + 4)
+                low3 += vLow * load(y3 + i); high3 += vHigh * load(y3 + i + 4)
+                i += 8
+            }
+            var sums = Lanes((low0 + high0).sum(), (low1 + high1).sum(), (low2 + high2).sum(), (low3 + high3).sum())
+            while i < length {
+                sums[0] += v[i] * y0[i]; sums[1] += v[i] * y1[i]; sums[2] += v[i] * y2[i]; sums[3] += v[i] * y3[i]
+                i += 1
+            }
+            let factors = 2 * sums
+            if factors[0] != 0 && factors[1] != 0 && factors[2] != 0 && factors[3] != 0 {
+                let f0 = factors[0], f1 = factors[1], f2 = factors[2], f3 = factors[3]
+                for i in 0..<length {
+                    let x = v[i]
+                    y0[i] -= f0 * x; y1[i] -= f1 * x; y2[i] -= f2 * x; y3[i] -= f3 * x
+                }
+            } else {
+                for k in 0..<4 where factors[k] != 0 { subtract(factors[k], times: v, from: y0 + k * stride, count: length) }
+            }
+            c += 4
+        }
+        while c < count {
+            let y = first + c * stride
+            let factor = 2 * dot(v, y, count: length)
+            if factor != 0 { subtract(factor, times: v, from: y, count: length) }
+            c += 1
+        }
+    }
+
     /// Singular value decomposition by one-sided Jacobi rotations
     /// (Hestenes): `a = u * diag(s) * v^T` with `p = min(rows, columns)`
     /// singular values in descending order, `u` `rows x p`, `v` `columns x p`.
@@ -186,11 +233,7 @@ struct HouseholderQR {
                     let vNorm = SmallLinearAlgebra.dot(vector, vector, count: length).squareRoot()
                     guard vNorm > 0 else { continue }
                     for i in 0..<length { vector[i] /= vNorm }
-                    for c in j..<n {
-                        let target = w.baseAddress! + c * m + j
-                        let factor = 2 * SmallLinearAlgebra.dot(vector, target, count: length)
-                        if factor != 0 { SmallLinearAlgebra.subtract(factor, times: vector, from: target, count: length) }
-                    }
+                    SmallLinearAlgebra.reflect(vector, length: length, columns: w.baseAddress! + j * m + j, count: n - j, stride: m)
                 }
             }
         }
@@ -209,11 +252,7 @@ struct HouseholderQR {
             result.values.withUnsafeMutableBufferPointer { out in
                 for j in stride(from: p - 1, through: 0, by: -1) {
                     let vector = v.baseAddress! + j * m + j
-                    for c in 0..<x.columns {
-                        let target = out.baseAddress! + c * m + j
-                        let factor = 2 * SmallLinearAlgebra.dot(vector, target, count: m - j)
-                        if factor != 0 { SmallLinearAlgebra.subtract(factor, times: vector, from: target, count: m - j) }
-                    }
+                    SmallLinearAlgebra.reflect(vector, length: m - j, columns: out.baseAddress! + j, count: x.columns, stride: m)
                 }
             }
         }

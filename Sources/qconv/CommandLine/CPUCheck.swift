@@ -1,4 +1,4 @@
-import Glibc
+import QConvProcessor
 
 /// The instruction-set check `qconv` makes before it calls into QConvKit.
 ///
@@ -32,15 +32,5 @@ enum CPUCheck {
     }
 
     /// The `flags` line of the first processor in /proc/cpuinfo.
-    static func cpuFlags() -> Set<String>? {
-        guard let file = fopen("/proc/cpuinfo", "r") else { return nil }
-        defer { fclose(file) }
-        var line = [CChar](repeating: 0, count: 8192)
-        while fgets(&line, Int32(line.count), file) != nil {
-            let text = String(cString: line)
-            guard text.hasPrefix("flags"), let colon = text.firstIndex(of: ":") else { continue }
-            return Set(text[text.index(after: colon)...].split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" }).map(String.init))
-        }
-        return nil
-    }
+    static func cpuFlags() -> Set<String>? { ProcessorFlags.current }
 }
