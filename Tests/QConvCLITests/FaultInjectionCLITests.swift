@@ -236,6 +236,7 @@ final class FaultInjectionCLITests: XCTestCase {
                                          (["merge-lora"], inputs.model, "/model.safetensors")] {
             let copy = work.file("input")
             try? FileManager.default.removeItem(atPath: copy)
+            try? FileManager.default.removeItem(atPath: work.file("out"))
             try FileManager.default.copyItem(atPath: input, toPath: copy)
             let process = Process()
             process.executableURL = URL(fileURLWithPath: qconvExecutablePath)
@@ -243,7 +244,8 @@ final class FaultInjectionCLITests: XCTestCase {
             let err = Pipe()
             process.standardError = err
             try process.run()
-            usleep(200_000)
+            // Mid-run on any machine: once it has read 16 of the input's 151 MB.
+            waitUntil(process, hasRead: 16 << 20)
             XCTAssertEqual(truncate(copy + inside, 1 << 20), 0)
             let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             process.waitUntilExit()
@@ -252,6 +254,18 @@ final class FaultInjectionCLITests: XCTestCase {
             XCTAssertTrue(stderr.hasPrefix("qconv: error: \(copy)"), "\(command): \(stderr)")
             XCTAssertEqual(stderr.split(separator: "\n").count, 1, stderr)
             XCTAssertEqual(work.contents(), ["input"], "\(command): nothing written")
+        }
+    }
+
+    /// Waits until `process` has read `bytes` bytes (`rchar` in Linux's
+    /// /proc/PID/io: reads, preads and sendfile), or has exited.
+    private func waitUntil(_ process: Process, hasRead bytes: Int) {
+        let deadline = Date().addingTimeInterval(60)
+        while process.isRunning && Date() < deadline {
+            if let io = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/io", encoding: .utf8),
+               let line = io.split(separator: "\n").first(where: { $0.hasPrefix("rchar:") }),
+               let read = Int(line.dropFirst("rchar:".count).trimmingCharacters(in: .whitespaces)), read >= bytes { return }
+            usleep(200)
         }
     }
 

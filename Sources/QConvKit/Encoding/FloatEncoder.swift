@@ -50,7 +50,8 @@ public struct FloatEncoder: TensorEncoder {
         let checked = values as? SequentiallyCheckedSource
         var total = 0
         try computeChunksInOrder(count: plan.chunkCount, slots: buffers.slots, threads: context.threads, compute: { c, slot in
-            nonFinite[slot] = try encodeChunk(plan.chunkRange(c), of: values, plan: plan, buffers: buffers, slot: slot, into: region)
+            nonFinite[slot] = try encodeChunk(plan.chunkRange(c), of: values, plan: plan, buffers: buffers, slot: slot, into: region,
+                                              keepingBytes: inOrder != nil)
         }, inOrder: { c, slot in
             let range = plan.chunkRange(c)
             total += nonFinite[slot]
@@ -63,22 +64,30 @@ public struct FloatEncoder: TensorEncoder {
 
     /// Decodes and encodes `range` a tile at a time into the slot's bytes and
     /// writes them about 256 KB at a time; returns the count of non-finite values written.
+    ///
+    /// - Parameter keepingBytes: the chunk's bytes stay in the slot's buffer
+    ///   for `inOrder`; otherwise the buffer's first 256 KB or so are used
+    ///   over again after each write, so that the encoded bytes are written
+    ///   while they are still in the core's cache.
     private func encodeChunk(_ range: Range<Int>, of values: FloatTensorSource, plan: ChunkPlan, buffers: ChunkBuffers, slot: Int,
-                             into region: OutputRegion) throws -> Int {
+                             into region: OutputRegion, keepingBytes: Bool) throws -> Int {
         let width = dtype.byteWidth!
         let floats = buffers.floats(slot).baseAddress!
         let output = buffers.bytes(slot).baseAddress!
         var nonFinite = 0
         var unwritten = range.lowerBound
+        // The element whose bytes are at the start of the buffer.
+        var bufferStart = range.lowerBound
         for tile in plan.tiles(of: range) {
             try values.readFloats(tile, into: floats, scratch: buffers.scratch(slot))
-            let encoded = output + (tile.lowerBound - range.lowerBound) * width
+            let encoded = output + (tile.lowerBound - bufferStart) * width
             FloatConversion.encode(floats, count: tile.count, as: dtype, into: encoded)
             nonFinite += FiniteChecks.nonFiniteCount(encoded: encoded, dtype: dtype, count: tile.count)
             if (tile.upperBound - unwritten) * width >= SequentialWriter.bufferSize || tile.upperBound == range.upperBound {
-                try region.write(UnsafeRawBufferPointer(start: output + (unwritten - range.lowerBound) * width, count: (tile.upperBound - unwritten) * width),
+                try region.write(UnsafeRawBufferPointer(start: output + (unwritten - bufferStart) * width, count: (tile.upperBound - unwritten) * width),
                                  at: unwritten * width)
                 unwritten = tile.upperBound
+                if !keepingBytes { bufferStart = unwritten }
             }
         }
         return nonFinite
