@@ -53,10 +53,7 @@ public struct ConversionPreview {
         object.append("outliers_uncounted", .bool(outliersUncounted))
         object.append("quantized_bits_per_weight", .double(quantizedBitsPerWeight))
         object.append("tensors", .array(tensors.map { tensor in
-            var row = JSONObject()
-            row.append("name", .string(tensor.info.name))
-            row.append("dtype", .string(tensor.info.dtype.rawValue))
-            row.append("shape", .array(tensor.info.shape.map { .int($0) }))
+            var row = JSONObject.tensorRow(name: tensor.info.name, dtype: tensor.info.dtype.rawValue, shape: tensor.info.shape)
             row.append("scheme", .string(tensor.scheme.name))
             row.append("stored_dtype", .string(tensor.storedDType.rawValue))
             switch tensor.decision {

@@ -121,10 +121,7 @@ public struct ConversionReport {
         object.append("part", part?.json ?? .null)
         object.append("seconds", .double((seconds * 1000).rounded() / 1000))
         object.append("tensors", .array(tensors.map { tensor in
-            var row = JSONObject()
-            row.append("name", .string(tensor.info.name))
-            row.append("dtype", .string(tensor.info.dtype.rawValue))
-            row.append("shape", .array(tensor.info.shape.map { .int($0) }))
+            var row = JSONObject.tensorRow(name: tensor.info.name, dtype: tensor.info.dtype.rawValue, shape: tensor.info.shape)
             row.append("scheme", .string(tensor.scheme.name))
             row.append("source_bytes", .int(tensor.info.byteCount))
             row.append("stored_bytes", .uint(tensor.storedBytes))

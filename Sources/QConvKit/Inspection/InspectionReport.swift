@@ -138,10 +138,7 @@ public struct InspectionReport {
         if let bitsandbytes { object.append("bitsandbytes", bitsandbytes.json) }
         if includeTensors {
             object.append("tensors", .array(tensors.map { tensor in
-                var row = JSONObject()
-                row.append("name", .string(tensor.name))
-                row.append("dtype", .string(tensor.dtype))
-                row.append("shape", .array(tensor.shape.map { .int($0) }))
+                var row = JSONObject.tensorRow(name: tensor.name, dtype: tensor.dtype, shape: tensor.shape)
                 row.append("parameters", .int(tensor.parameters))
                 row.append("bytes", .uint(tensor.bytes))
                 row.append("file", .string(tensor.file))

@@ -78,6 +78,12 @@ public struct JSONObject: Equatable, Sendable {
 
     public mutating func append(_ key: String, _ value: JSONValue) { members.append((key, value)) }
 
+    /// A report's row for one tensor, opened with what names it (`"name"`,
+    /// `"dtype"`, `"shape"`), the same in every report; each appends the rest.
+    static func tensorRow(name: String, dtype: String, shape: [Int]) -> JSONObject {
+        JSONObject([("name", .string(name)), ("dtype", .string(dtype)), ("shape", .array(shape.map { .int($0) }))])
+    }
+
     public static func == (a: JSONObject, b: JSONObject) -> Bool {
         a.members.count == b.members.count && zip(a.members, b.members).allSatisfy { $0.key == $1.key && $0.value == $1.value }
     }

@@ -159,10 +159,7 @@ public struct VerificationReport {
         object.append("overall_violations", .array(overallViolations.map { .string($0) }))
         if includeTensors {
             object.append("tensors", .array(tensors.map { tensor in
-                var row = JSONObject()
-                row.append("name", .string(tensor.name))
-                row.append("dtype", .string(tensor.dtype.rawValue))
-                row.append("shape", .array(tensor.shape.map { .int($0) }))
+                var row = JSONObject.tensorRow(name: tensor.name, dtype: tensor.dtype.rawValue, shape: tensor.shape)
                 row.append("scheme", .string(tensor.scheme))
                 row.append("identical", tensor.identical.map { .bool($0) } ?? .null)
                 if let metrics = tensor.metrics { row.append("metrics", Self.json(metrics)) }
