@@ -94,7 +94,14 @@ public final class QuantizationRoundTrip: FloatTensorSource {
         precondition(range.lowerBound % alignment == 0, "unaligned round-trip range")
         let baseBytes = Self.rounded(base.scratchBytes(for: range.count))
         try base.readFloats(range, into: destination, scratch: UnsafeMutableRawBufferPointer(rebasing: scratch[0..<baseBytes]))
-        let codes = scratch.baseAddress! + baseBytes
+        roundTrip(destination, range: range, scratch: scratch)
+    }
+
+    /// `readFloats`' work on the base's values of `range`, read elsewhere:
+    /// quantized and decoded in place. `scratch` as for `readFloats`.
+    func roundTrip(_ destination: UnsafeMutablePointer<Float>, range: Range<Int>, scratch: UnsafeMutableRawBufferPointer) {
+        guard !range.isEmpty else { return }
+        let codes = scratch.baseAddress! + Self.rounded(base.scratchBytes(for: range.count))
         switch quantization {
         case let .fourBit(format, blockSize, _):
             let scales = (codes + Self.rounded(range.count / 2 + 1)).bindMemory(to: Float.self, capacity: range.count / blockSize + 2)

@@ -54,6 +54,13 @@ public final class MergedTensorSource: FloatTensorSource {
         let columns = prepared.columnCount
         precondition(columns > 0 && range.lowerBound % columns == 0, "merge ranges must be whole rows")
         try readStart(range, into: destination, scratch: scratch)
+        applyChange(to: destination, range: range)
+    }
+
+    /// `readFloats`' work on the values it starts from, read elsewhere (the
+    /// base's values of `range`, whole rows): the change applied in place.
+    func applyChange(to destination: UnsafeMutablePointer<Float>, range: Range<Int>) {
+        let columns = prepared.columnCount
         let rows = range.lowerBound / columns..<(range.upperBound + columns - 1) / columns
         if let columnFactors, !columnFactors.isEmpty {
             columnFactors.withUnsafeBufferPointer { prepared.apply(to: destination, rows: rows, columnFactors: $0.baseAddress!) }

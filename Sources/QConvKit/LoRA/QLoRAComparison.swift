@@ -76,50 +76,65 @@ public struct QLoRAComparison {
         }
     }
 
-    /// One tensor's sources, read together chunk by chunk: the base, then
-    /// `W16` (when known), `DQ16`, `Q4`.
+    /// One tensor's merges, computed together chunk by chunk from one read
+    /// of the base: `DQ16` from the dequantized base, `Q4` from `DQ16`,
+    /// `W16` (when known) from the base itself.
     private static func compareTensor(_ tensor: ModelTensor, prepared: LoRAPreparedChange, quantization: WeightQuantization,
                                       mean: DoubleQuantization.Mean, sixteenBit: Bool,
                                       threads: Int) throws -> Tensor {
         let dtype = tensor.info.dtype
         var stored = try tensor.values()
         if tensor.scheme.isQuantized { stored = DTypeRoundedSource(stored, through: dtype) }
-        let dequantized = sixteenBit ? DTypeRoundedSource(try QuantizationRoundTrip(stored, quantization: quantization, mean: mean, threads: threads), through: dtype)
-            : stored
-        let mergedDequantized = DTypeRoundedSource(try MergedTensorSource(base: dequantized, prepared: prepared, threads: threads), through: dtype)
-        let requantized = DTypeRoundedSource(try QuantizationRoundTrip(mergedDequantized, quantization: quantization, mean: mean, threads: threads), through: dtype)
-        var sources: [FloatTensorSource] = [dequantized, mergedDequantized, requantized]
-        if sixteenBit { sources.append(DTypeRoundedSource(try MergedTensorSource(base: stored, prepared: prepared, threads: threads), through: dtype)) }
-        let metrics = try measure(sources, pairs: [(0, 1), (1, 2), (3, 1), (3, 2)].filter { $0.0 < sources.count }, threads: threads)
-        return Tensor(name: tensor.name, delta: metrics[0], sixteenToDequantized: sixteenBit ? metrics[2] : nil, dequantizedToRequantized: metrics[1],
-                      sixteenToRequantized: sixteenBit ? metrics[3] : nil)
-    }
+        // The sources as the merges read them; making the round trips reads
+        // their inputs once for the block scales, the chunks below do the rest.
+        let dequantizing = sixteenBit ? try QuantizationRoundTrip(stored, quantization: quantization, mean: mean, threads: threads) : nil
+        let dequantized = dequantizing.map { DTypeRoundedSource($0, through: dtype) } ?? stored
+        let merging = try MergedTensorSource(base: dequantized, prepared: prepared, threads: threads)
+        let requantizing = try QuantizationRoundTrip(DTypeRoundedSource(merging, through: dtype), quantization: quantization, mean: mean, threads: threads)
+        let mergingSixteen = sixteenBit ? try MergedTensorSource(base: stored, prepared: prepared, threads: threads) : nil
 
-    /// Reads every source chunk by chunk and measures each pair (original,
-    /// reconstructed); chunks' figures are merged in order.
-    private static func measure(_ sources: [FloatTensorSource], pairs: [(Int, Int)], threads: Int) throws -> [ErrorMetrics] {
-        let n = sources[0].info.elementCount
-        let unit = sources.reduce(1) { leastCommonMultiple($0, max(1, $1.alignment)) }
+        let n = tensor.info.elementCount
+        let sources: [FloatTensorSource?] = [stored, dequantizing, merging, requantizing, mergingSixteen]
+        let unit = sources.reduce(1) { leastCommonMultiple($0, max(1, $1?.alignment ?? 1)) }
         let plan = ChunkPlan(elementCount: n, unit: unit, chunkLimit: 1 << 16)
         let slots = max(1, min(plan.chunkCount, 2 * threads))
-        let scratch = sources.map { $0.scratchBytes(for: plan.chunk) }.max() ?? 0
-        let buffers = (0..<sources.count).map { _ in ChunkBuffers(slots: slots, size: ChunkBuffers.Size(floats: plan.chunk, bytes: 0, scratch: max(1, scratch))) }
+        let scratch = max(1, requantizing.scratchBytes(for: plan.chunk), dequantizing?.scratchBytes(for: plan.chunk) ?? 0)
+        // Per slot: the base, DQ16's start, DQ16, Q4, W16.
+        let buffers = ChunkBuffers(slots: slots, size: ChunkBuffers.Size(floats: 5 * plan.chunk, bytes: 0, scratch: scratch))
+        let pairs = [(1, 2), (2, 3), (4, 2), (4, 3)]
         let partial = SlotValues<[ErrorMetrics]>(slots: slots, initial: [])
         var total = [ErrorMetrics](repeating: ErrorMetrics(), count: pairs.count)
         try computeChunksInOrder(count: plan.chunkCount, slots: slots, threads: threads, compute: { c, slot in
-            let range = plan.chunkRange(c)
-            for (i, source) in sources.enumerated() {
-                try source.readFloats(range, into: buffers[i].floats(slot).baseAddress!, scratch: buffers[i].scratch(slot))
+            let range = plan.chunkRange(c), count = range.count
+            let values = (0..<5).map { buffers.floats(slot).baseAddress! + $0 * plan.chunk }
+            let (base, start, merged, requantized, sixteen) = (values[0], values[1], values[2], values[3], values[4])
+            try stored.readFloats(range, into: base, scratch: buffers.scratch(slot))
+            start.update(from: base, count: count)
+            if let dequantizing {
+                dequantizing.roundTrip(start, range: range, scratch: buffers.scratch(slot))
+                FloatConversion.roundTrip(start, count: count, through: dtype)
             }
-            partial[slot] = pairs.map { pair in
+            merged.update(from: start, count: count)
+            merging.applyChange(to: merged, range: range)
+            FloatConversion.roundTrip(merged, count: count, through: dtype)
+            requantized.update(from: merged, count: count)
+            requantizing.roundTrip(requantized, range: range, scratch: buffers.scratch(slot))
+            FloatConversion.roundTrip(requantized, count: count, through: dtype)
+            if let mergingSixteen {
+                sixteen.update(from: base, count: count)
+                mergingSixteen.applyChange(to: sixteen, range: range)
+                FloatConversion.roundTrip(sixteen, count: count, through: dtype)
+            }
+            partial[slot] = pairs.prefix(sixteenBit ? 4 : 2).map { pair in
                 var metrics = ErrorMetrics()
-                metrics.add(original: UnsafeBufferPointer(rebasing: buffers[pair.0].floats(slot)[0..<range.count]),
-                            reconstructed: UnsafeBufferPointer(rebasing: buffers[pair.1].floats(slot)[0..<range.count]))
+                metrics.add(original: UnsafeBufferPointer(start: values[pair.0], count: count),
+                            reconstructed: UnsafeBufferPointer(start: values[pair.1], count: count))
                 return metrics
             }
         }, inOrder: { _, slot in
-            for i in total.indices { total[i].merge(partial[slot][i]) }
+            for i in partial[slot].indices { total[i].merge(partial[slot][i]) }
         })
-        return total
+        return Tensor(name: tensor.name, delta: total[0], sixteenToDequantized: sixteenBit ? total[2] : nil, dequantizedToRequantized: total[1],
+                      sixteenToRequantized: sixteenBit ? total[3] : nil)
     }
 }
