@@ -201,10 +201,10 @@ final class AdapterCombinationTests: XCTestCase {
             values.withUnsafeMutableBufferPointer { prepared.apply(to: $0.baseAddress!, rows: 0..<8) }
             return values
         }
-        let expected = try plan.changes.map { merged(try plan.prepare($0, decodeReplacement: false, threads: 1, fusedProducts: true)) }
-        let inOrder = LookaheadPreparation(plan: plan, fusedProducts: true)
+        let expected = try plan.changes.map { merged(try plan.prepare($0, decodeReplacement: false, threads: 1)) }
+        let inOrder = LookaheadPreparation(plan: plan)
         XCTAssertEqual(try plan.changes.map { merged(try inOrder.prepared($0, threads: 2)) }, expected)
-        let reversed = LookaheadPreparation(plan: plan, fusedProducts: true)
+        let reversed = LookaheadPreparation(plan: plan)
         XCTAssertEqual(try plan.changes.reversed().map { merged(try reversed.prepared($0, threads: 2)) }, expected.reversed())
         XCTAssertNotEqual(expected[0], [Float](repeating: 0, count: 64))
     }

@@ -87,6 +87,11 @@ public struct LoRAMergePlan {
     public let combination: LoRACombination?
     /// The tied embeddings the merge unties (planned on `TiedEmbeddings.withOutputTensor`); nil when it leaves the base tied or untied as it was.
     public internal(set) var untiedEmbeddings: TiedEmbeddings? = nil
+    /// The deltas' products summed with one rounding per step, as torch's
+    /// CPU sgemm does (`FusedProducts`): set by `summingProductsAsTorch()`
+    /// for the merges that give PEFT's bits where no earlier output is to be
+    /// kept (through a quantization); combined changes always sum this way.
+    public private(set) var fusesProducts = false
     /// The changed tensors, in the order of the base tensors given.
     public let changes: [LoRATensorChange]
     private let changeIndex: [String: Int]
@@ -145,10 +150,15 @@ public struct LoRAMergePlan {
     ///   streams it instead when this is false.
     /// - Parameters:
     ///   - threads: for combined changes, the threads their factors are computed on.
-    ///   - fusedProducts: sum the delta's products as torch's sgemm does (combined changes always do).
-    public func prepare(_ change: LoRATensorChange, decodeReplacement: Bool = true, threads: Int = 1,
-                        fusedProducts: Bool = false) throws -> LoRAPreparedChange {
-        try LoRAPreparedChange(change, decodeReplacement: decodeReplacement, threads: threads, fusedProducts: fusedProducts)
+    public func prepare(_ change: LoRATensorChange, decodeReplacement: Bool = true, threads: Int = 1) throws -> LoRAPreparedChange {
+        try LoRAPreparedChange(change, decodeReplacement: decodeReplacement, threads: threads, fusedProducts: fusesProducts)
+    }
+
+    /// This plan with every delta's products summed as torch's sgemm does.
+    public func summingProductsAsTorch() -> LoRAMergePlan {
+        var plan = self
+        plan.fusesProducts = true
+        return plan
     }
 }
 

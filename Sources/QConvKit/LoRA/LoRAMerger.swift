@@ -178,7 +178,7 @@ public enum LoRAMerger {
                 throw ConversionError.alreadyQuantized(path: base.path, tensor: quantized.name, scheme: quantized.scheme.summary)
             }
             // A new way to merge, so it gives PEFT's bits (no earlier output to keep).
-            let quantized = QuantizedBaseTransform(merge: LoRATransform(plan: plan, allowNonfinite: options.allowNonfinite, fusedProducts: true), quantization: through,
+            let quantized = QuantizedBaseTransform(merge: LoRATransform(plan: plan.summingProductsAsTorch(), allowNonfinite: options.allowNonfinite), quantization: through,
                                                    selection: try TensorSelection())
             throughCount = base.tensors.filter { quantized.isQuantized($0.info) }.count
             transform = quantized

@@ -3,18 +3,14 @@
 public struct LoRATransform: TensorTransform {
     public let plan: LoRAMergePlan
     public let allowsNonFinite: Bool
-    /// Sum the deltas' products as torch's sgemm does (`FusedProducts`);
-    /// combined changes always do.
-    public let fusedProducts: Bool
 
     /// Combined changes are prepared one tensor ahead.
     private let lookahead: LookaheadPreparation
 
-    public init(plan: LoRAMergePlan, allowNonfinite: Bool, fusedProducts: Bool = false) {
+    public init(plan: LoRAMergePlan, allowNonfinite: Bool) {
         self.plan = plan
         allowsNonFinite = allowNonfinite
-        self.fusedProducts = fusedProducts
-        lookahead = LookaheadPreparation(plan: plan, fusedProducts: fusedProducts)
+        lookahead = LookaheadPreparation(plan: plan)
     }
 
     public var inputFiles: [String] { plan.adapters.flatMap(\.filePaths) }

@@ -14,12 +14,10 @@ final class LookaheadPreparation: @unchecked Sendable {
     }
 
     private let plan: LoRAMergePlan
-    private let fusedProducts: Bool
     private let slot = Locked<Slot?>(nil)
 
-    init(plan: LoRAMergePlan, fusedProducts: Bool) {
+    init(plan: LoRAMergePlan) {
         self.plan = plan
-        self.fusedProducts = fusedProducts
     }
 
     /// The change prepared (its replacement left to the source, see
@@ -41,7 +39,7 @@ final class LookaheadPreparation: @unchecked Sendable {
     }
 
     private func prepare(_ change: LoRATensorChange, threads: Int) throws -> LoRAPreparedChange {
-        try plan.prepare(change, decodeReplacement: false, threads: threads, fusedProducts: fusedProducts)
+        try plan.prepare(change, decodeReplacement: false, threads: threads)
     }
 
     private func startNext(after name: String, threads: Int) {

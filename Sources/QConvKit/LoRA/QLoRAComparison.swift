@@ -50,6 +50,8 @@ public struct QLoRAComparison {
         var mean = DoubleQuantization.Mean.float64
         if through != nil { mean = .torchFloat32 }
         if case .bitsandbytes = base.format { mean = .torchFloat32 }
+        // As the merges write them: through a quantization products are summed as torch does, into a container as they always were.
+        let summing = through != nil ? plan.summingProductsAsTorch() : plan
         let counter = ProgressCounter(label: "comparing", total: plan.changes.reduce(0) { $0 + UInt64($1.base.byteCount) }, handler: progress)
         defer { counter.finish() }
         for change in plan.changes {
@@ -60,8 +62,7 @@ public struct QLoRAComparison {
                 skipped.append(change.base.name)
                 continue
             }
-            // As the merges write them: through a quantization products are summed as torch does, into a container as they always were.
-            let prepared = try plan.prepare(change, decodeReplacement: false, threads: threads, fusedProducts: through != nil)
+            let prepared = try summing.prepare(change, decodeReplacement: false, threads: threads)
             compared.append(try compareTensor(tensor, prepared: prepared, quantization: quantization, mean: mean, sixteenBit: through != nil,
                                               threads: threads))
         }
