@@ -98,12 +98,12 @@ public enum Dequantizer {
     /// container embedded from one) loses it, written anew (transformers would
     /// otherwise look for quantized weights); every other file is copied as it is.
     static func dequantizedSideFiles(_ model: Model) throws -> (copied: [SideFile], config: [UInt8]?) {
-        guard let config = model.sideFiles.first(where: { $0.name == BitsandbytesConfig.fileName }),
-              config.size <= BitsandbytesConfigFile.maximumSize else { return (model.sideFiles, nil) }
+        guard let config = model.sideFiles.first(where: { $0.name == TransformersConfig.fileName }),
+              config.size <= TransformersConfig.maximumSize else { return (model.sideFiles, nil) }
         let bytes = try config.readAll()
         let path = FileSystem.join(model.path, config.name)
         guard (try? BitsandbytesConfigFile(path: path, bytes: bytes))?.isBitsandbytes == true else { return (model.sideFiles, nil) }
-        return (model.sideFiles.filter { $0.name != BitsandbytesConfig.fileName }, try BitsandbytesConfig.configWithoutQuantization(bytes, path: path))
+        return (model.sideFiles.filter { $0.name != TransformersConfig.fileName }, try BitsandbytesConfig.configWithoutQuantization(bytes, path: path))
     }
 
     /// Writes `model` as safetensors at `destination`: a single file when
@@ -128,7 +128,7 @@ public enum Dequantizer {
         let writer = try CheckpointWriter(destination: destination, layout: layout, tensors: outputs, metadata: model.metadata,
                                           sideFiles: asFile ? [] : sideFiles, overwrite: options.overwrite,
                                           inputs: model.inputPaths + (transform?.inputFiles ?? []), part: options.part)
-        if let config, !asFile { try writer.addFile(named: BitsandbytesConfig.fileName, bytes: config) }
+        if let config, !asFile { try writer.addFile(named: TransformersConfig.fileName, bytes: config) }
         let context = EncodingContext(threads: options.threads, allowNonfinite: true)
         try ModelConversion.run(steps, into: writer, context: context,
                                 progress: ProgressCounter(label: options.command, total: model.sourceTensorBytes, handler: options.progress))

@@ -27,8 +27,7 @@ public struct TiedEmbeddings: Equatable, Sendable {
     /// `"tie_word_embeddings": true` (the last such member, as Python reads
     /// it) or no input embedding is found.
     public static func detect(in model: Model) throws -> TiedEmbeddings? {
-        guard let config = model.sideFiles.first(where: { $0.name == "config.json" }),
-              let object = try? JSONParser.parse(try config.readAll()).objectValue,
+        guard let object = TransformersConfig.object(of: model),
               object.members.last(where: { $0.key == "tie_word_embeddings" })?.value == .bool(true) else { return nil }
         let stored = model.tensor(named: outputName) != nil
         for suffix in inputSuffixes {
@@ -62,9 +61,9 @@ public struct TiedEmbeddings: Equatable, Sendable {
     public func untie(_ model: Model) throws -> Model {
         let withOutput = withOutputTensor(model)
         var sideFiles = withOutput.sideFiles
-        if let index = sideFiles.firstIndex(where: { $0.name == "config.json" }),
+        if let index = sideFiles.firstIndex(where: { $0.name == TransformersConfig.fileName }),
            let edited = JSONTextEditing.replacingTopLevelValues(of: "tie_word_embeddings", in: try sideFiles[index].readAll(), with: "false") {
-            sideFiles[index] = SideFile(name: "config.json", generated: edited)
+            sideFiles[index] = SideFile(name: TransformersConfig.fileName, generated: edited)
         }
         return withOutput.replacing(sideFiles: sideFiles)
     }

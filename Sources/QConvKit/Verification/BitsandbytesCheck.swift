@@ -54,7 +54,7 @@ public enum BitsandbytesCheck {
                     problems.append(error)
                 }
             } else {
-                problems.append(.configInvalid(file: FileSystem.join(path, BitsandbytesConfig.fileName),
+                problems.append(.configInvalid(file: FileSystem.join(path, TransformersConfig.fileName),
                                                reason: "is missing; transformers needs it, with quantization_config, to load the weights"))
             }
         }

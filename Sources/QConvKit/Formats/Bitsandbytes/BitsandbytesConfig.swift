@@ -20,9 +20,6 @@ public struct BitsandbytesConfig: Equatable, Sendable {
         self.skipModules = skipModules
     }
 
-    /// The name of `config.json`.
-    public static let fileName = "config.json"
-
     /// The object exactly as transformers 5 saves it (all 13 keys; written with sorted keys).
     public var json: JSONValue {
         var fourBit = false, format = FourBitFormat.fp4, doubleQuant = false
@@ -47,28 +44,22 @@ public struct BitsandbytesConfig: Equatable, Sendable {
 
     /// `source` (a config.json) with `quantization_config` set to `self`,
     /// written as transformers writes configs: Python's `json.dumps(indent=2,
-    /// sort_keys=True)` and a newline. Without a source, nil.
+    /// sort_keys=True)` and a newline.
     ///
     /// - Throws: `BitsandbytesError.configInvalid` when `source` is not a JSON object.
     public func configFile(from source: [UInt8], path: String) throws -> [UInt8] {
         var config = try Self.parseObject(source, path: path)
         config.members.removeAll { $0.key == "quantization_config" }
         config.append("quantization_config", json)
-        return Self.pythonText(.object(config))
+        return TransformersConfig.text(config)
     }
 
     /// `source` without `quantization_config` (a dequantized model's config).
     public static func configWithoutQuantization(_ source: [UInt8], path: String) throws -> [UInt8] {
-        var config = try parseObject(source, path: path)
-        config.members.removeAll { $0.key == "quantization_config" }
-        return pythonText(.object(config))
+        TransformersConfig.withoutQuantization(try parseObject(source, path: path))
     }
 
-    /// How transformers writes a config.
-    static func pythonText(_ value: JSONValue) -> [UInt8] {
-        Array((JSONWriter.serialize(pythonValue(value), style: .python, sortKeys: true) + "\n").utf8)
-    }
-
+    /// A config's top-level object, which the bitsandbytes layout insists on.
     static func parseObject(_ bytes: [UInt8], path: String) throws -> JSONObject {
         let root: JSONValue
         do { root = try JSONParser.parse(bytes) } catch {
@@ -78,33 +69,6 @@ public struct BitsandbytesConfig: Equatable, Sendable {
             throw BitsandbytesError.configInvalid(file: path, reason: "must be a JSON object, found \(root.kindDescription)")
         }
         return object
-    }
-
-    /// The value as Python's `json.load` holds it: each key once (in its first
-    /// place, with its last value) and floats as Python writes them back.
-    static func pythonValue(_ value: JSONValue) -> JSONValue {
-        switch value {
-        case .object(let object):
-            var result = JSONObject()
-            var position: [String: Int] = [:]
-            for member in object.members {
-                let converted = pythonValue(member.value)
-                if let i = position[member.key] {
-                    result.members[i].value = converted
-                } else {
-                    position[member.key] = result.members.count
-                    result.append(member.key, converted)
-                }
-            }
-            return .object(result)
-        case .array(let items):
-            return .array(items.map(pythonValue))
-        case .number(let number):
-            if number.isInteger { return .number(Int(number.text).map { JSONNumber($0) } ?? number) }
-            return .number(number.doubleValue.map { JSONNumber(python: $0) } ?? number)
-        case .null, .bool, .string:
-            return value
-        }
     }
 }
 
@@ -142,12 +106,9 @@ public struct BitsandbytesConfigFile: Sendable {
 
     /// Reads `name` from a folder when it is there and small enough to be a config.
     static func read(folder: String) -> (path: String, bytes: [UInt8])? {
-        let path = FileSystem.join(folder, BitsandbytesConfig.fileName)
-        guard FileSystem.kind(of: path) == .file, let file = try? ReadableFile(path: path), file.size <= maximumSize,
+        let path = FileSystem.join(folder, TransformersConfig.fileName)
+        guard FileSystem.kind(of: path) == .file, let file = try? ReadableFile(path: path), file.size <= TransformersConfig.maximumSize,
               let bytes = try? file.readBytes(at: 0, count: Int(file.size)) else { return nil }
         return (path, bytes)
     }
-
-    /// Larger is not a config.
-    static let maximumSize: UInt64 = 16 << 20
 }

@@ -92,7 +92,7 @@ extension BitsandbytesLayout {
     init(path: String) throws {
         let checkpoint = try Checkpoint(path: path)
         var config: BitsandbytesConfigFile?
-        if checkpoint.layout != .file, checkpoint.auxiliaryFiles.contains(BitsandbytesConfig.fileName),
+        if checkpoint.layout != .file, checkpoint.auxiliaryFiles.contains(TransformersConfig.fileName),
            let file = BitsandbytesConfigFile.read(folder: path) {
             config = try BitsandbytesConfigFile(path: file.path, bytes: file.bytes)
         }

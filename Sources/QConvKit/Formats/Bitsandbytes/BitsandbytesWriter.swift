@@ -82,7 +82,7 @@ public final class BitsandbytesWriter: ModelWriter {
         writtenShards = Set(part?.shards(ofSizes: plan.shards.map { UInt64($0.header.count) + $0.dataLength }) ?? Array(plan.shards.indices))
         do {
             for file in sideFiles {
-                if case .set(let quantization) = config, file.name == BitsandbytesConfig.fileName {
+                if case .set(let quantization) = config, file.name == TransformersConfig.fileName {
                     try folder.writeSharedFile(file.name, bytes: try quantization.configFile(from: try file.readAll(), path: FileSystem.join(source, file.name)))
                 } else {
                     try folder.copySideFile(file)

@@ -29,7 +29,7 @@ public enum ScaledFP8Checkpoint {
         var counts = [Int](repeating: 0, count: model.files.count)
         for tensor in tensors { counts[tensor.file] += 1 }
         let files = model.files.enumerated().map { ModelFile(name: $1.name, path: $1.path, size: $1.size, tensorCount: counts[$0]) }
-        let sideFiles = model.sideFiles.map { $0.name == FP8Config.fileName ? config.withoutQuantization(of: $0) : $0 }
+        let sideFiles = model.sideFiles.map { $0.name == TransformersConfig.fileName ? config.withoutQuantization(of: $0) : $0 }
         return model.replacing(files: files, sideFiles: sideFiles, tensors: tensors)
     }
 
@@ -65,8 +65,6 @@ public enum ScaledFP8Checkpoint {
 
 /// What config.json says about an FP8 model: its dtype, the block size of its scales.
 struct FP8Config {
-    static let fileName = "config.json"
-
     /// The dtype the model computes in (`torch_dtype` or `dtype`): what its weights decode to.
     let dtype: DType
     /// `weight_block_size` (or compressed-tensors' `block_structure`), when given.
@@ -75,8 +73,7 @@ struct FP8Config {
     private let object: JSONObject?
 
     init(_ model: Model) throws {
-        guard let side = model.sideFiles.first(where: { $0.name == Self.fileName }), side.size <= 16 << 20,
-              let object = (try? JSONParser.parse(try side.readAll()))?.objectValue else {
+        guard let object = TransformersConfig.object(of: model) else {
             (dtype, block, object) = (.bf16, nil, nil)
             return
         }
@@ -95,15 +92,14 @@ struct FP8Config {
             guard let rows = items[0].numberValue?.intValue, let columns = items[1].numberValue?.intValue, rows > 0, columns > 0 else { fallthrough }
             block = (rows, columns)
         default:
-            throw ScaledFP8Error.invalidBlockSize(file: FileSystem.join(model.path, Self.fileName), value: JSONWriter.serialize(blockValue ?? .null))
+            throw ScaledFP8Error.invalidBlockSize(file: FileSystem.join(model.path, TransformersConfig.fileName), value: JSONWriter.serialize(blockValue ?? .null))
         }
     }
 
-    /// config.json as it is, less its `quantization_config`.
+    /// config.json less its `quantization_config`, written as transformers writes it.
     func withoutQuantization(of file: SideFile) -> SideFile {
-        guard var object, object["quantization_config"] != nil else { return file }
-        object.members.removeAll { $0.key == "quantization_config" }
-        return SideFile(name: file.name, generated: Array((JSONWriter.serialize(.object(object), style: .indented) + "\n").utf8))
+        guard let object, object["quantization_config"] != nil else { return file }
+        return SideFile(name: file.name, generated: TransformersConfig.withoutQuantization(object))
     }
 }
 
