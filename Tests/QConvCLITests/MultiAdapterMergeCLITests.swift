@@ -37,21 +37,44 @@ final class MultiAdapterMergeCLITests: XCTestCase {
         }
     }
 
-    private func floats(_ bytes: [UInt8]) -> [Float] {
-        bytes.withUnsafeBytes { raw in (0..<(bytes.count / 4)).map { raw.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) } }
+    private func floats(_ bytes: [UInt8], _ dtype: DType) -> [Float] {
+        let count = bytes.count / dtype.byteWidth!
+        var values = [Float](repeating: 0, count: count)
+        bytes.withUnsafeBytes { raw in FloatConversion.decode(raw.baseAddress!, dtype: dtype, count: count, into: &values) }
+        return values
     }
 
-    /// Float32 values on one integer line, so neighbours differ by one across zero too.
-    private func ordered(_ x: Float) -> Int64 {
-        let bits = Int64(x.bitPattern)
-        return bits & 0x8000_0000 != 0 ? -(bits & 0x7FFF_FFFF) : bits
+    /// Values of `dtype` on one integer line (their bits as stored), so that
+    /// neighbours differ by one across zero too.
+    private func ordered(_ bytes: [UInt8], _ dtype: DType) -> [Int64] {
+        let width = dtype.byteWidth!
+        return stride(from: 0, to: bytes.count, by: width).map { start in
+            let bits = bytes[start..<start + width].reversed().reduce(Int64(0)) { $0 << 8 | Int64($1) }
+            let sign = Int64(1) << (width * 8 - 1)
+            return bits & sign != 0 ? -(bits & (sign - 1)) : bits
+        }
     }
 
     /// The merges of shared/refdata (merges.json).
     func testEveryPEFTCombinationMatches() throws {
         let merges = try manifest(root)
         XCTAssertEqual(Set(merges.map(\.method)), ["cat", "linear", "ties", "magnitude_prune", "svd"])
-        try check(merges)
+        try check(merges, in: root)
+    }
+
+    /// PEFT's merges into 16-bit bases (interop/multi_adapter_16bit/generate.py),
+    /// where PEFT makes the combined adapter in the base's dtype: `cat`
+    /// rounds the stacked factors and the delta to it; adapters of
+    /// `embed_tokens`, stored with their `base_layer.weight`; rsLoRA; and
+    /// GPT-2's fan_in_fan_out layers in float32.
+    func testPEFTCombinationsInto16BitBasesMatch() throws {
+        for (name, methods) in [("f16", ["cat", "svd", "ties_svd"]), ("bf16", ["cat", "linear", "ties", "magnitude_prune", "svd"]),
+                                ("gpt2", ["cat", "svd"])] {
+            let folder = Fixtures.path("interop/multi_adapter_16bit/" + name)
+            let merges = try manifest(folder)
+            XCTAssertEqual(merges.map(\.method), methods, name)
+            try check(merges, in: folder)
+        }
     }
 
     /// More of PEFT's merges of the same adapters (peft_extra/generate.py):
@@ -61,15 +84,17 @@ final class MultiAdapterMergeCLITests: XCTestCase {
     func testMorePEFTCombinationsMatch() throws {
         let merges = try manifest(root + "/peft_extra")
         XCTAssertEqual(Set(merges.map(\.method)), ["cat", "linear", "ties", "svd", "ties_svd", "magnitude_prune_svd"])
-        try check(merges)
+        try check(merges, in: root)
     }
 
     /// Runs each merge and compares it with PEFT's: the factor methods within
-    /// one ulp of PEFT's float32 values (in fact bit for bit: qconv sums the
-    /// products as torch's sgemm does), the SVD methods within 1e-5 of each
-    /// tensor's absmax; every other tensor is the base's, byte for byte, and
-    /// config.json is copied.
-    private func check(_ merges: [Merge]) throws {
+    /// one ulp of PEFT's values (in fact bit for bit: qconv sums the products
+    /// as torch's sgemm does and rounds where PEFT rounds), the SVD methods
+    /// within 1e-5 of each tensor's absmax in float32, and within one unit of
+    /// the dtype's precision at the absmax in 16 bits (where SVDs that differ
+    /// in their last float32 bits round some values the other way); every
+    /// other tensor is the base's, byte for byte, and config.json is copied.
+    private func check(_ merges: [Merge], in root: String) throws {
         let base = try SafeTensorsFile(path: root + "/base/model.safetensors")
         for merge in merges {
             let folder = TemporaryDirectory("qconv-multi")
@@ -81,24 +106,26 @@ final class MultiAdapterMergeCLITests: XCTestCase {
             let peft = try SafeTensorsFile(path: merge.reference)
             XCTAssertEqual(ours.tensors.map(\.name), base.tensors.map(\.name), merge.method)
             XCTAssertEqual(FileManager.default.contents(atPath: out + "/config.json"), FileManager.default.contents(atPath: root + "/base/config.json"))
-            var worstULP: Int64 = 0, worstRelative: Float = 0
+            var worstULP: Int64 = 0, worstRelative: Float = 0, tolerance: Float = 1e-5
             for tensor in ours.tensors {
-                let mine = try ours.bytes(of: tensor)
+                let mine = try ours.bytes(of: tensor), dtype = tensor.info.dtype
                 guard let reference = peft.entry(named: tensor.name) else {
                     XCTAssertEqual(mine, try base.bytes(of: XCTUnwrap(base.entry(named: tensor.name))), "\(merge.method): \(tensor.name) is the base's")
                     continue
                 }
-                let x = floats(mine), y = floats(try peft.bytes(of: reference))
+                XCTAssertEqual(reference.info.dtype, dtype, "\(merge.method): \(tensor.name)")
+                let theirs = try peft.bytes(of: reference)
+                let x = floats(mine, dtype), y = floats(theirs, dtype)
                 XCTAssertEqual(x.count, y.count, "\(merge.method): \(tensor.name)")
                 let absmax = y.reduce(Float(0)) { max($0, abs($1)) }
-                for (a, b) in zip(x, y) {
-                    worstULP = max(worstULP, abs(ordered(a) - ordered(b)))
-                    worstRelative = max(worstRelative, abs(a - b) / absmax)
-                }
+                for (a, b) in zip(x, y) { worstRelative = max(worstRelative, abs(a - b) / absmax) }
+                for (a, b) in zip(ordered(mine, dtype), ordered(theirs, dtype)) { worstULP = max(worstULP, abs(a - b)) }
+                if dtype == .f16 { tolerance = max(tolerance, Float(Float16.ulpOfOne)) }
+                if dtype == .bf16 { tolerance = max(tolerance, 1.0 / 128) }
             }
-            print("merge-lora --method \(merge.method): worst \(worstULP) ulp, \(worstRelative) of absmax")
+            print("merge-lora --method \(merge.method) (\(root.split(separator: "/").suffix(2).joined(separator: "/"))): worst \(worstULP) ulp, \(worstRelative) of absmax")
             if merge.method.hasSuffix("svd") {
-                XCTAssertLessThanOrEqual(worstRelative, 1e-5, merge.method)
+                XCTAssertLessThanOrEqual(worstRelative, tolerance, merge.method)
             } else {
                 XCTAssertLessThanOrEqual(worstULP, 1, merge.method)
             }
@@ -148,7 +175,7 @@ final class MultiAdapterMergeCLITests: XCTestCase {
         XCTAssertEqual(try run([root + "/a1", folder.file("scaled.safetensors"), "--scale", "0.5", "--quiet"]).status, 0)
         let a = try SafeTensorsFile(path: folder.file("w.safetensors")), b = try SafeTensorsFile(path: folder.file("scaled.safetensors"))
         for tensor in a.tensors {
-            let x = floats(try a.bytes(of: tensor)), y = floats(try b.bytes(of: XCTUnwrap(b.entry(named: tensor.name))))
+            let x = floats(try a.bytes(of: tensor), .f32), y = floats(try b.bytes(of: XCTUnwrap(b.entry(named: tensor.name))), .f32)
             let absmax = y.reduce(Float(0)) { max($0, abs($1)) }
             for (p, q) in zip(x, y) { XCTAssertLessThanOrEqual(abs(p - q), 1e-6 * absmax, tensor.name) }
         }

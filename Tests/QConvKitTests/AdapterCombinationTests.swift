@@ -157,12 +157,57 @@ final class AdapterCombinationTests: XCTestCase {
         }
         XCTAssertEqual(refusal([plain, dora]), .unsupported(adapter: dora.path, tensor: "base_model.model.q.lora_magnitude_vector", feature: "a DoRA magnitude"))
         XCTAssertEqual(refusal([saved, plain]), .unsupported(adapter: saved.path, tensor: "base_model.model.head.weight",
-                                                             feature: "a whole-module tensor (modules_to_save or base_layer)"))
+                                                             feature: "a whole-module tensor (modules_to_save)"))
         XCTAssertEqual(refusal([plain, biased]), .unsupported(adapter: biased.path, tensor: "base_model.model.q.lora_B.bias", feature: "lora_B.bias"))
         XCTAssertEqual(refusal([plain, conv1d]), .kindsDiffer(tensor: "q.weight", kinds: ["\(plain.path): linear", "\(conv1d.path): linear-fan-in-fan-out"]))
         XCTAssertEqual(refusal([plain, plain], weights: [1]), .weightCount(adapters: 2, weights: 1))
         XCTAssertEqual(LoRACombinationError.weightCount(adapters: 2, weights: 1).category, .usage)
         XCTAssertNil(refusal([plain, plain]))
+    }
+
+    /// A base layer an adapter stores (as PEFT stores `embed_tokens.base_layer.weight`
+    /// with an embedding's adapter) replaces the base tensor as loading the
+    /// adapters in order would: the last one that stores it wins, and the
+    /// combined delta goes on top; one stored alone is a replacement.
+    func testCombinationsTakeTheLastAdaptersBaseLayer() throws {
+        let folder = TemporaryDirectory("qconv-combine")
+        let config = #"{"peft_type": "LORA", "r": 2, "lora_alpha": 4}"#
+        let first = try adapter(folder, "first", config: config, factors + [("q.base_layer.weight", [8, 8]), ("q.base_layer.bias", [8])])
+        let second = try adapter(folder, "second", config: config, factors + [("q.base_layer.weight", [8, 8])])
+        let plain = try adapter(folder, "plain", config: config, factors)
+        for (adapters, weightFrom) in [([first, second], "second"), ([second, first], "first"), ([first, plain], "first")] {
+            let combined = try plan(adapters, .cat)
+            let weight = try XCTUnwrap(combined.change(for: "q.weight"))
+            XCTAssertNotNil(weight.combined)
+            XCTAssertEqual(weight.replacement?.file.path, folder.file(weightFrom) + "/adapter_model.safetensors")
+            let bias = try XCTUnwrap(combined.change(for: "q.bias"))
+            XCTAssertEqual(bias.kind, .replacement)
+            XCTAssertEqual(bias.replacement?.file.path, folder.file("first") + "/adapter_model.safetensors")
+        }
+    }
+
+    /// `cat` on a 16-bit base holds the stacked factors in the base's dtype,
+    /// as PEFT's combined adapter is; on a float32 base, a quantized one, or
+    /// through a quantization, in float32; the other methods always in float32.
+    func testCatHoldsItsFactorsInTheBasesSixteenBitDType() throws {
+        let folder = TemporaryDirectory("qconv-combine")
+        let a = try adapter(folder, "a", config: #"{"peft_type": "LORA", "r": 2, "lora_alpha": 4}"#, factors)
+        func factorDType(_ dtype: DType, _ method: LoRACombinationMethod = .cat, quantized: Set<String> = []) throws -> DType? {
+            let combined = try LoRAMergePlan(combining: [a, a], combination: LoRACombination(method: method, weights: [1, 1]),
+                                             baseTensors: [TensorInfo(name: "q.weight", dtype: dtype, shape: [8, 8])], baseDescription: "base",
+                                             quantizedTensors: quantized)
+            return combined.changes.first?.combined?.factorDType
+        }
+        XCTAssertEqual(try factorDType(.f16), .f16)
+        XCTAssertEqual(try factorDType(.bf16), .bf16)
+        XCTAssertNil(try factorDType(.f32))
+        XCTAssertNil(try factorDType(.f16, quantized: ["q.weight"]))
+        XCTAssertNil(try factorDType(.f16, .factors(.sum)))
+        let through = try LoRAMergePlan(combining: [a, a], combination: LoRACombination(method: .cat, weights: [1, 1]),
+                                        baseTensors: [TensorInfo(name: "q.weight", dtype: .f16, shape: [8, 8])], baseDescription: "base")
+            .throughQuantization { _ in true }
+        XCTAssertNil(through.changes.first?.combined?.factorDType)
+        XCTAssertTrue(through.fusesProducts)
     }
 
     /// PEFT gives the combined adapter `r = lora_alpha = new rank` and

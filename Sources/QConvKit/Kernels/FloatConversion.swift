@@ -145,6 +145,20 @@ public enum FloatConversion {
         }
     }
 
+    /// `values += delta`, each delta first rounded as `roundTrip` rounds it, in one pass.
+    public static func add(_ delta: UnsafePointer<Float>, roundedThrough dtype: DType, to values: UnsafeMutablePointer<Float>, count: Int) {
+        switch dtype {
+        case .f16:
+            #if QCONV_HARDWARE_HALF
+            for i in 0..<count { values[i] += Float(Float16(delta[i])) }
+            #else
+            for i in 0..<count { values[i] += float(fromHalf: halfBits(from: delta[i])) }
+            #endif
+        case .bf16: for i in 0..<count { values[i] += float(fromBFloat16: bfloat16Bits(from: delta[i])) }
+        default: for i in 0..<count { values[i] += delta[i] }
+        }
+    }
+
     // The bulk loops are plain loops over the scalar functions: LLVM
     // vectorizes them (about 1 G elements/s per core), several times faster
     // than hand-written Swift SIMD code, whose lane conversions and masks

@@ -156,19 +156,6 @@ enum LoRAKernels {
         }
     }
 
-    /// `row += round_dtype((weights . basis) * scale)`; `scratch` holds 6 bytes per column.
-    static func addRoundedDelta<P: ProductAccumulation>(_ weights: UnsafePointer<Float>, _ basis: UnsafePointer<Float>, rank: Int, columns: Int,
-                                                       scale: Float, through dtype: DType, scratch: UnsafeMutableRawBufferPointer,
-                                                       into row: UnsafeMutablePointer<Float>, _ products: P.Type) {
-        let delta = scratch.baseAddress!.bindMemory(to: Float.self, capacity: columns)
-        let encoded = scratch.baseAddress! + columns * 4
-        delta.initialize(repeating: 0, count: columns)
-        addDelta(weights, basis, rank: rank, columns: columns, scale: scale, into: delta, P.self)
-        FloatConversion.encode(delta, count: columns, as: dtype, into: encoded)
-        FloatConversion.decode(encoded, dtype: dtype, count: columns, into: delta)
-        addScaled(delta, scale: 1, into: row, count: columns)
-    }
-
     /// `row += delta` like `addDelta`, returning the row's L2 norm afterwards
     /// (squares summed in double, rounded to float32 at the end).
     static func addDeltaReturningNorm(_ weights: UnsafePointer<Float>, _ basis: UnsafePointer<Float>, rank: Int, columns: Int, scale: Float, into row: UnsafeMutablePointer<Float>) -> Float {

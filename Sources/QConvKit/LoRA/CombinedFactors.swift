@@ -60,6 +60,7 @@ struct CombinedFactors {
 
     /// `cat`: `A_i * w_i * s_i` stacked (rows), `B_i` side by side (columns);
     /// torch multiplies by each Python float in turn, rounding each time.
+    /// Both are then rounded to the dtype PEFT holds them in (`factorDType`).
     private func concatenated(_ loaded: [Loaded]) -> (up: [Float], down: [Float], rank: Int) {
         let rank = loaded.reduce(0) { $0 + $1.rank }
         var down: [Float] = [], up = [Float](repeating: 0, count: rows * rank)
@@ -72,6 +73,10 @@ struct CombinedFactors {
                 for k in 0..<factor.rank { up[row * rank + offset + k] = factor.up[row * factor.rank + k] }
             }
             offset += factor.rank
+        }
+        if let dtype = module.factorDType {
+            up.withUnsafeMutableBufferPointer { FloatConversion.roundTrip($0.baseAddress!, count: $0.count, through: dtype) }
+            down.withUnsafeMutableBufferPointer { FloatConversion.roundTrip($0.baseAddress!, count: $0.count, through: dtype) }
         }
         return (up, down, rank)
     }

@@ -58,6 +58,13 @@ public struct LoRACombinedModule {
     /// PEFT's rank of the combined adapter: the SVD methods keep this many
     /// singular values (at most the rank of the delta).
     public let rank: Int
+    /// The 16-bit dtype PEFT holds the combined factors in, nil for float32.
+    /// PEFT makes the combined adapter in the base layer's dtype; `cat`
+    /// copies the factors into it (rounding them), then the delta is computed
+    /// in float32 and rounded to that dtype before it is added (LoRA's
+    /// `get_delta_weight` on the CPU). The other methods replace the factors
+    /// with their float32 results.
+    public internal(set) var factorDType: DType? = nil
 
     /// The adapter tensors that go into the change.
     public var adapterTensors: [String] { contributions.flatMap { [$0.module.down.name, $0.module.up.name] } }
@@ -76,11 +83,19 @@ extension LoRAMergePlan {
     ///
     /// Each adapter is checked against the base as it would be on its own;
     /// then every base tensor some of them change gets one combined change.
+    /// A base layer an adapter stores (`embed_tokens.base_layer.weight`,
+    /// which PEFT saves with every adapter of an embedding) replaces the base
+    /// tensor as loading the adapters in order would: the last adapter that
+    /// stores one wins; the combined delta is added on top.
     /// The combined adapter's scale is PEFT's: `lora_alpha = r = new rank`,
     /// so 1, or `sqrt(new rank)` when the first adapter uses rsLoRA (PEFT
     /// copies the first adapter's config), times `scaleMultiplier`.
+    ///
+    /// - Parameter quantizedTensors: base tensors stored quantized, whose
+    ///   PEFT layers are bitsandbytes layers (a combined adapter on them is
+    ///   float32).
     public init(combining adapters: [LoRAAdapter], combination: LoRACombination, baseTensors: [TensorInfo], scaleMultiplier: Double = 1,
-                baseDescription: String) throws {
+                baseDescription: String, quantizedTensors: Set<String> = []) throws {
         precondition(!adapters.isEmpty, "a combination of no adapters")
         guard combination.weights.count == adapters.count else {
             throw LoRACombinationError.weightCount(adapters: adapters.count, weights: combination.weights.count)
@@ -93,30 +108,45 @@ extension LoRAMergePlan {
         for base in baseTensors {
             var contributions: [LoRACombinedModule.Contribution] = []
             var kinds: [(adapter: String, kind: LoRATensorChange.Kind)] = []
+            var baseLayer: StoredTensor?
             for (index, plan) in plans.enumerated() {
                 guard let change = plan.change(for: base.name) else { continue }
-                let module = try Self.combinable(change, of: adapters[index])
+                let (module, stored) = try Self.combinable(change, of: adapters[index])
+                baseLayer = stored ?? baseLayer
+                guard let module else { continue }
                 contributions.append(.init(module: module, adapterIndex: index, weight: combination.weights[index]))
                 kinds.append((adapters[index].path, change.kind))
             }
-            guard let first = contributions.first, let kind = kinds.first?.kind else { continue }
+            let output = TensorInfo(name: base.name, dtype: base.dtype, shape: baseLayer?.info.shape ?? base.shape)
+            guard let first = contributions.first, let kind = kinds.first?.kind else {
+                if let baseLayer {
+                    changes.append(LoRATensorChange(base: base, output: output, kind: .replacement, replacement: baseLayer, module: nil,
+                                                    rank: nil, alpha: nil, scale: nil))
+                }
+                continue
+            }
             guard kinds.allSatisfy({ $0.kind == kind }) else {
                 throw LoRACombinationError.kindsDiffer(tensor: base.name, kinds: kinds.map { "\($0.adapter): \($0.kind.rawValue)" })
             }
-            var change = LoRATensorChange(base: base, output: base, kind: kind, replacement: nil, module: first.module,
+            var change = LoRATensorChange(base: base, output: output, kind: kind, replacement: baseLayer, module: first.module,
                                           rank: newRank, alpha: Double(newRank), scale: scale)
             change.combined = LoRACombinedModule(tensor: base.name, contributions: contributions, method: method, rank: newRank)
+            if case .cat = method, base.dtype == .f16 || base.dtype == .bf16, !quantizedTensors.contains(base.name) {
+                change.combined?.factorDType = base.dtype
+            }
             changes.append(change)
         }
         self.init(adapters: adapters, mappings: plans.map(\.mapping), scaleMultiplier: scaleMultiplier, combination: combination, changes: changes)
     }
 
-    /// The module of a change that can take part in a combination.
-    private static func combinable(_ change: LoRATensorChange, of adapter: LoRAAdapter) throws -> LoRAModule {
+    /// What a change brings to a combination: its module (nil for a base
+    /// layer stored alone) and the base layer it stores.
+    private static func combinable(_ change: LoRATensorChange, of adapter: LoRAAdapter) throws -> (module: LoRAModule?, baseLayer: StoredTensor?) {
         let path = adapter.path
-        if let replacement = change.replacement {
-            throw LoRACombinationError.unsupported(adapter: path, tensor: replacement.name, feature: "a whole-module tensor (modules_to_save or base_layer)")
+        if let replacement = change.replacement, !LoRAReplacement.isBaseLayer(replacement) {
+            throw LoRACombinationError.unsupported(adapter: path, tensor: replacement.name, feature: "a whole-module tensor (modules_to_save)")
         }
+        if change.kind == .replacement { return (nil, change.replacement) }
         guard let module = change.module, change.kind != .bias else {
             throw LoRACombinationError.unsupported(adapter: path, tensor: change.adapterTensors.first ?? change.base.name, feature: "lora_B.bias")
         }
@@ -126,7 +156,7 @@ extension LoRAMergePlan {
         if let bias = module.upBias {
             throw LoRACombinationError.unsupported(adapter: path, tensor: bias.name, feature: "lora_B.bias")
         }
-        return module
+        return (module, change.replacement)
     }
 
     /// PEFT's rank of the combined adapter, from the configs (`r`, or the

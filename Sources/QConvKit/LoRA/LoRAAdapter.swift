@@ -189,6 +189,13 @@ public struct LoRAReplacement {
     public let tensor: StoredTensor
     /// The adapter-side name of the base tensor it replaces.
     public let target: String
+
+    /// Whether `tensor` is a base layer's (`<module>.base_layer.<name>`),
+    /// which loading the adapter puts into the model's own layer, and not a
+    /// module of the adapter's own (`modules_to_save`).
+    public static func isBaseLayer(_ tensor: StoredTensor) -> Bool {
+        tensor.name.split(separator: ".").contains("base_layer")
+    }
 }
 
 /// How PEFT names adapter tensors: `base_model.model.<module>.<role>`.

@@ -88,12 +88,12 @@ public struct LoRAMergePlan {
     /// The tied embeddings the merge unties (planned on `TiedEmbeddings.withOutputTensor`); nil when it leaves the base tied or untied as it was.
     public internal(set) var untiedEmbeddings: TiedEmbeddings? = nil
     /// The deltas' products summed with one rounding per step, as torch's
-    /// CPU sgemm does (`FusedProducts`): set by `summingProductsAsTorch()`
+    /// CPU sgemm does (`FusedProducts`): set by `throughQuantization(_:)`
     /// for the merges that give PEFT's bits where no earlier output is to be
     /// kept (through a quantization); combined changes always sum this way.
     public private(set) var fusesProducts = false
     /// The changed tensors, in the order of the base tensors given.
-    public let changes: [LoRATensorChange]
+    public private(set) var changes: [LoRATensorChange]
     private let changeIndex: [String: Int]
 
     /// Matches every adapter tensor to a base tensor and checks shapes, ranks
@@ -154,10 +154,16 @@ public struct LoRAMergePlan {
         try LoRAPreparedChange(change, decodeReplacement: decodeReplacement, threads: threads, fusedProducts: fusesProducts)
     }
 
-    /// This plan with every delta's products summed as torch's sgemm does.
-    public func summingProductsAsTorch() -> LoRAMergePlan {
+    /// This plan as PEFT merges into a QLoRA model whose layers `isQuantized`
+    /// picks are bitsandbytes layers: every delta's products summed as
+    /// torch's sgemm sums them, and a combined adapter held in float32 on
+    /// those layers (PEFT makes it in the dtype of a float layer only).
+    public func throughQuantization(_ isQuantized: (TensorInfo) -> Bool) -> LoRAMergePlan {
         var plan = self
         plan.fusesProducts = true
+        for i in plan.changes.indices where isQuantized(plan.changes[i].base) {
+            plan.changes[i].combined?.factorDType = nil
+        }
         return plan
     }
 }

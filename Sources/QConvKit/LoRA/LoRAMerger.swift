@@ -151,7 +151,7 @@ public enum LoRAMerger {
         func plan(_ model: Model) throws -> LoRAMergePlan {
             guard let combination else { return try self.plan(base: model, adapter: adapters[0], scale: scale) }
             return try LoRAMergePlan(combining: adapters, combination: combination, baseTensors: model.tensors.map(\.info), scaleMultiplier: scale,
-                                     baseDescription: model.path)
+                                     baseDescription: model.path, quantizedTensors: Set(model.tensors.filter { $0.scheme.isQuantized }.map(\.name)))
         }
         if let tied = try TiedEmbeddings.detect(in: base), var untied = try? plan(tied.withOutputTensor(base)), tied.isChanged(by: untied) {
             untied.untiedEmbeddings = tied
@@ -178,8 +178,10 @@ public enum LoRAMerger {
                 throw ConversionError.alreadyQuantized(path: base.path, tensor: quantized.name, scheme: quantized.scheme.summary)
             }
             // A new way to merge, so it gives PEFT's bits (no earlier output to keep).
-            let quantized = QuantizedBaseTransform(merge: LoRATransform(plan: plan.summingProductsAsTorch(), allowNonfinite: options.allowNonfinite), quantization: through,
-                                                   selection: try TensorSelection())
+            let selection = try TensorSelection()
+            let quantized = QuantizedBaseTransform(merge: LoRATransform(plan: plan.throughQuantization { QuantizedBaseTransform.isQuantized($0, selection: selection) },
+                                                                        allowNonfinite: options.allowNonfinite),
+                                                   quantization: through, selection: selection)
             throughCount = base.tensors.filter { quantized.isQuantized($0.info) }.count
             transform = quantized
         }

@@ -109,9 +109,11 @@ public final class LoRAPreparedChange: @unchecked Sendable {
         self.magnitude = magnitude
         self.biasDelta = biasDelta
         let dtype = change.output.dtype
-        deltaRounding = change.kind == .embedding && !change.isDoRA && dtype != .f32 ? dtype : nil
-        let usesFourRowKernel = !basis.isEmpty && !change.isDoRA && deltaRounding == nil
-        basisPanels = usesFourRowKernel ? LoRAKernels.panels(basis, rank: rank, columns: change.columnCount) : []
+        // PEFT rounds the delta to the dtype it is added in: an embedding's
+        // (`.to(orig_dtype)`), and one made from 16-bit factors (`cat` on a 16-bit base).
+        let roundsDelta = change.kind == .embedding || change.combined?.factorDType != nil
+        deltaRounding = roundsDelta && !change.isDoRA && dtype != .f32 ? dtype : nil
+        basisPanels = !basis.isEmpty && !change.isDoRA ? LoRAKernels.panels(basis, rank: rank, columns: change.columnCount) : []
     }
 
     /// Copies the decoded replacement's rows over `values`, if there is one.
@@ -151,43 +153,59 @@ public final class LoRAPreparedChange: @unchecked Sendable {
         }
     }
 
-    /// The factors' delta added to rows `rows` (given as for `apply(to:rows:)`).
+    /// The factors' delta added to rows `rows` (given as for `apply(to:rows:)`);
+    /// rounded to `deltaRounding` first where PEFT rounds it, computed on
+    /// its own for that.
     private func addDeltas<P: ProductAccumulation>(to values: UnsafeMutablePointer<Float>, rows: Range<Int>, _ products: P.Type) {
+        let count = rows.count * columnCount
+        if change.isDoRA {
+            addDoRADeltas(to: values, rows: rows)
+        } else if let dtype = deltaRounding {
+            let delta = UnsafeMutablePointer<Float>.allocate(capacity: count)
+            defer { delta.deallocate() }
+            delta.initialize(repeating: 0, count: count)
+            addPlainDeltas(to: delta, rows: rows, P.self)
+            FloatConversion.add(delta, roundedThrough: dtype, to: values, count: count)
+        } else {
+            addPlainDeltas(to: values, rows: rows, P.self)
+        }
+    }
+
+    /// `delta` added to rows `rows`: eight or four rows at a time, sharing
+    /// each load of the basis, then one at a time (the same bits).
+    private func addPlainDeltas<P: ProductAccumulation>(to values: UnsafeMutablePointer<Float>, rows: Range<Int>, _ products: P.Type) {
         let columns = columnCount
         withFactors { coefficients, basis in
-            var scratch: UnsafeMutableRawBufferPointer?
-            if deltaRounding != nil { scratch = .allocate(byteCount: columns * 6, alignment: 64) }
-            defer { scratch?.deallocate() }
             var row = rows.lowerBound
-            if !change.isDoRA && deltaRounding == nil {
-                // Eight or four rows at a time share each load of the basis.
-                basisPanels.withUnsafeBufferPointer { panels in
-                    if LoRAKernels.hasEightRowKernel {
-                        let kernel = P.eightRows
-                        while row + 8 <= rows.upperBound {
-                            kernel(coefficients + row * rank, basis, panels.baseAddress!, rank, columns, scale, values + (row - rows.lowerBound) * columns)
-                            row += 8
-                        }
+            basisPanels.withUnsafeBufferPointer { panels in
+                if LoRAKernels.hasEightRowKernel {
+                    let kernel = P.eightRows
+                    while row + 8 <= rows.upperBound {
+                        kernel(coefficients + row * rank, basis, panels.baseAddress!, rank, columns, scale, values + (row - rows.lowerBound) * columns)
+                        row += 8
                     }
-                    while row + Self.rowsPerKernelCall <= rows.upperBound {
-                        LoRAKernels.addDelta4(coefficients + row * rank, basis, panels: panels.baseAddress!, rank: rank, columns: columns,
-                                              scale: scale, into: values + (row - rows.lowerBound) * columns, P.self)
-                        row += Self.rowsPerKernelCall
-                    }
+                }
+                while row + Self.rowsPerKernelCall <= rows.upperBound {
+                    LoRAKernels.addDelta4(coefficients + row * rank, basis, panels: panels.baseAddress!, rank: rank, columns: columns,
+                                          scale: scale, into: values + (row - rows.lowerBound) * columns, P.self)
+                    row += Self.rowsPerKernelCall
                 }
             }
             for row in row..<rows.upperBound {
+                LoRAKernels.addDelta(coefficients + row * rank, basis, rank: rank, columns: columns, scale: scale,
+                                     into: values + (row - rows.lowerBound) * columns, P.self)
+            }
+        }
+    }
+
+    /// DoRA along rows: each row merged, then rescaled to its magnitude.
+    private func addDoRADeltas(to values: UnsafeMutablePointer<Float>, rows: Range<Int>) {
+        let columns = columnCount
+        withFactors { coefficients, basis in
+            for row in rows {
                 let target = values + (row - rows.lowerBound) * columns
-                let weights = coefficients + row * rank
-                if change.isDoRA {
-                    let norm = LoRAKernels.addDeltaReturningNorm(weights, basis, rank: rank, columns: columns, scale: scale, into: target)
-                    LoRAKernels.multiply(target, count: columns, by: magnitude[row] / norm)
-                } else if let dtype = deltaRounding, let scratch {
-                    LoRAKernels.addRoundedDelta(weights, basis, rank: rank, columns: columns, scale: scale, through: dtype, scratch: scratch,
-                                                into: target, P.self)
-                } else {
-                    LoRAKernels.addDelta(weights, basis, rank: rank, columns: columns, scale: scale, into: target, P.self)
-                }
+                let norm = LoRAKernels.addDeltaReturningNorm(coefficients + row * rank, basis, rank: rank, columns: columns, scale: scale, into: target)
+                LoRAKernels.multiply(target, count: columns, by: magnitude[row] / norm)
             }
         }
     }

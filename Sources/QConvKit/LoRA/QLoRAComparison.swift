@@ -51,7 +51,7 @@ public struct QLoRAComparison {
         if through != nil { mean = .torchFloat32 }
         if case .bitsandbytes = base.format { mean = .torchFloat32 }
         // As the merges write them: through a quantization products are summed as torch does, into a container as they always were.
-        let summing = through != nil ? plan.summingProductsAsTorch() : plan
+        let summing = through != nil ? plan.throughQuantization { QuantizedBaseTransform.isQuantized($0, selection: selection) } : plan
         let counter = ProgressCounter(label: "comparing", total: plan.changes.reduce(0) { $0 + UInt64($1.base.byteCount) }, handler: progress)
         defer { counter.finish() }
         for change in plan.changes {
