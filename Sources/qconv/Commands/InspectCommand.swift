@@ -50,6 +50,13 @@ enum InspectCommand: Command {
     }
 
     static func render(_ report: InspectionReport, listTensors: Bool, statistics: Bool) -> String {
+        let text = Format.table(summaryRows(report))
+        guard listTensors else { return text }
+        return text + "\n\n" + tensorTable(report, statistics: statistics)
+    }
+
+    /// The model as a whole: files, counts, the storage's own rows, metadata.
+    private static func summaryRows(_ report: InspectionReport) -> [[String]] {
         var rows: [[String]] = [
             ["path", report.path],
             ["format", report.format],
@@ -65,6 +72,24 @@ enum InspectCommand: Command {
             rows.append(["tensor data", "\(Format.grouped(report.tensorBytes)) bytes (\(Format.bytes(report.tensorBytes)))"])
         }
         rows.append(["on disk", "\(Format.grouped(report.fileBytes)) bytes (\(Format.bytes(report.fileBytes)))"])
+        rows += quantizationRows(report)
+        let fp8 = report.tensors.filter { $0.fp8 != nil }
+        if !fp8.isEmpty {
+            rows.append(["fp8", "\(fp8.count) tensor\(fp8.count == 1 ? "" : "s") stored as FP8 with a scale tensor each, read as their scaled values"])
+        }
+        if report.metadata.isEmpty {
+            rows.append(["metadata", "(none)"])
+        } else {
+            for (i, entry) in report.metadata.enumerated() {
+                rows.append([i == 0 ? "metadata" : "", "\(entry.key): \(entry.value)"])
+            }
+        }
+        return rows
+    }
+
+    /// A container's or a bitsandbytes checkpoint's schemes, sizes and settings.
+    private static func quantizationRows(_ report: InspectionReport) -> [[String]] {
+        var rows: [[String]] = []
         if let container = report.container {
             rows.append(["container", "format version \(container.version)" + (container.writtenBy.map { ", written by \($0)" } ?? "")])
             if case .object(let options)? = container.options {
@@ -88,20 +113,11 @@ enum InspectCommand: Command {
                 rows.append(["config", "no quantization_config"])
             }
         }
-        let fp8 = report.tensors.filter { $0.fp8 != nil }
-        if !fp8.isEmpty {
-            rows.append(["fp8", "\(fp8.count) tensor\(fp8.count == 1 ? "" : "s") stored as FP8 with a scale tensor each, read as their scaled values"])
-        }
-        if report.metadata.isEmpty {
-            rows.append(["metadata", "(none)"])
-        } else {
-            for (i, entry) in report.metadata.enumerated() {
-                rows.append([i == 0 ? "metadata" : "", "\(entry.key): \(entry.value)"])
-            }
-        }
-        var text = Format.table(rows)
-        guard listTensors else { return text }
+        return rows
+    }
 
+    /// One row per tensor (with statistics when asked).
+    private static func tensorTable(_ report: InspectionReport, statistics: Bool) -> String {
         let isContainer = report.tensors.contains { $0.scheme != nil }
         var header = ["NAME", "DTYPE", "SHAPE", "PARAMS", "BYTES", "FILE"]
         if isContainer { header = ["NAME", "DTYPE", "SHAPE", "PARAMS", "SCHEME", "BITS/W", "OUTLIERS", "BYTES"] }
@@ -131,8 +147,7 @@ enum InspectCommand: Command {
         var right: Set<Int> = [3]
         if !isContainer { right.insert(4) } else { right.formUnion([5, 6, 7]) }
         if statistics { right.formUnion(Set((header.count - 7)..<header.count)) }
-        text += "\n\n" + Format.table(table, rightAligned: right)
-        return text
+        return Format.table(table, rightAligned: right)
     }
 
     private static func describe(_ value: JSONValue) -> String {
