@@ -32,7 +32,7 @@ public final class LoRAPreparedChange: @unchecked Sendable {
     /// r rows of the row length: `A` for linear, `B^T` otherwise.
     private let basis: [Float]
     /// `basis` laid out for `LoRAKernels.addDelta4` (`LoRAKernels.panels`);
-    /// empty where that kernel is not used.
+    /// empty for DoRA, whose rows go one at a time.
     private let basisPanels: [Float]
     private let magnitude: [Float]
     private let biasDelta: [Float]
@@ -171,7 +171,7 @@ public final class LoRAPreparedChange: @unchecked Sendable {
         }
     }
 
-    /// `delta` added to rows `rows`: eight or four rows at a time, sharing
+    /// The factors' delta added to rows `rows`: eight or four rows at a time, sharing
     /// each load of the basis, then one at a time (the same bits).
     private func addPlainDeltas<P: ProductAccumulation>(to values: UnsafeMutablePointer<Float>, rows: Range<Int>, _ products: P.Type) {
         let columns = columnCount
