@@ -98,8 +98,7 @@ public enum Dequantizer {
     /// container embedded from one) loses it, written anew (transformers would
     /// otherwise look for quantized weights); every other file is copied as it is.
     static func dequantizedSideFiles(_ model: Model) throws -> (copied: [SideFile], config: [UInt8]?) {
-        guard let config = model.sideFiles.first(where: { $0.name == TransformersConfig.fileName }),
-              config.size <= TransformersConfig.maximumSize else { return (model.sideFiles, nil) }
+        guard let config = TransformersConfig.file(of: model) else { return (model.sideFiles, nil) }
         let bytes = try config.readAll()
         let path = FileSystem.join(model.path, config.name)
         guard (try? BitsandbytesConfigFile(path: path, bytes: bytes))?.isBitsandbytes == true else { return (model.sideFiles, nil) }

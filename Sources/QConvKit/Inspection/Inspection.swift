@@ -80,11 +80,9 @@ extension InspectionReport.BitsandbytesSummary {
     init(_ model: Model, storedBytes: UInt64, parameters: Int) {
         let quantized = model.tensors.filter { $0.scheme.isQuantized }
         let elements = quantized.reduce(0) { $0 + $1.info.elementCount }
-        let config = model.sideFiles.first { $0.name == TransformersConfig.fileName }
-        let parsed = (try? config?.readAll()).flatMap { try? JSONParser.parse($0) }
         self.init(schemes: model.quantizedSchemeCounts, sourceTensorBytes: model.sourceTensorBytes,
                   bitsPerWeight: parameters > 0 ? Double(storedBytes) * 8 / Double(parameters) : 0,
                   quantizedBitsPerWeight: elements > 0 ? Double(quantized.reduce(UInt64(0)) { $0 + $1.storedBytes }) * 8 / Double(elements) : 0,
-                  quantizationConfig: parsed?.objectValue?["quantization_config"])
+                  quantizationConfig: TransformersConfig.object(of: model)?["quantization_config"])
     }
 }

@@ -190,11 +190,11 @@ public struct LoRAReplacement {
     /// The adapter-side name of the base tensor it replaces.
     public let target: String
 
-    /// Whether `tensor` is a base layer's (`<module>.base_layer.<name>`),
+    /// Whether the tensor is a base layer's (`<module>.base_layer.<name>`),
     /// which loading the adapter puts into the model's own layer, and not a
     /// module of the adapter's own (`modules_to_save`).
     public static func isBaseLayer(_ tensor: StoredTensor) -> Bool {
-        tensor.name.split(separator: ".").contains("base_layer")
+        LoRATensorKey.namesBaseLayer(tensor.name)
     }
 }
 
@@ -287,7 +287,15 @@ public struct LoRATensorKey: Equatable {
         }
     }
 
+    /// Whether a name passes through a wrapped layer's `base_layer`, which the
+    /// name of the base tensor leaves out (`removingBaseLayer`).
+    static func namesBaseLayer(_ name: String) -> Bool {
+        name.split(separator: ".").contains { $0 == Self.baseLayer }
+    }
+
+    private static let baseLayer = "base_layer"
+
     private static func removingBaseLayer(_ name: String) -> String {
-        name.split(separator: ".", omittingEmptySubsequences: false).filter { $0 != "base_layer" }.joined(separator: ".")
+        name.split(separator: ".", omittingEmptySubsequences: false).filter { $0 != Self.baseLayer }.joined(separator: ".")
     }
 }
