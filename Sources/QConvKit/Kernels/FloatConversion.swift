@@ -133,29 +133,28 @@ public enum FloatConversion {
 
     /// Rounds floats to what they would be after a round trip through `dtype`.
     public static func roundTrip(_ values: UnsafeMutablePointer<Float>, count: Int, through dtype: DType) {
-        switch dtype {
-        case .f16:
-            #if QCONV_HARDWARE_HALF
-            for i in 0..<count { values[i] = Float(Float16(values[i])) }
-            #else
-            for i in 0..<count { values[i] = float(fromHalf: halfBits(from: values[i])) }
-            #endif
-        case .bf16: for i in 0..<count { values[i] = float(fromBFloat16: bfloat16Bits(from: values[i])) }
-        default: break
-        }
+        guard dtype == .f16 || dtype == .bf16 else { return }
+        forEachRounded(values, count: count, through: dtype) { values[$0] = $1 }
     }
 
     /// `values += delta`, each delta first rounded as `roundTrip` rounds it, in one pass.
     public static func add(_ delta: UnsafePointer<Float>, roundedThrough dtype: DType, to values: UnsafeMutablePointer<Float>, count: Int) {
+        forEachRounded(delta, count: count, through: dtype) { values[$0] += $1 }
+    }
+
+    /// Calls `use(i, x)` with each value rounded through `dtype` (F16, BF16;
+    /// other dtypes leave it as it is): the one loop of both functions above.
+    @inline(__always)
+    private static func forEachRounded(_ values: UnsafePointer<Float>, count: Int, through dtype: DType, _ use: (Int, Float) -> Void) {
         switch dtype {
         case .f16:
             #if QCONV_HARDWARE_HALF
-            for i in 0..<count { values[i] += Float(Float16(delta[i])) }
+            for i in 0..<count { use(i, Float(Float16(values[i]))) }
             #else
-            for i in 0..<count { values[i] += float(fromHalf: halfBits(from: delta[i])) }
+            for i in 0..<count { use(i, float(fromHalf: halfBits(from: values[i]))) }
             #endif
-        case .bf16: for i in 0..<count { values[i] += float(fromBFloat16: bfloat16Bits(from: delta[i])) }
-        default: for i in 0..<count { values[i] += delta[i] }
+        case .bf16: for i in 0..<count { use(i, float(fromBFloat16: bfloat16Bits(from: values[i]))) }
+        default: for i in 0..<count { use(i, values[i]) }
         }
     }
 
