@@ -54,12 +54,19 @@ public final class MergedTensorSource: FloatTensorSource {
         let columns = prepared.columnCount
         precondition(columns > 0 && range.lowerBound % columns == 0, "merge ranges must be whole rows")
         try readStart(range, into: destination, scratch: scratch)
-        applyChange(to: destination, range: range)
+        merge(destination, range: range)
     }
 
-    /// `readFloats`' work on the values it starts from, read elsewhere (the
-    /// base's values of `range`, whole rows): the change applied in place.
+    /// `readFloats`' work on the base's values of `range` (whole rows), read
+    /// elsewhere: the change applied in place. Not for a change that starts
+    /// from a replacement it streams from the adapter.
     func applyChange(to destination: UnsafeMutablePointer<Float>, range: Range<Int>) {
+        precondition(prepared.change.replacement == nil || prepared.holdsReplacement, "a replacement's values are read from the adapter")
+        merge(destination, range: range)
+    }
+
+    /// The change applied to the values it starts from (`readStart`'s).
+    private func merge(_ destination: UnsafeMutablePointer<Float>, range: Range<Int>) {
         let columns = prepared.columnCount
         let rows = range.lowerBound / columns..<(range.upperBound + columns - 1) / columns
         if let columnFactors, !columnFactors.isEmpty {

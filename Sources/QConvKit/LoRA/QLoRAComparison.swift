@@ -26,7 +26,8 @@ public struct QLoRAComparison {
     }
 
     public let tensors: [Tensor]
-    /// Changed tensors that are not quantized (all merges agree) or whose scheme is not compared (int8 of a container).
+    /// Changed tensors that are not quantized (all merges agree), whose scheme is not compared (int8 of a container),
+    /// or whose values the adapter replaces (a base layer it stores: no base to quantize).
     public let skipped: [String]
 
     public var delta: ErrorSummary { ErrorSummary(tensors.map(\.delta)) }
@@ -56,7 +57,7 @@ public struct QLoRAComparison {
         defer { counter.finish() }
         for change in plan.changes {
             defer { counter.advance(by: UInt64(change.base.byteCount), item: change.base.name) }
-            guard let tensor = base.tensor(named: change.base.name), change.kind != .replacement, change.kind != .bias,
+            guard let tensor = base.tensor(named: change.base.name), change.replacement == nil, change.kind != .bias,
                   let quantization = through.flatMap({ selection.shouldQuantize(tensor.info) ? $0 : nil }) ?? Self.quantization(of: tensor.scheme)
             else {
                 skipped.append(change.base.name)
@@ -107,11 +108,14 @@ public struct QLoRAComparison {
         var total = [ErrorMetrics](repeating: ErrorMetrics(), count: pairs.count)
         try computeChunksInOrder(count: plan.chunkCount, slots: slots, threads: threads, compute: { c, slot in
             let range = plan.chunkRange(c), count = range.count
-            let values = (0..<5).map { buffers.floats(slot).baseAddress! + $0 * plan.chunk }
-            let (base, start, merged, requantized, sixteen) = (values[0], values[1], values[2], values[3], values[4])
+            let floats = buffers.floats(slot).baseAddress!, chunk = plan.chunk
+            let base = floats, merged = floats + 2 * chunk, requantized = floats + 3 * chunk, sixteen = floats + 4 * chunk
             try stored.readFloats(range, into: base, scratch: buffers.scratch(slot))
-            start.update(from: base, count: count)
+            // Without a round trip the merges start from the base itself.
+            var start = base
             if let dequantizing {
+                start = floats + chunk
+                start.update(from: base, count: count)
                 dequantizing.roundTrip(start, range: range, scratch: buffers.scratch(slot))
                 FloatConversion.roundTrip(start, count: count, through: dtype)
             }
@@ -126,10 +130,11 @@ public struct QLoRAComparison {
                 mergingSixteen.applyChange(to: sixteen, range: range)
                 FloatConversion.roundTrip(sixteen, count: count, through: dtype)
             }
+            let measured = [base, start, merged, requantized, sixteen]
             partial[slot] = pairs.prefix(sixteenBit ? 4 : 2).map { pair in
                 var metrics = ErrorMetrics()
-                metrics.add(original: UnsafeBufferPointer(start: values[pair.0], count: count),
-                            reconstructed: UnsafeBufferPointer(start: values[pair.1], count: count))
+                metrics.add(original: UnsafeBufferPointer(start: measured[pair.0], count: count),
+                            reconstructed: UnsafeBufferPointer(start: measured[pair.1], count: count))
                 return metrics
             }
         }, inOrder: { _, slot in
