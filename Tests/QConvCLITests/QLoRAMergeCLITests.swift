@@ -86,6 +86,37 @@ final class QLoRAMergeCLITests: XCTestCase {
         }
     }
 
+    /// --compare's figures are those of the three merges written out: the
+    /// merge into W16, `--through nf4` (DQ16), and DQ16 quantized in the
+    /// bitsandbytes layout and decoded again (Q4), measured here from the
+    /// files (to 1%: the merge into W16 sums a single adapter's products its
+    /// own way, which moves a few values by one ulp).
+    func testCompareFiguresAreThoseOfTheMergesWrittenOut() throws {
+        let folder = TemporaryDirectory("qconv-qlora")
+        let result = try run(["merge-lora", base, adapter, folder.file("dq16"), "--through", "nf4", "--compare", "--json"])
+        let compare = try XCTUnwrap(JSONParser.parse(result.stdout).objectValue?["compare"]?.objectValue)
+        try run(["merge-lora", base, adapter, folder.file("w16"), "--quiet"])
+        try run(["to-nf4", folder.file("dq16"), folder.file("q4"), "--format", "hf", "--quiet"])
+        try run(["dequant", folder.file("q4"), folder.file("q4-decoded"), "--quiet"])
+        let files = try ["w16", "dq16", "q4-decoded"].map { try SafeTensorsFile(path: folder.file($0 + "/model.safetensors")) }
+        func values(_ file: SafeTensorsFile, _ name: String) throws -> [Float] {
+            try halves(file, name).map { Float(Float16(bitPattern: $0)) }
+        }
+        func rmse(_ x: [Float], _ y: [Float]) -> Double {
+            (zip(x, y).reduce(0.0) { $0 + pow(Double($1.0) - Double($1.1), 2) } / Double(x.count)).squareRoot()
+        }
+        let tensors = try XCTUnwrap(compare["tensors"]?.arrayValue).compactMap(\.objectValue)
+        XCTAssertEqual(tensors.count, 6)
+        for tensor in tensors {
+            let name = try XCTUnwrap(tensor["name"]?.stringValue)
+            let (w16, dq16, q4) = (try values(files[0], name), try values(files[1], name), try values(files[2], name))
+            for (key, measured) in [("w16_vs_dq16", rmse(w16, dq16)), ("dq16_vs_q4", rmse(dq16, q4)), ("w16_vs_q4", rmse(w16, q4))] {
+                let reported = try XCTUnwrap(tensor[key]?.objectValue?["rmse"]?.numberValue?.doubleValue, "\(name) \(key)")
+                XCTAssertEqual(reported, measured, accuracy: 0.01 * measured, "\(name) \(key)")
+            }
+        }
+    }
+
     /// --compare measures the three merges per changed tensor and overall;
     /// the JSON carries every figure. A container BASE compares DQ16 and Q4.
     func testCompareMeasuresTheThreeMerges() throws {

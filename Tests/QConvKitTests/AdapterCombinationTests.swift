@@ -184,6 +184,14 @@ final class AdapterCombinationTests: XCTestCase {
             XCTAssertEqual(bias.kind, .replacement)
             XCTAssertEqual(bias.replacement?.file.path, folder.file("first") + "/adapter_model.safetensors")
         }
+        // The merged values start from the stored base layer (0.5), not from the
+        // base's values: cat of two r=2 LoRAs with every factor 0.5 and
+        // scale 4/2 adds 4 * 0.5 * (0.5 * 2) = 2.
+        let combined = try plan([first, plain], .cat)
+        let prepared = try combined.prepare(XCTUnwrap(combined.change(for: "q.weight")))
+        var values = [Float](repeating: 7, count: 64)
+        values.withUnsafeMutableBufferPointer { prepared.apply(to: $0.baseAddress!, rows: 0..<8) }
+        XCTAssertEqual(values, [Float](repeating: 2.5, count: 64))
     }
 
     /// `cat` on a 16-bit base holds the stacked factors in the base's dtype,
