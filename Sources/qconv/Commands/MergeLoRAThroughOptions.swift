@@ -60,7 +60,7 @@ enum MergeLoRAThroughOptions {
         var lines = ["compared merges into \(merges):", "RMS of each difference, in units of the delta's RMS", "",
                      Format.table(rows, rightAligned: Set(1..<rows[0].count))]
         if !comparison.skipped.isEmpty {
-            lines.append("not compared (not quantized, or an int8 container tensor): \(comparison.skipped.count) tensor\(comparison.skipped.count == 1 ? "" : "s")")
+            lines.append("not compared (not quantized, an int8 container tensor, or replaced by the adapter): \(comparison.skipped.count) tensor\(comparison.skipped.count == 1 ? "" : "s")")
         }
         return lines.joined(separator: "\n")
     }
